@@ -1,0 +1,61 @@
+"""create_app(): the ASGI application with its routers, errors and health checks."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from engines.canvas_artifacts.router import router as canvas_router
+from engines.common.errors import install_error_handlers
+from engines.common.identity import TraceHeadersMiddleware
+from engines.common.jsonutil import OrjsonResponse
+from engines.common.runtime import Runtime
+from engines.config import Settings, get_settings
+from engines.db.engine import build_engine
+from engines.identity.auth import TokenVerifier
+from engines.media_v2.routes import router as media_router
+from engines.nexus.backends.base import NexusBackend
+from engines.nexus.backends.sql import SqlNexusBackend
+from engines.storage.base import BlobStore
+from engines.storage.factory import build_blob_store
+
+
+def build_runtime(settings: Settings, *, store: BlobStore | None = None,
+                  nexus: NexusBackend | None = None) -> Runtime:
+    return Runtime(settings=settings, engine=build_engine(settings),
+                   store=store or build_blob_store(settings), nexus=nexus or SqlNexusBackend())
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app; tests pass a runtime to swap a backend, production passes nothing."""
+    settings = settings or (runtime.settings if runtime else get_settings())
+    runtime = runtime or build_runtime(settings)
+    app = FastAPI(title="Northstar canvas artifact store", version="0.1.0",
+                  default_response_class=OrjsonResponse)
+    app.state.runtime = runtime
+    app.state.verifier = TokenVerifier(settings)
+    app.add_middleware(TraceHeadersMiddleware)
+    install_error_handlers(app)
+    app.include_router(canvas_router)
+    app.include_router(media_router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        def ping() -> None:
+            with runtime.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        try:
+            await run_in_threadpool(ping)
+        except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+            return OrjsonResponse({"status": "unavailable", "database": "unreachable"},
+                                  status_code=503)
+        return OrjsonResponse({"status": "ready"})
+
+    return app

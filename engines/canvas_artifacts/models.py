@@ -1,0 +1,91 @@
+"""Canvas artifact shapes at the HTTP edge: records, replays, audits, render-refs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+ArtifactKindName = Literal["preview", "replay", "audit"]
+
+
+class ArtifactRecord(BaseModel):
+    id: str
+    kind: ArtifactKindName
+    canvas_id: str
+    rev: int
+    tenant_id: str
+    env: str
+    workspace_id: str | None = None
+    project_id: str
+    surface_id: str | None = None
+    app_id: str | None = None
+    actor_id: str
+    correlation_id: str
+    request_id: str
+    uri: str
+    mime_type: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    media_asset_id: str
+    media_artifact_id: str
+    created_at: datetime
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class ArtifactList(BaseModel):
+    items: list[ArtifactRecord]
+    next_cursor: str | None = None
+
+
+class RenderRef(BaseModel):
+    """A preview that points at a render which already exists."""
+
+    model_config = ConfigDict(extra="forbid")
+    uri: str = Field(min_length=1, max_length=2048)
+    mime_type: str | None = Field(default=None, max_length=128)
+
+
+class Keyframe(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    t_ms: StrictInt = Field(ge=0)
+    rev: StrictInt | None = Field(default=None, ge=0)
+    type: Literal["snapshot", "commit", "gesture"]
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReplayDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    rev: StrictInt = Field(ge=0)
+    rev_from: StrictInt | None = Field(default=None, ge=0)
+    mode: Literal["keyframes", "full"] = "keyframes"
+    keyframes: list[Keyframe]
+    summary: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _time_ordered(self) -> ReplayDocument:
+        for index in range(1, len(self.keyframes)):
+            if self.keyframes[index].t_ms < self.keyframes[index - 1].t_ms:
+                raise ValueError(
+                    f"keyframes[{index}].t_ms ({self.keyframes[index].t_ms}) is earlier than "
+                    f"keyframes[{index - 1}].t_ms ({self.keyframes[index - 1].t_ms}); "
+                    "t_ms must be non-decreasing")
+        return self
+
+
+class AuditSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    errors: StrictInt = Field(ge=0)
+    warnings: StrictInt = Field(ge=0)
+
+
+class AuditReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    v: Literal[1]
+    kind: str = Field(min_length=1, max_length=64)
+    status: Literal["pending", "running", "passed", "failed", "error"]
+    checks: list[dict[str, Any]]
+    findings: list[dict[str, Any]]
+    summary: AuditSummary
+    generated_at: datetime

@@ -1,0 +1,86 @@
+"""SQL for canvas artifact records; every query is scoped by tenant and env."""
+
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, Column, Connection, Index, String, Table, insert,
+                        select)
+
+from engines.canvas_artifacts.models import ArtifactRecord
+from engines.db.metadata import JsonDoc, UtcDateTime, metadata
+
+canvas_artifacts = Table(
+    "canvas_artifacts", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("env", String(16), nullable=False),
+    Column("canvas_id", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("rev", BigInteger, nullable=False),
+    Column("workspace_id", String(128)),
+    Column("project_id", String(128), nullable=False),
+    Column("surface_id", String(128)),
+    Column("app_id", String(128)),
+    Column("actor_id", String(256), nullable=False),
+    Column("correlation_id", String(128), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("uri", String(2048), nullable=False),
+    Column("mime_type", String(128)),
+    Column("size_bytes", BigInteger),
+    Column("sha256", String(64)),
+    Column("media_asset_id", String(64), nullable=False),
+    Column("media_artifact_id", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("meta", JsonDoc, nullable=False),
+    Index("ix_canvas_artifacts_list", "tenant_id", "env", "canvas_id", "id"),
+    Index("ix_canvas_artifacts_kind", "tenant_id", "env", "canvas_id", "kind", "id"),
+    Index("ix_canvas_artifacts_latest", "tenant_id", "env", "canvas_id", "kind", "rev", "id"),
+    Index("ix_canvas_artifacts_rev", "tenant_id", "env", "canvas_id", "rev", "id"),
+    Index("ix_canvas_artifacts_uri", "uri"),
+)
+
+_RECORD_COLUMNS = [canvas_artifacts.c[name] for name in ArtifactRecord.model_fields]
+
+
+def insert_record(conn: Connection, record: ArtifactRecord) -> None:
+    conn.execute(insert(canvas_artifacts), record.model_dump())
+
+
+def _scoped(tenant_id: str, env: str, canvas_id: str):  # type: ignore[no-untyped-def]
+    c = canvas_artifacts.c
+    return select(*_RECORD_COLUMNS).where(c.tenant_id == tenant_id, c.env == env,
+                                          c.canvas_id == canvas_id)
+
+
+def get_record(conn: Connection, tenant_id: str, env: str, canvas_id: str,
+               artifact_id: str) -> ArtifactRecord | None:
+    row = conn.execute(_scoped(tenant_id, env, canvas_id)
+                       .where(canvas_artifacts.c.id == artifact_id)).mappings().first()
+    return ArtifactRecord.model_validate(dict(row)) if row else None
+
+
+def list_records(conn: Connection, tenant_id: str, env: str, canvas_id: str, *,
+                 kind: str | None, rev: int | None, before_id: str | None,
+                 limit: int) -> list[ArtifactRecord]:
+    c = canvas_artifacts.c
+    query = _scoped(tenant_id, env, canvas_id)
+    if kind is not None:
+        query = query.where(c.kind == kind)
+    if rev is not None:
+        query = query.where(c.rev == rev)
+    if before_id is not None:
+        query = query.where(c.id < before_id)
+    rows = conn.execute(query.order_by(c.id.desc()).limit(limit)).mappings()
+    return [ArtifactRecord.model_validate(dict(r)) for r in rows]
+
+
+def latest_record(conn: Connection, tenant_id: str, env: str, canvas_id: str,
+                  kind: str) -> ArtifactRecord | None:
+    c = canvas_artifacts.c
+    row = conn.execute(_scoped(tenant_id, env, canvas_id).where(c.kind == kind)
+                       .order_by(c.rev.desc(), c.id.desc()).limit(1)).mappings().first()
+    return ArtifactRecord.model_validate(dict(row)) if row else None
+
+
+def all_uris(conn: Connection) -> set[str]:
+    """Every blob URI a committed record points to, for `engines gc`."""
+    return set(conn.execute(select(canvas_artifacts.c.uri)).scalars())

@@ -1,0 +1,369 @@
+"""Canvas artifact orchestration: payload to blob store, then one metadata step.
+
+Create = (1) stream or store the payload under its key, hashing as it goes;
+(2) one transaction writing the canvas's media_v2 asset (first use), the
+media_v2 DerivedArtifact, the artifact record, the NexusDocument and the
+DatasetEvent, plus the idempotency key. If (2) fails the blob is deleted, so
+no trace of the artifact remains; a crash between (1) and (2) leaves only an
+orphan blob, which `engines gc` removes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio
+import orjson
+from fastapi import Request, UploadFile
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse, Response
+
+from engines.canvas_artifacts import repository as repo
+from engines.canvas_artifacts.models import (ArtifactList, ArtifactRecord, AuditReport,
+                                             RenderRef, ReplayDocument)
+from engines.canvas_artifacts.content import serve_blob
+from engines.canvas_artifacts.replay import cut_window, replay_meta
+from engines.canvas_artifacts.sniff import EXTENSIONS, head_checker
+from engines.common import idempotency
+from engines.common.body import limited_receive, read_limited, reject_declared_oversize
+from engines.common.errors import ApiError, NotFound, ServiceUnavailable, Unprocessable
+from engines.common.identity import RequestContext
+from engines.common.ids import new_id
+from engines.common.jsonutil import parse_json
+from engines.common.runtime import Runtime
+from engines.dataset.events.schemas import DatasetEvent
+from engines.identity.auth import Caller
+from engines.media_v2 import repository as media_repo
+from engines.media_v2.models import DerivedArtifact
+from engines.media_v2.service import ensure_canvas_asset
+from engines.nexus.schemas import NexusDocument, NexusKind
+from engines.storage.base import StoredBlob
+from engines.storage.ingest import ingest, ingest_bytes
+from engines.storage.keys import canvas_key
+from engines.storage.uris import check_uri_in_scope
+
+log = logging.getLogger("engines.canvas_artifacts")
+
+MEDIA_KIND = {"preview": "canvas_preview", "replay": "canvas_replay", "audit": "canvas_audit"}
+UPLOAD_CHUNK = 1024 * 1024
+
+
+@dataclass
+class Payload:
+    """What step (1) produced: where the bytes are and what they are."""
+
+    uri: str
+    mime_type: str | None
+    body_sha256: str
+    blob: StoredBlob | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _lineage(record: ArtifactRecord) -> dict[str, Any]:
+    return {
+        "tenant_id": record.tenant_id, "env": record.env, "workspace_id": record.workspace_id,
+        "project_id": record.project_id, "surface_id": record.surface_id,
+        "app_id": record.app_id, "canvas_id": record.canvas_id, "rev": record.rev,
+        "correlation_id": record.correlation_id, "request_id": record.request_id,
+        "actor_id": record.actor_id, "artifact_id": record.id, "uri": record.uri,
+        "kind": record.kind, "mime_type": record.mime_type, "sha256": record.sha256,
+        "media_asset_id": record.media_asset_id, "media_artifact_id": record.media_artifact_id,
+        "created_at": record.created_at.isoformat(), "recorded_at": _now().isoformat(),
+    }
+
+
+def _write_metadata(rt: Runtime, record: ArtifactRecord, claim: idempotency.IdempotencyClaim | None,
+                    body_sha256: str, response_body: bytes) -> None:
+    """Step (2): every record of the artifact, in one transaction."""
+    lineage = _lineage(record)
+    document = NexusDocument(id=new_id("nxd"), tenant_id=record.tenant_id, env=record.env,
+                             kind=NexusKind(MEDIA_KIND[record.kind]), subject_id=record.id,
+                             lineage=lineage, created_at=record.created_at)
+    event = DatasetEvent(id=new_id("dse"), tenant_id=record.tenant_id, env=record.env,
+                         event_type=f"canvas.{record.kind}.created", subject_id=record.id,
+                         document_id=document.id, lineage=lineage, created_at=record.created_at)
+    derived = DerivedArtifact(
+        id=record.media_artifact_id, parent_asset_id=record.media_asset_id,
+        tenant_id=record.tenant_id, env=record.env, kind=MEDIA_KIND[record.kind], uri=record.uri,
+        created_at=record.created_at,
+        meta={"canvas_id": record.canvas_id, "rev": record.rev, "artifact_id": record.id,
+              "mime_type": record.mime_type, "sha256": record.sha256,
+              "size_bytes": record.size_bytes})
+    with rt.engine.begin() as conn:
+        if claim is not None:
+            idempotency.store(conn, claim, body_sha256, 201, response_body)
+        ensure_canvas_asset(conn, record.tenant_id, record.env, record.canvas_id, record.actor_id,
+                            record.media_asset_id, record.created_at)
+        media_repo.insert_artifact(conn, derived)
+        repo.insert_record(conn, record)
+        rt.nexus.record(conn, document, event)
+
+
+async def _discard(rt: Runtime, payload: Payload) -> None:
+    if payload.blob is None:
+        return
+    with anyio.CancelScope(shield=True):
+        try:
+            await run_in_threadpool(rt.store.delete, payload.blob.key)
+        except Exception:  # noqa: BLE001 - gc finds what compensation could not remove
+            log.exception("could not delete orphan blob %s", payload.blob.uri)
+
+
+async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, canvas_id: str,
+                  rev: int, artifact_id: str, payload: Payload) -> Response:
+    ctx = caller.ctx
+    claim = idempotency.claim_from(request, ctx)
+    blob = payload.blob
+    record = ArtifactRecord(
+        id=artifact_id, kind=kind, canvas_id=canvas_id, rev=rev, tenant_id=ctx.tenant_id,
+        env=ctx.env, workspace_id=ctx.workspace_id, project_id=ctx.project_id,
+        surface_id=ctx.surface_id, app_id=ctx.app_id, actor_id=caller.auth.actor_id,
+        correlation_id=ctx.correlation_id, request_id=ctx.request_id, uri=payload.uri,
+        mime_type=payload.mime_type, size_bytes=blob.size if blob else None,
+        sha256=blob.sha256 if blob else None,
+        media_asset_id=canvas_asset_id(ctx.tenant_id, ctx.env, canvas_id),
+        media_artifact_id=new_id("mda"), created_at=_now(), meta=payload.meta)
+    body = orjson.dumps(record.model_dump(mode="json"))
+    try:
+        await run_in_threadpool(_write_metadata, rt, record, claim, payload.body_sha256, body)
+    except IntegrityError as exc:
+        await _discard(rt, payload)
+        if claim is not None and idempotency.is_key_conflict(exc):
+            return await run_in_threadpool(idempotency.replay, rt.engine, claim,
+                                           payload.body_sha256)
+        raise ServiceUnavailable("metadata write failed", code="metadata.write_failed") from exc
+    except ApiError:
+        await _discard(rt, payload)
+        raise
+    except BaseException as exc:
+        await _discard(rt, payload)
+        if isinstance(exc, Exception):
+            log.exception("metadata write failed for %s", record.id)
+            raise ServiceUnavailable("metadata write failed; nothing was stored",
+                                     code="metadata.write_failed") from exc
+        raise
+    return Response(body, status_code=201, media_type="application/json")
+
+
+def canvas_asset_id(tenant_id: str, env: str, canvas_id: str) -> str:
+    """The canvas's media_v2 asset id, derived so first use needs no lookup."""
+    digest = hashlib.sha256(f"{tenant_id}\x00{env}\x00{canvas_id}".encode()).hexdigest()
+    return f"mca_{digest[:32]}"
+
+
+# ---- previews -------------------------------------------------------------
+
+
+async def _upload_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(UPLOAD_CHUNK):
+        yield chunk
+
+
+async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of) -> Payload:  # type: ignore[no-untyped-def]
+    limit = rt.settings.max_preview_bytes
+    content_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if content_type == "application/json":
+        raw = await read_limited(request, min(limit, 64 * 1024))
+        data = parse_json(raw, max_depth=rt.settings.max_json_depth)
+        try:
+            ref = RenderRef.model_validate(data)
+        except ValidationError as exc:
+            raise Unprocessable(_first_error(exc), code="preview.invalid_render_ref") from exc
+        check_uri_in_scope(rt.settings.raw_bucket, caller.ctx, ref.uri)
+        return Payload(uri=ref.uri, mime_type=ref.mime_type,
+                       body_sha256=hashlib.sha256(raw).hexdigest(), meta={"render_ref": True})
+    if content_type == "multipart/form-data":
+        form = await Request(request.scope, limited_receive(request, limit)).form(
+            max_files=1, max_fields=8)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise Unprocessable("multipart body needs a file field named 'file'",
+                                code="preview.missing_file")
+        check = head_checker(upload.content_type)
+        chunks = _upload_chunks(upload)
+    else:
+        check = head_checker(content_type)
+        reject_declared_oversize(request, limit)
+        chunks = request.stream()
+    blob, mime = await ingest(rt.store, chunks, limit=limit, head_check=check,
+                              key_for=lambda mime: key_of(EXTENSIONS[mime]))
+    return Payload(uri=blob.uri, mime_type=mime, body_sha256=blob.sha256, blob=blob)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    return f"{where}: {err.get('msg')}" if where else str(err.get("msg"))
+
+
+def _key_maker(ctx: RequestContext, canvas_id: str, kind: str, artifact_id: str):  # type: ignore[no-untyped-def]
+    def key_of(extension: str) -> str:
+        return canvas_key(ctx.tenant_id, ctx.env, canvas_id, kind, artifact_id, extension)
+
+    return key_of
+
+
+async def create_preview(rt: Runtime, caller: Caller, request: Request, canvas_id: str,
+                         rev: int) -> Response:
+    artifact_id = new_id("art")
+    payload = await _preview_payload(rt, caller, request,
+                                     _key_maker(caller.ctx, canvas_id, "preview", artifact_id))
+    return await _commit(rt, caller, request, kind="preview", canvas_id=canvas_id, rev=rev,
+                         artifact_id=artifact_id, payload=payload)
+
+
+async def _store_json_document(rt: Runtime, caller: Caller, canvas_id: str, kind: str,
+                               artifact_id: str, raw: bytes) -> StoredBlob:
+    key = canvas_key(caller.ctx.tenant_id, caller.ctx.env, canvas_id, kind, artifact_id, "json")
+    return await ingest_bytes(rt.store, key, raw, "application/json")
+
+
+async def create_replay(rt: Runtime, caller: Caller, request: Request,
+                        canvas_id: str) -> Response:
+    settings = rt.settings
+    raw = await read_limited(request, settings.max_replay_bytes)
+    data = parse_json(raw, max_depth=settings.max_json_depth)
+    if isinstance(data, dict) and len(data.get("keyframes") or ()) > settings.max_keyframes:
+        raise Unprocessable(f"more than {settings.max_keyframes} keyframes",
+                            code="replay.too_many_keyframes")
+    try:
+        doc = ReplayDocument.model_validate(data)
+    except ValidationError as exc:
+        raise Unprocessable(_first_error(exc), code="replay.invalid") from exc
+    artifact_id = new_id("art")
+    blob = await _store_json_document(rt, caller, canvas_id, "replay", artifact_id, raw)
+    payload = Payload(uri=blob.uri, mime_type="application/json", body_sha256=blob.sha256,
+                      blob=blob, meta=replay_meta(doc))
+    return await _commit(rt, caller, request, kind="replay", canvas_id=canvas_id, rev=doc.rev,
+                         artifact_id=artifact_id, payload=payload)
+
+
+def placeholder_audit() -> dict[str, Any]:
+    return {"v": 1, "kind": "render", "status": "pending", "checks": [], "findings": [],
+            "summary": {"errors": 0, "warnings": 0}, "generated_at": _now().isoformat()}
+
+
+async def create_audit(rt: Runtime, caller: Caller, request: Request, canvas_id: str,
+                       rev: int) -> Response:
+    raw = await read_limited(request, rt.settings.max_audit_bytes)
+    body_sha256 = hashlib.sha256(raw).hexdigest()
+    if raw.strip():
+        data = parse_json(raw, max_depth=rt.settings.max_json_depth)
+        try:
+            report = AuditReport.model_validate(data)
+        except ValidationError as exc:
+            raise Unprocessable(_first_error(exc), code="audit.invalid") from exc
+        document = raw
+    else:
+        document = orjson.dumps(placeholder_audit())
+        report = AuditReport.model_validate_json(document)
+    artifact_id = new_id("art")
+    blob = await _store_json_document(rt, caller, canvas_id, "audit", artifact_id, document)
+    meta = {"status": report.status, "errors": report.summary.errors,
+            "warnings": report.summary.warnings, "placeholder": not raw.strip()}
+    payload = Payload(uri=blob.uri, mime_type="application/json", body_sha256=body_sha256,
+                      blob=blob, meta=meta)
+    return await _commit(rt, caller, request, kind="audit", canvas_id=canvas_id, rev=rev,
+                         artifact_id=artifact_id, payload=payload)
+
+
+# ---- reads ----------------------------------------------------------------
+
+
+def _not_found() -> NotFound:
+    return NotFound("artifact not found", code="canvas.not_found")
+
+
+def get_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
+                 artifact_id: str) -> ArtifactRecord:
+    with rt.engine.connect() as conn:
+        record = repo.get_record(conn, ctx.tenant_id, ctx.env, canvas_id, artifact_id)
+    if record is None:
+        raise _not_found()
+    return record
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise Unprocessable("cursor is not valid", code="request.bad_cursor") from exc
+    if not value or len(value) > 128:
+        raise Unprocessable("cursor is not valid", code="request.bad_cursor")
+    return value
+
+
+def list_artifacts(rt: Runtime, ctx: RequestContext, canvas_id: str, *, kind: str | None,
+                   rev: int | None, limit: int, cursor: str | None) -> ArtifactList:
+    before = decode_cursor(cursor)
+    with rt.engine.connect() as conn:
+        rows = repo.list_records(conn, ctx.tenant_id, ctx.env, canvas_id, kind=kind, rev=rev,
+                                 before_id=before, limit=limit + 1)
+    more = len(rows) > limit
+    items = rows[:limit]
+    return ArtifactList(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+
+
+def latest_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
+                    kind: str) -> ArtifactRecord:
+    with rt.engine.connect() as conn:
+        record = repo.latest_record(conn, ctx.tenant_id, ctx.env, canvas_id, kind)
+    if record is None:
+        raise _not_found()
+    return record
+
+
+def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) -> dict[str, Any]:
+    with rt.engine.connect() as conn:
+        record = repo.get_record(conn, ctx.tenant_id, ctx.env, canvas_id, artifact_id)
+        if record is None:
+            raise _not_found()
+        documents = rt.nexus.documents_for(conn, ctx.tenant_id, ctx.env, artifact_id)
+        events = rt.nexus.events_for(conn, ctx.tenant_id, ctx.env, artifact_id)
+    return {"artifact_id": artifact_id,
+            "documents": [d.model_dump(mode="json") for d in documents],
+            "events": [e.model_dump(mode="json") for e in events]}
+
+
+async def content(rt: Runtime, request: Request, record: ArtifactRecord, *,
+                  from_ms: int | None, to_ms: int | None, inline: bool) -> Response:
+    """The payload: bytes, a replay window, or a redirect for render-refs."""
+    if record.meta.get("render_ref"):
+        return RedirectResponse(record.uri, status_code=307)
+    key = rt.store.key_for(record.uri)
+    if key is None:
+        raise ServiceUnavailable("the artifact's blob is not in the configured store",
+                                 code="storage.foreign_uri")
+    if from_ms is not None or to_ms is not None:
+        if record.kind != "replay":
+            raise Unprocessable("from_ms/to_ms apply to replays only", code="request.invalid")
+        low = from_ms or 0
+        high = to_ms if to_ms is not None else 2**63
+        if high < low:
+            raise Unprocessable("to_ms must be >= from_ms", code="request.invalid")
+        raw = await run_in_threadpool(rt.store.read_all, key)
+        window = cut_window(orjson.loads(raw), low, high)
+        return Response(orjson.dumps(window), media_type="application/json",
+                        headers={"X-Content-Type-Options": "nosniff"})
+    serve_mode = rt.settings.media_serve_mode
+    ttl = rt.settings.presign_ttl_seconds if serve_mode == "redirect" else None
+    return await serve_blob(request, rt.store, key, record, inline=inline, presign_ttl=ttl)

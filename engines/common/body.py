@@ -1,0 +1,58 @@
+"""Reading request bodies with a byte limit enforced while they arrive."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from starlette.types import Message, Receive
+
+from engines.storage.ingest import too_large
+
+
+def declared_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    return int(value) if value and value.isdigit() else None
+
+
+def reject_declared_oversize(request: Request, limit: int) -> None:
+    """Fail fast on an honest Content-Length; a lying one is caught while reading."""
+    length = declared_length(request)
+    if length is not None and length > limit:
+        raise too_large(limit)
+
+
+async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    reject_declared_oversize(request, limit)
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise too_large(limit)
+        yield chunk
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    parts = [chunk async for chunk in limited_stream(request, limit)]
+    return b"".join(parts)
+
+
+def limited_receive(request: Request, limit: int) -> Receive:
+    """An ASGI receive that fails once more than limit body bytes arrived.
+
+    Lets Starlette's multipart parser run unchanged while the limit holds.
+    """
+    reject_declared_oversize(request, limit)
+    receive = request.receive
+    seen = 0
+
+    async def guarded() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise too_large(limit)
+        return message
+
+    return guarded

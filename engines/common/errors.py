@@ -1,0 +1,129 @@
+"""One error envelope for every failure, and the exception -> response mapping.
+
+`{"error": {"code": "...", "message": "...", "request_id": "..."}}` is the
+only error shape clients ever see, whether the failure came from our code,
+from FastAPI's validation, or from a backend that went away.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = logging.getLogger("engines.errors")
+
+
+class ApiError(Exception):
+    """An error with an HTTP status and a stable, dotted machine code."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        if status:
+            self.status = status
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status, code = 400, "request.bad_headers"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "auth.unauthorized"
+
+    def __init__(self, message: str = "missing or invalid bearer token") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ApiError):
+    status, code = 403, "auth.forbidden"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "request.too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "request.unsupported_media_type"
+
+
+class Unprocessable(ApiError):
+    status, code = 422, "request.invalid"
+
+
+class ServiceUnavailable(ApiError):
+    status, code = 503, "backend.unavailable"
+
+
+def request_id_of(request: Request) -> str:
+    return getattr(request.state, "request_id", "") or ""
+
+
+def error_response(request: Request, status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None) -> Response:
+    body = {"error": {"code": code, "message": message, "request_id": request_id_of(request)}}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg')}")
+    return "; ".join(parts) or "invalid request"
+
+
+_HTTP_CODES = {400: "request.bad", 401: "auth.unauthorized", 403: "auth.forbidden",
+               404: "not_found", 405: "request.method_not_allowed", 413: "request.too_large",
+               415: "request.unsupported_media_type", 422: "request.invalid"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception family onto the envelope."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return error_response(request, exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(request, 422, "request.invalid", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _HTTP_CODES.get(exc.status_code, "http.error")
+        return error_response(request, exc.status_code, code, str(exc.detail),
+                              dict(exc.headers or {}))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
+    async def _db_down(request: Request, exc: Exception) -> Response:
+        log.warning("metadata backend error: %s", exc)
+        return error_response(request, 503, "metadata.unavailable",
+                              "the metadata store is unavailable; retry later")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(request, 500, "internal", "internal error")

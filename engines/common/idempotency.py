@@ -1,0 +1,92 @@
+"""Idempotency-Key on POST: a retry replays the first response, writes nothing.
+
+The key is claimed inside the same transaction as the records it produced,
+so two concurrent retries cannot both create: the second one's insert
+conflicts on (tenant_id, env, key), it rolls back (its blob is deleted by the
+caller) and it answers with the stored first response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from fastapi import Request
+from sqlalchemy import (Column, Connection, Engine, Integer, LargeBinary, String, Table, insert,
+                        select)
+from sqlalchemy.exc import IntegrityError
+from starlette.responses import Response
+
+from engines.common.errors import BadRequest, Conflict
+from engines.common.identity import RequestContext
+from engines.db.metadata import UtcDateTime, metadata
+
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("env", String(16), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """A key and what identifies the request it was first used with."""
+
+    tenant_id: str
+    env: str
+    key: str
+    request_line: str
+
+    def fingerprint(self, body_sha256: str) -> str:
+        return hashlib.sha256(f"{self.request_line}\n{body_sha256}".encode()).hexdigest()
+
+
+def claim_from(request: Request, ctx: RequestContext) -> IdempotencyClaim | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise BadRequest("Idempotency-Key must be 1-255 printable characters",
+                         code="request.bad_idempotency_key")
+    query = "&".join(sorted(request.url.query.split("&"))) if request.url.query else ""
+    line = f"{request.method} {request.url.path}?{query}"
+    return IdempotencyClaim(ctx.tenant_id, ctx.env, key, line)
+
+
+def store(conn: Connection, claim: IdempotencyClaim, body_sha256: str, status: int,
+          body: bytes) -> None:
+    """Insert the key row; raises IntegrityError when the key is already taken."""
+    conn.execute(insert(idempotency_keys), {
+        "tenant_id": claim.tenant_id, "env": claim.env, "key": claim.key,
+        "fingerprint": claim.fingerprint(body_sha256), "status": status, "body": body,
+        "created_at": datetime.now(timezone.utc),
+    })
+
+
+def replay(engine: Engine, claim: IdempotencyClaim, body_sha256: str) -> Response:
+    """The stored response for this key, or 409 if it was used for another request."""
+    with engine.connect() as conn:
+        row = conn.execute(select(idempotency_keys).where(
+            idempotency_keys.c.tenant_id == claim.tenant_id,
+            idempotency_keys.c.env == claim.env,
+            idempotency_keys.c.key == claim.key)).mappings().first()
+    if row is None:
+        raise Conflict("Idempotency-Key is in use by a request that did not complete",
+                       code="idempotency.in_progress")
+    if row["fingerprint"] != claim.fingerprint(body_sha256):
+        raise Conflict("Idempotency-Key was already used with a different request",
+                       code="idempotency.key_reused")
+    return Response(row["body"], status_code=row["status"], media_type="application/json",
+                    headers={"Idempotent-Replayed": "true"})
+
+
+def is_key_conflict(exc: IntegrityError) -> bool:
+    return "idempotency_keys" in str(exc.orig) or "idempotency_keys" in str(exc.statement or "")

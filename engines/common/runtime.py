@@ -1,0 +1,28 @@
+"""The per-process wiring routes depend on: settings, DB engine, blob store, Nexus.
+
+Built once by create_app and kept on app.state; nothing here holds request
+state, so any number of replicas can run side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy import Engine
+
+from engines.config import Settings
+from engines.nexus.backends.base import NexusBackend
+from engines.storage.base import BlobStore
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    store: BlobStore
+    nexus: NexusBackend
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime

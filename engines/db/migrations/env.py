@@ -1,0 +1,21 @@
+"""Alembic environment: uses the connection handed over by engines.db.migrate."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+connection = context.config.attributes.get("connection")
+
+
+def run(conn) -> None:  # type: ignore[no-untyped-def]
+    context.configure(connection=conn, render_as_batch=conn.dialect.name == "sqlite")
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if connection is not None:
+    run(connection)
+else:
+    with create_engine(context.config.get_main_option("sqlalchemy.url")).begin() as own:
+        run(own)

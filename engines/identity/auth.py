@@ -1,0 +1,148 @@
+"""Bearer-token verification and the membership/role checks every route makes.
+
+Tokens are HS256 (AUTH_JWT_SIGNING) or, when AUTH_JWKS_URL is set, RS256
+against the issuer's JWKS. Only configured algorithms are accepted; `none`
+never is. The order of checks is fixed: token (401), routing headers (400),
+tenant membership and role (403).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from fastapi import Request
+
+from engines.common.errors import Forbidden, Unauthorized
+from engines.common.identity import RequestContext, get_request_context
+from engines.config import Settings
+
+ROLES = ("viewer", "member", "admin", "owner")
+WRITE_ROLES = frozenset({"member", "admin", "owner"})
+_HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    actor_id: str
+    tenant_ids: frozenset[str]
+    role_map: dict[str, str] = field(default_factory=dict)
+    default_tenant_id: str | None = None
+
+    def role_for(self, tenant_id: str) -> str | None:
+        """A listed tenant without a role_map entry is a viewer; unlisted has none."""
+        if tenant_id not in self.tenant_ids:
+            return None
+        role = self.role_map.get(tenant_id, "viewer")
+        return role if role in ROLES else "viewer"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The verified caller and the routing keys of the request."""
+
+    auth: AuthContext
+    ctx: RequestContext
+    role: str
+
+
+class TokenVerifier:
+    """Verifies tokens with the configured key material; built once per app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.algorithms = [a for a in settings.auth_jwt_algorithms if a.lower() != "none"]
+        self.hmac_key = settings.signing_key() if _HMAC_ALGS & set(self.algorithms) else None
+        self.jwks = (
+            jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=True,
+                            lifespan=settings.auth_jwks_cache_seconds, timeout=5)
+            if settings.auth_jwks_url else None
+        )
+
+    def _key_for(self, token: str, alg: str) -> Any:
+        if alg in _HMAC_ALGS and self.hmac_key:
+            return self.hmac_key
+        if self.jwks is not None and not alg.startswith("HS"):
+            try:
+                return self.jwks.get_signing_key_from_jwt(token).key
+            except jwt.PyJWKClientError as exc:
+                raise Unauthorized(f"no usable signing key: {exc}") from exc
+        raise Unauthorized("token algorithm not accepted")
+
+    def verify(self, token: str) -> AuthContext:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized("malformed token") from exc
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise Unauthorized("token algorithm not accepted")
+        try:
+            claims = jwt.decode(token, self._key_for(token, alg), algorithms=[alg],
+                                options={"require": ["sub"], "verify_aud": False})
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("token expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise Unauthorized("token not yet valid") from exc
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from exc
+        return _auth_from_claims(claims)
+
+
+def _auth_from_claims(claims: dict[str, Any]) -> AuthContext:
+    sub = claims.get("sub")
+    tenants = claims.get("tenant_ids") or []
+    role_map = claims.get("role_map") or {}
+    if not isinstance(sub, str) or not sub:
+        raise Unauthorized("token has no subject")
+    if not isinstance(tenants, list) or not all(isinstance(t, str) for t in tenants):
+        raise Unauthorized("tenant_ids claim must be a list of strings")
+    if not isinstance(role_map, dict):
+        raise Unauthorized("role_map claim must be an object")
+    return AuthContext(actor_id=sub, tenant_ids=frozenset(tenants),
+                       role_map={str(k): str(v) for k, v in role_map.items()},
+                       default_tenant_id=claims.get("default_tenant_id"))
+
+
+def issue_token(settings: Settings, *, sub: str, tenants: list[str], role: str,
+                ttl: int | None = 3600) -> str:
+    """Sign a dev token (HS256) as `engines token` and the tests do."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": sub, "tenant_ids": tenants, "default_tenant_id": tenants[0] if tenants else None,
+        "role_map": {t: role for t in tenants}, "iat": now,
+    }
+    if ttl:
+        claims["exp"] = now + ttl
+    return jwt.encode(claims, settings.signing_key(), algorithm="HS256")
+
+
+def get_auth_context(request: Request) -> AuthContext:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized()
+    verifier: TokenVerifier = request.app.state.verifier
+    return verifier.verify(token.strip())
+
+
+def _caller(request: Request, *, write: bool) -> Caller:
+    auth = get_auth_context(request)
+    ctx = get_request_context(request)
+    role = auth.role_for(ctx.tenant_id)
+    if role is None:
+        raise Forbidden("token is not valid for this tenant", code="auth.tenant_forbidden")
+    if write and role not in WRITE_ROLES:
+        raise Forbidden(f"role {role} cannot write", code="auth.role_forbidden")
+    return Caller(auth=auth, ctx=ctx, role=role)
+
+
+def reader(request: Request) -> Caller:
+    """Dependency: any member of the tenant, viewers included."""
+    return _caller(request, write=False)
+
+
+def writer(request: Request) -> Caller:
+    """Dependency: members, admins and owners."""
+    return _caller(request, write=True)

@@ -1,0 +1,86 @@
+"""media_v2 HTTP routes, authenticated and tenant/env scoped like the canvas ones."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from engines.common.body import read_limited
+from engines.common.errors import Unprocessable, UnsupportedMediaType
+from engines.common.jsonutil import OrjsonResponse, parse_json
+from engines.common.runtime import Runtime, get_runtime
+from engines.identity.auth import Caller, reader, writer
+from engines.media_v2 import service
+from engines.media_v2.models import (ArtifactCreate, AssetCreate, AssetDetail, AssetList,
+                                     DerivedArtifact, MediaAsset)
+
+SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+JSON_LIMIT = 1024 * 1024
+
+router = APIRouter(prefix="/media-v2", tags=["media_v2"])
+Rt = Annotated[Runtime, Depends(get_runtime)]
+Reader = Annotated[Caller, Depends(reader)]
+Writer = Annotated[Caller, Depends(writer)]
+Id = Annotated[str, Path(pattern=SAFE_ID)]
+
+
+async def _json_body(request: Request, rt: Runtime, model):  # type: ignore[no-untyped-def]
+    data = parse_json(await read_limited(request, JSON_LIMIT), max_depth=rt.settings.max_json_depth)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        raise Unprocessable(f"{where}: {err.get('msg')}", code="media_v2.invalid") from exc
+
+
+def _dump(model) -> Response:  # type: ignore[no-untyped-def]
+    return OrjsonResponse(model.model_dump(mode="json"))
+
+
+@router.post("/assets", status_code=201, response_model=MediaAsset, openapi_extra={
+    "requestBody": {"required": True, "content": {
+        "application/json": {"schema": AssetCreate.model_json_schema()},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary"}}}}}}})
+async def create_asset(request: Request, rt: Rt, caller: Writer) -> Response:
+    """A multipart `file` upload, or JSON registering an existing source URI."""
+    content_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if content_type == "multipart/form-data":
+        asset = await service.create_asset_upload(rt, caller.ctx, caller.auth.actor_id, request)
+    elif content_type == "application/json":
+        body = await _json_body(request, rt, AssetCreate)
+        asset = await run_in_threadpool(service.create_asset_json, rt, caller.ctx,
+                                        caller.auth.actor_id, body)
+    else:
+        raise UnsupportedMediaType("send multipart/form-data with a file, or application/json")
+    return OrjsonResponse(asset.model_dump(mode="json"), status_code=201)
+
+
+@router.get("/assets", response_model=AssetList)
+def list_assets(rt: Rt, caller: Reader, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                cursor: Annotated[str | None, Query(pattern=SAFE_ID)] = None) -> Response:
+    return _dump(service.list_assets(rt, caller.ctx, limit=limit, before_id=cursor))
+
+
+@router.get("/assets/{asset_id}", response_model=AssetDetail)
+def get_asset(asset_id: Id, rt: Rt, caller: Reader) -> Response:
+    return _dump(service.get_asset(rt, caller.ctx, asset_id))
+
+
+@router.post("/assets/{asset_id}/artifacts", status_code=201, response_model=DerivedArtifact,
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": ArtifactCreate.model_json_schema()}}}})
+async def register_artifact(asset_id: Id, request: Request, rt: Rt, caller: Writer) -> Response:
+    body = await _json_body(request, rt, ArtifactCreate)
+    artifact = await run_in_threadpool(service.register_artifact, rt, caller.ctx, asset_id, body)
+    return OrjsonResponse(artifact.model_dump(mode="json"), status_code=201)
+
+
+@router.get("/artifacts/{artifact_id}", response_model=DerivedArtifact)
+def get_artifact(artifact_id: Id, rt: Rt, caller: Reader) -> Response:
+    return _dump(service.get_artifact(rt, caller.ctx, artifact_id))

@@ -1,0 +1,133 @@
+"""media_v2 logic: assets (uploads or registered URIs) and derived artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+
+from fastapi import Request, UploadFile
+from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
+
+from engines.common.body import limited_receive
+from engines.common.errors import NotFound, Unprocessable
+from engines.common.identity import RequestContext
+from engines.common.ids import new_id
+from engines.common.runtime import Runtime
+from engines.media_v2 import repository as repo
+from engines.media_v2.models import (ArtifactCreate, AssetCreate, AssetDetail, AssetList,
+                                     DerivedArtifact, MediaAsset)
+from engines.storage.ingest import ingest
+from engines.storage.keys import media_key
+from engines.storage.uris import check_uri_in_scope
+
+UPLOAD_CHUNK = 1024 * 1024
+_KIND_BY_PREFIX = {"video/": "video", "audio/": "audio", "image/": "image"}
+
+
+def ensure_canvas_asset(conn: Connection, tenant_id: str, env: str, canvas_id: str,
+                        actor_id: str, asset_id: str, now: datetime) -> None:
+    """The canvas's asset, created on first use (a no-op afterwards, race-free)."""
+    asset = MediaAsset(id=asset_id, tenant_id=tenant_id, env=env, user_id=actor_id, kind="other",
+                       source_uri=f"canvas://{canvas_id}", source_ref=f"canvas:{canvas_id}",
+                       created_at=now, meta={"canvas_id": canvas_id})
+    repo.insert_asset(conn, asset, if_absent=True)
+
+
+def _kind_for(content_type: str | None) -> str:
+    for prefix, kind in _KIND_BY_PREFIX.items():
+        if (content_type or "").startswith(prefix):
+            return kind
+    return "other"
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(UPLOAD_CHUNK):
+        yield chunk
+
+
+def _save(rt: Runtime, asset: MediaAsset) -> MediaAsset:
+    with rt.engine.begin() as conn:
+        repo.insert_asset(conn, asset)
+    return asset
+
+
+async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
+                              request: Request) -> MediaAsset:
+    limit = rt.settings.max_preview_bytes
+    form = await Request(request.scope, limited_receive(request, limit)).form(max_files=1,
+                                                                              max_fields=8)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise Unprocessable("multipart body needs a file field named 'file'",
+                            code="media_v2.missing_file")
+    asset_id = new_id("ma")
+    key = media_key(ctx.tenant_id, ctx.env, asset_id, upload.filename)
+    content_type = upload.content_type or "application/octet-stream"
+    blob, _ = await ingest(rt.store, _chunks(upload), limit=limit,
+                           head_check=lambda _head: content_type, key_for=lambda _t: key)
+    asset = MediaAsset(id=asset_id, tenant_id=ctx.tenant_id, env=ctx.env, user_id=actor_id,
+                       kind=_kind_for(content_type), source_uri=blob.uri, size_bytes=blob.size,
+                       created_at=datetime.now(timezone.utc),
+                       meta={"filename": upload.filename, "content_type": content_type,
+                             "sha256": blob.sha256})
+    try:
+        return await run_in_threadpool(_save, rt, asset)
+    except BaseException:
+        await run_in_threadpool(rt.store.delete, blob.key)
+        raise
+
+
+def create_asset_json(rt: Runtime, ctx: RequestContext, actor_id: str,
+                      body: AssetCreate) -> MediaAsset:
+    check_uri_in_scope(rt.settings.raw_bucket, ctx, body.source_uri)
+    asset = MediaAsset(id=new_id("ma"), tenant_id=ctx.tenant_id, env=ctx.env, user_id=actor_id,
+                       kind=body.kind, source_uri=body.source_uri, tags=body.tags,
+                       created_at=datetime.now(timezone.utc), meta=body.meta)
+    return _save(rt, asset)
+
+
+def _asset_not_found() -> NotFound:
+    return NotFound("asset not found", code="media_v2.asset_not_found")
+
+
+def get_asset(rt: Runtime, ctx: RequestContext, asset_id: str) -> AssetDetail:
+    with rt.engine.connect() as conn:
+        asset = repo.get_asset(conn, ctx.tenant_id, ctx.env, asset_id)
+        if asset is None:
+            raise _asset_not_found()
+        return AssetDetail(asset=asset, artifacts=repo.artifacts_of(conn, asset))
+
+
+def list_assets(rt: Runtime, ctx: RequestContext, *, limit: int,
+                before_id: str | None) -> AssetList:
+    with rt.engine.connect() as conn:
+        rows = repo.list_assets(conn, ctx.tenant_id, ctx.env, limit=limit + 1,
+                                before_id=before_id)
+    items = rows[:limit]
+    return AssetList(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+
+def register_artifact(rt: Runtime, ctx: RequestContext, asset_id: str,
+                      body: ArtifactCreate) -> DerivedArtifact:
+    check_uri_in_scope(rt.settings.raw_bucket, ctx, body.uri)
+    if body.start_ms is not None and body.end_ms is not None and body.end_ms < body.start_ms:
+        raise Unprocessable("end_ms must be >= start_ms", code="media_v2.bad_range")
+    with rt.engine.begin() as conn:
+        if repo.get_asset(conn, ctx.tenant_id, ctx.env, asset_id) is None:
+            raise _asset_not_found()
+        artifact = DerivedArtifact(id=new_id("mda"), parent_asset_id=asset_id,
+                                   tenant_id=ctx.tenant_id, env=ctx.env, kind=body.kind,
+                                   uri=body.uri, start_ms=body.start_ms, end_ms=body.end_ms,
+                                   track_label=body.track_label,
+                                   created_at=datetime.now(timezone.utc), meta=body.meta)
+        repo.insert_artifact(conn, artifact)
+    return artifact
+
+
+def get_artifact(rt: Runtime, ctx: RequestContext, artifact_id: str) -> DerivedArtifact:
+    with rt.engine.connect() as conn:
+        artifact = repo.get_artifact(conn, ctx.tenant_id, ctx.env, artifact_id)
+    if artifact is None:
+        raise NotFound("artifact not found", code="media_v2.artifact_not_found")
+    return artifact

@@ -1,0 +1,119 @@
+"""The one small interface every blob store implements (local dir, S3).
+
+Stores are synchronous and byte-oriented; streaming, hashing and size limits
+live in `ingest`, once, for all backends. Keys are relative, '/'-separated
+and already validated (see `keys`); URIs are what records keep.
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class BlobNotFound(Exception):
+    """The key has no object (deleted, never written, or lost)."""
+
+
+class StorageUnavailable(Exception):
+    """The store could not be reached or refused the operation."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    key: str
+    uri: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    key: str
+    size: int
+    modified: datetime
+    complete: bool = True
+    upload_id: str | None = None
+
+
+class BlobWriter(abc.ABC):
+    """A write in progress: nothing is visible under the key until `commit`."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def abort(self) -> None: ...
+
+
+class BlobStore(abc.ABC):
+    """Object storage behind the artifact service."""
+
+    scheme: str
+
+    @abc.abstractmethod
+    def uri_for(self, key: str) -> str: ...
+
+    @abc.abstractmethod
+    def key_for(self, uri: str) -> str | None:
+        """The key of one of our URIs, or None if the URI is not in this store."""
+
+    @abc.abstractmethod
+    def open_writer(self, key: str, content_type: str) -> BlobWriter: ...
+
+    @abc.abstractmethod
+    def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Yield bytes [start, end] (inclusive end, like HTTP ranges)."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing object is not an error."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def iter_blobs(self, prefix: str) -> Iterator[BlobInfo]:
+        """Every object (and unfinished upload) under prefix, for `engines gc`."""
+
+    @abc.abstractmethod
+    def discard_incomplete(self, info: BlobInfo) -> None:
+        """Remove an unfinished upload reported by `iter_blobs`."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where blobs live, for humans (startup banner, doctor)."""
+
+    def presign(self, key: str, ttl_seconds: int) -> str | None:
+        """A short-lived direct URL, where the backend has one."""
+        return None
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> str:
+        writer = self.open_writer(key, content_type)
+        try:
+            writer.write(data)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        return self.uri_for(key)
+
+    def read_all(self, key: str) -> bytes:
+        return b"".join(self.read(key))
+
+    def check(self) -> None:
+        """Write, read back and delete a probe object; raises on any failure."""
+        key = f"_doctor/probe-{uuid.uuid4().hex}"
+        payload = b"engines doctor probe"
+        self.put_bytes(key, payload, "application/octet-stream")
+        try:
+            if self.read_all(key) != payload:
+                raise StorageUnavailable("probe object read back different bytes")
+        finally:
+            self.delete(key)

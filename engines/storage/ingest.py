@@ -1,0 +1,108 @@
+"""Stream a request body into a blob store: hash, count and cap on the way.
+
+Shared by every backend and every upload route, so the size limit, the
+sha256 and the clean-up on failure are implemented exactly once. Chunks are
+coalesced into batches so the blocking store is called a few times per MiB,
+not once per socket read; a body that fits in the first batch costs one
+store call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+from starlette.concurrency import run_in_threadpool
+
+from engines.common.errors import PayloadTooLarge
+from engines.storage.base import BlobStore, BlobWriter, StoredBlob
+
+BATCH_BYTES = 1024 * 1024
+HEAD_BYTES = 512
+
+HeadCheck = Callable[[bytes], str]
+"""Given the first bytes, return the content type to store (or raise)."""
+KeyFor = Callable[[str], str]
+"""Given the checked content type, return the blob key (extension included)."""
+
+
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+
+
+class _Ingest:
+    def __init__(self, store: BlobStore, limit: int) -> None:
+        self.store, self.limit = store, limit
+        self.key = ""
+        self.content_type = ""
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.batch = bytearray()
+        self.writer: BlobWriter | None = None
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise too_large(self.limit)
+        self.digest.update(chunk)
+        self.batch += chunk
+
+    def take_batch(self) -> bytes:
+        data = bytes(self.batch)
+        self.batch.clear()
+        return data
+
+    def write_batch(self, data: bytes) -> None:
+        if self.writer is None:
+            self.writer = self.store.open_writer(self.key, self.content_type)
+        self.writer.write(data)
+
+    def finish(self, data: bytes) -> None:
+        if self.writer is None:
+            self.store.put_bytes(self.key, data, self.content_type)
+            return
+        self.writer.write(data)
+        self.writer.commit()
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+async def ingest(store: BlobStore, chunks: AsyncIterator[bytes], *, limit: int,
+                 head_check: HeadCheck, key_for: KeyFor) -> tuple[StoredBlob, str]:
+    """Write the stream; returns the blob and its checked content type.
+
+    The first bytes are checked before anything is written. Over the limit
+    -> PayloadTooLarge and nothing is kept; any failure (client gone, store
+    down, cancellation) aborts the write before propagating.
+    """
+    job = _Ingest(store, limit)
+    try:
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            job.add(chunk)
+            if not job.key and len(job.batch) >= HEAD_BYTES:
+                job.content_type = head_check(bytes(job.batch[:HEAD_BYTES]))
+                job.key = key_for(job.content_type)
+            if len(job.batch) >= BATCH_BYTES:
+                await run_in_threadpool(job.write_batch, job.take_batch())
+        if not job.key:
+            job.content_type = head_check(bytes(job.batch))
+            job.key = key_for(job.content_type)
+        await run_in_threadpool(job.finish, job.take_batch())
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(job.abort)
+        raise
+    blob = StoredBlob(key=job.key, uri=store.uri_for(job.key), size=job.size,
+                      sha256=job.digest.hexdigest())
+    return blob, job.content_type
+
+
+async def ingest_bytes(store: BlobStore, key: str, data: bytes, content_type: str) -> StoredBlob:
+    """Store an in-memory document (replay/audit JSON) with its hash."""
+    uri = await run_in_threadpool(store.put_bytes, key, data, content_type)
+    return StoredBlob(key=key, uri=uri, size=len(data), sha256=hashlib.sha256(data).hexdigest())

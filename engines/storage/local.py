@@ -1,0 +1,118 @@
+"""Blobs in a local directory: the embedded default.
+
+A write goes to a hidden `.part` file beside its target and is renamed into
+place on commit, so a reader never sees half an object and a crash leaves
+only `.part` files, which `engines gc` removes.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from engines.storage.base import BlobInfo, BlobNotFound, BlobStore, BlobWriter
+
+_READ_CHUNK = 256 * 1024
+PART_SUFFIX = ".part"
+
+
+class LocalBlobWriter(BlobWriter):
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{PART_SUFFIX}")
+        self.fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+
+    def write(self, data: bytes) -> None:
+        self.fh.write(data)
+
+    def commit(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        os.replace(self.tmp, self.target)
+
+    def abort(self) -> None:
+        if not self.fh.closed:
+            self.fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class LocalBlobStore(BlobStore):
+    scheme = "file"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise ValueError("key escapes the storage root")
+        return path
+
+    def uri_for(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def key_for(self, uri: str) -> str | None:
+        parsed = urlparse(uri)
+        if parsed.scheme != "file":
+            return None
+        path = Path(unquote(parsed.path)).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            return None
+        return path.relative_to(self.root).as_posix()
+
+    def open_writer(self, key: str, content_type: str) -> BlobWriter:
+        return LocalBlobWriter(self._path(key))
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        try:
+            fh = open(self._path(key), "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError as exc:
+            raise BlobNotFound(key) from exc
+        return self._iter_file(fh, start, end)
+
+    @staticmethod
+    def _iter_file(fh, start: int, end: int | None) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+        with fh:
+            fh.seek(start)
+            remaining = None if end is None else end - start + 1
+            while remaining is None or remaining > 0:
+                chunk = fh.read(_READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining))
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def iter_blobs(self, prefix: str) -> Iterator[BlobInfo]:
+        base = self.root / prefix
+        if not base.exists():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                path = Path(dirpath, name)
+                stat = path.stat()
+                yield BlobInfo(
+                    key=path.relative_to(self.root).as_posix(),
+                    size=stat.st_size,
+                    modified=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+                    complete=not name.endswith(PART_SUFFIX),
+                )
+
+    def discard_incomplete(self, info: BlobInfo) -> None:
+        self.delete(info.key)
+
+    def describe(self) -> str:
+        return f"local directory {self.root}"

@@ -1,0 +1,174 @@
+"""Blobs in S3 (or any S3-compatible store) through boto3.
+
+One client per process, with explicit retries and timeouts. Uploads stream:
+bytes are buffered up to one part; a body that outgrows it becomes a
+multipart upload while it is still being received, and an abort removes the
+upload so no object (and no orphaned part) is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from engines.config import Settings
+from engines.storage.base import BlobInfo, BlobNotFound, BlobStore, BlobWriter, StorageUnavailable
+
+_READ_CHUNK = 256 * 1024
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+@contextlib.contextmanager
+def _translated(key: str) -> Iterator[None]:
+    """Turn boto errors into the store's two exceptions."""
+    try:
+        yield
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in _MISSING:
+            raise BlobNotFound(key) from exc
+        raise StorageUnavailable(f"S3 refused the request: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StorageUnavailable(f"S3 unreachable: {exc}") from exc
+
+
+def build_s3_client(settings: Settings):  # type: ignore[no-untyped-def]
+    config = Config(
+        region_name=settings.aws_region,
+        retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
+        connect_timeout=settings.s3_connect_timeout,
+        read_timeout=settings.s3_read_timeout,
+        max_pool_connections=64,
+        signature_version="s3v4",
+    )
+    return boto3.session.Session().client("s3", endpoint_url=settings.aws_endpoint_url_s3,
+                                          config=config)
+
+
+class S3BlobWriter(BlobWriter):
+    def __init__(self, client, bucket: str, key: str, content_type: str,  # type: ignore[no-untyped-def]
+                 part_size: int) -> None:
+        self.client, self.bucket, self.key = client, bucket, key
+        self.content_type = content_type
+        self.part_size = part_size
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, object]] = []
+
+    def _upload_part(self, data: bytes) -> None:
+        with _translated(self.key):
+            if self.upload_id is None:
+                self.upload_id = self.client.create_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, ContentType=self.content_type)["UploadId"]
+            number = len(self.parts) + 1
+            etag = self.client.upload_part(Bucket=self.bucket, Key=self.key, PartNumber=number,
+                                           UploadId=self.upload_id, Body=data)["ETag"]
+        self.parts.append({"PartNumber": number, "ETag": etag})
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= self.part_size:
+            part = bytes(self.buffer[: self.part_size])
+            del self.buffer[: self.part_size]
+            self._upload_part(part)
+
+    def commit(self) -> None:
+        if self.upload_id is None:
+            with _translated(self.key):
+                self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer),
+                                       ContentType=self.content_type)
+            return
+        if self.buffer:
+            self._upload_part(bytes(self.buffer))
+        with _translated(self.key):
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                MultipartUpload={"Parts": self.parts})
+
+    def abort(self) -> None:
+        self.buffer.clear()
+        if self.upload_id is not None:
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key,
+                                                   UploadId=self.upload_id)
+
+
+class S3BlobStore(BlobStore):
+    scheme = "s3"
+
+    def __init__(self, settings: Settings, client=None) -> None:  # type: ignore[no-untyped-def]
+        assert settings.raw_bucket
+        self.bucket = settings.raw_bucket
+        self.part_size = settings.s3_part_size
+        self.endpoint = settings.aws_endpoint_url_s3
+        self.client = client or build_s3_client(settings)
+
+    def uri_for(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def key_for(self, uri: str) -> str | None:
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or parsed.netloc != self.bucket:
+            return None
+        key = parsed.path.lstrip("/")
+        if not key or ".." in key.split("/"):
+            return None
+        return key
+
+    def open_writer(self, key: str, content_type: str) -> BlobWriter:
+        return S3BlobWriter(self.client, self.bucket, key, content_type, self.part_size)
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        params: dict[str, object] = {"Bucket": self.bucket, "Key": key}
+        if start or end is not None:
+            params["Range"] = f"bytes={start}-{'' if end is None else end}"
+        with _translated(key):
+            body = self.client.get_object(**params)["Body"]
+        return self._iter_body(body, key)
+
+    @staticmethod
+    def _iter_body(body, key: str) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+        with contextlib.closing(body), _translated(key):
+            yield from body.iter_chunks(_READ_CHUNK)
+
+    def delete(self, key: str) -> None:
+        with _translated(key):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def exists(self, key: str) -> bool:
+        try:
+            with _translated(key):
+                self.client.head_object(Bucket=self.bucket, Key=key)
+        except BlobNotFound:
+            return False
+        return True
+
+    def iter_blobs(self, prefix: str) -> Iterator[BlobInfo]:
+        with _translated(prefix):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    yield BlobInfo(key=obj["Key"], size=obj["Size"], modified=obj["LastModified"])
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=prefix):
+                for up in page.get("Uploads", []):
+                    yield BlobInfo(key=up["Key"], size=0, modified=up["Initiated"],
+                                   complete=False, upload_id=up["UploadId"])
+
+    def discard_incomplete(self, info: BlobInfo) -> None:
+        with _translated(info.key):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=info.key,
+                                               UploadId=info.upload_id)
+
+    def presign(self, key: str, ttl_seconds: int) -> str | None:
+        with _translated(key):
+            return self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl_seconds)
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint}" if self.endpoint else ""
+        return f"S3 bucket s3://{self.bucket}{where}"
