@@ -1,11 +1,28 @@
-"""Replay documents: the summary kept in the record, and time windows."""
+"""Replay documents: stored in time-ordered segments so windows read little.
+
+A replay blob is the document re-encoded as `{<envelope>, "keyframes": [...]}`
+(the same JSON value as submitted). While encoding we note where each
+keyframe's bytes are, grouped into ~64 KiB segments; that index goes to the
+database with the record. A window request then reads the envelope and only
+the segments that overlap the window (plus the segment holding the snapshot
+to start from), instead of downloading and parsing the whole replay.
+"""
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from engines.canvas_artifacts.models import ReplayDocument
+
+SEGMENT_BYTES = 64 * 1024
+
+ReadRange = Callable[[int, int], bytes]
+"""Read blob bytes [start, end) of the stored replay."""
 
 
 def replay_meta(doc: ReplayDocument) -> dict[str, Any]:
@@ -17,6 +34,44 @@ def replay_meta(doc: ReplayDocument) -> dict[str, Any]:
         "rev_from": doc.rev_from,
         "mode": doc.mode,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Keyframes [t_first..t_last] at bytes [start, end); the last snapshot's bytes."""
+
+    t_first: int
+    t_last: int
+    start: int
+    end: int
+    snap_start: int
+    snap_end: int
+
+    def as_list(self) -> list[int]:
+        return [self.t_first, self.t_last, self.start, self.end, self.snap_start, self.snap_end]
+
+
+def encode_replay(document: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """The blob bytes and the segment index for a validated replay document."""
+    envelope = {k: v for k, v in document.items() if k != "keyframes"}
+    head = orjson.dumps(envelope)[:-1] + (b',"keyframes":[' if envelope else b'"keyframes":[')
+    out = bytearray(head)
+    segments: list[list[int]] = []
+    current: list[int] | None = None
+    for position, frame in enumerate(document["keyframes"]):
+        if position:
+            out += b","
+        start = len(out)
+        out += orjson.dumps(frame)
+        t_ms = frame["t_ms"]
+        if current is None or start - current[2] >= SEGMENT_BYTES:
+            current = [t_ms, t_ms, start, len(out), -1, -1]
+            segments.append(current)
+        current[1], current[3] = t_ms, len(out)
+        if frame["type"] == "snapshot":
+            current[4], current[5] = start, len(out)
+    out += b"]}"
+    return bytes(out), {"v": 1, "head": len(head), "segments": segments}
 
 
 def cut_window(document: dict[str, Any], from_ms: int, to_ms: int) -> dict[str, Any]:
@@ -35,3 +90,31 @@ def cut_window(document: dict[str, Any], from_ms: int, to_ms: int) -> dict[str, 
                 window = [frames[index], *window]
             break
     return {**document, "keyframes": window}
+
+
+def _frames(data: bytes) -> list[dict[str, Any]]:
+    return orjson.loads(b"[" + data + b"]") if data else []
+
+
+def read_window(index: dict[str, Any], read: ReadRange, from_ms: int,
+                to_ms: int) -> dict[str, Any]:
+    """cut_window() computed from the segments that matter, not the whole blob."""
+    segments = [Segment(*s) for s in index["segments"]]
+    envelope = orjson.loads(read(0, index["head"]) + b"]}")
+    firsts = [s.t_first for s in segments]
+    lasts = [s.t_last for s in segments]
+    # keyframes at or after from_ms start in the first segment ending at or after it;
+    # everything before that segment is earlier than from_ms
+    first = bisect_left(lasts, from_ms)
+    stop = bisect_right(firsts, to_ms)
+    if not segments or first >= stop:
+        frames: list[dict[str, Any]] = []
+    else:
+        frames = _frames(read(segments[first].start, segments[stop - 1].end))
+    needs_snapshot = not any(f["type"] == "snapshot" and f["t_ms"] <= from_ms for f in frames)
+    if needs_snapshot:
+        for segment in reversed(segments[:first]):
+            if segment.snap_start >= 0:
+                frames = [*_frames(read(segment.snap_start, segment.snap_end)), *frames]
+                break
+    return cut_window({**envelope, "keyframes": frames}, from_ms, to_ms)

@@ -38,11 +38,31 @@ canvas_artifacts = Table(
     Index("ix_canvas_artifacts_uri", "uri"),
 )
 
+replay_indexes = Table(
+    "replay_indexes", metadata,
+    Column("artifact_id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("env", String(16), nullable=False),
+    Column("segments", JsonDoc, nullable=False),
+)
+
 _RECORD_COLUMNS = [canvas_artifacts.c[name] for name in ArtifactRecord.model_fields]
 
 
 def insert_record(conn: Connection, record: ArtifactRecord) -> None:
     conn.execute(insert(canvas_artifacts), record.model_dump())
+
+
+def insert_replay_index(conn: Connection, record: ArtifactRecord, index: dict[str, object]) -> None:
+    conn.execute(insert(replay_indexes), {"artifact_id": record.id, "tenant_id": record.tenant_id,
+                                          "env": record.env, "segments": index})
+
+
+def get_replay_index(conn: Connection, record: ArtifactRecord) -> dict[str, object] | None:
+    t = replay_indexes.c
+    return conn.execute(select(t.segments).where(
+        t.artifact_id == record.id, t.tenant_id == record.tenant_id, t.env == record.env,
+    )).scalar_one_or_none()
 
 
 def _scoped(tenant_id: str, env: str, canvas_id: str):  # type: ignore[no-untyped-def]

@@ -14,16 +14,17 @@ import base64
 import binascii
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import anyio
 import orjson
-from fastapi import Request, UploadFile
+from fastapi import Request
+from starlette.datastructures import UploadFile
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
@@ -31,10 +32,11 @@ from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts.models import (ArtifactList, ArtifactRecord, AuditReport,
                                              RenderRef, ReplayDocument)
 from engines.canvas_artifacts.content import serve_blob
-from engines.canvas_artifacts.replay import cut_window, replay_meta
+from engines.canvas_artifacts.replay import encode_replay, read_window, replay_meta
 from engines.canvas_artifacts.sniff import EXTENSIONS, head_checker
 from engines.common import idempotency
-from engines.common.body import limited_receive, read_limited, reject_declared_oversize
+from engines.common.body import (limited_receive, read_limited, reject_declared_oversize,
+                                 upload_chunks)
 from engines.common.errors import ApiError, NotFound, ServiceUnavailable, Unprocessable
 from engines.common.identity import RequestContext
 from engines.common.ids import new_id
@@ -54,7 +56,6 @@ from engines.storage.uris import check_uri_in_scope
 log = logging.getLogger("engines.canvas_artifacts")
 
 MEDIA_KIND = {"preview": "canvas_preview", "replay": "canvas_replay", "audit": "canvas_audit"}
-UPLOAD_CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Payload:
     body_sha256: str
     blob: StoredBlob | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    replay_index: dict[str, Any] | None = None
 
 
 def _now() -> datetime:
@@ -85,9 +87,9 @@ def _lineage(record: ArtifactRecord) -> dict[str, Any]:
     }
 
 
-def _write_metadata(rt: Runtime, record: ArtifactRecord, claim: idempotency.IdempotencyClaim | None,
-                    body_sha256: str, response_body: bytes) -> None:
-    """Step (2): every record of the artifact, in one transaction."""
+def _metadata_writer(rt: Runtime, record: ArtifactRecord,
+                     replay_index: dict[str, Any] | None) -> Callable[[Connection], None]:
+    """Step (2): every record of the artifact, written on the caller's transaction."""
     lineage = _lineage(record)
     document = NexusDocument(id=new_id("nxd"), tenant_id=record.tenant_id, env=record.env,
                              kind=NexusKind(MEDIA_KIND[record.kind]), subject_id=record.id,
@@ -102,14 +104,17 @@ def _write_metadata(rt: Runtime, record: ArtifactRecord, claim: idempotency.Idem
         meta={"canvas_id": record.canvas_id, "rev": record.rev, "artifact_id": record.id,
               "mime_type": record.mime_type, "sha256": record.sha256,
               "size_bytes": record.size_bytes})
-    with rt.engine.begin() as conn:
-        if claim is not None:
-            idempotency.store(conn, claim, body_sha256, 201, response_body)
+
+    def write(conn: Connection) -> None:
         ensure_canvas_asset(conn, record.tenant_id, record.env, record.canvas_id, record.actor_id,
                             record.media_asset_id, record.created_at)
         media_repo.insert_artifact(conn, derived)
         repo.insert_record(conn, record)
+        if replay_index is not None:
+            repo.insert_replay_index(conn, record, replay_index)
         rt.nexus.record(conn, document, event)
+
+    return write
 
 
 async def _discard(rt: Runtime, payload: Payload) -> None:
@@ -138,23 +143,19 @@ async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, c
         media_artifact_id=new_id("mda"), created_at=_now(), meta=payload.meta)
     body = orjson.dumps(record.model_dump(mode="json"))
     try:
-        await run_in_threadpool(_write_metadata, rt, record, claim, payload.body_sha256, body)
-    except IntegrityError as exc:
-        await _discard(rt, payload)
-        if claim is not None and idempotency.is_key_conflict(exc):
-            return await run_in_threadpool(idempotency.replay, rt.engine, claim,
-                                           payload.body_sha256)
-        raise ServiceUnavailable("metadata write failed", code="metadata.write_failed") from exc
-    except ApiError:
-        await _discard(rt, payload)
-        raise
+        replayed = await run_in_threadpool(idempotency.write_once, rt.engine, claim,
+                                           payload.body_sha256, 201, body,
+                                           _metadata_writer(rt, record, payload.replay_index))
     except BaseException as exc:
         await _discard(rt, payload)
-        if isinstance(exc, Exception):
+        if isinstance(exc, Exception) and not isinstance(exc, ApiError):
             log.exception("metadata write failed for %s", record.id)
             raise ServiceUnavailable("metadata write failed; nothing was stored",
                                      code="metadata.write_failed") from exc
         raise
+    if replayed is not None:
+        await _discard(rt, payload)
+        return replayed
     return Response(body, status_code=201, media_type="application/json")
 
 
@@ -165,11 +166,6 @@ def canvas_asset_id(tenant_id: str, env: str, canvas_id: str) -> str:
 
 
 # ---- previews -------------------------------------------------------------
-
-
-async def _upload_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await upload.read(UPLOAD_CHUNK):
-        yield chunk
 
 
 async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of) -> Payload:  # type: ignore[no-untyped-def]
@@ -193,7 +189,7 @@ async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of
             raise Unprocessable("multipart body needs a file field named 'file'",
                                 code="preview.missing_file")
         check = head_checker(upload.content_type)
-        chunks = _upload_chunks(upload)
+        chunks = upload_chunks(upload)
     else:
         check = head_checker(content_type)
         reject_declared_oversize(request, limit)
@@ -244,9 +240,11 @@ async def create_replay(rt: Runtime, caller: Caller, request: Request,
     except ValidationError as exc:
         raise Unprocessable(_first_error(exc), code="replay.invalid") from exc
     artifact_id = new_id("art")
-    blob = await _store_json_document(rt, caller, canvas_id, "replay", artifact_id, raw)
-    payload = Payload(uri=blob.uri, mime_type="application/json", body_sha256=blob.sha256,
-                      blob=blob, meta=replay_meta(doc))
+    encoded, index = encode_replay(data)
+    blob = await _store_json_document(rt, caller, canvas_id, "replay", artifact_id, encoded)
+    payload = Payload(uri=blob.uri, mime_type="application/json",
+                      body_sha256=hashlib.sha256(raw).hexdigest(), blob=blob,
+                      meta=replay_meta(doc), replay_index=index)
     return await _commit(rt, caller, request, kind="replay", canvas_id=canvas_id, rev=doc.rev,
                          artifact_id=artifact_id, payload=payload)
 
@@ -344,6 +342,16 @@ def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) 
             "events": [e.model_dump(mode="json") for e in events]}
 
 
+def _replay_window(rt: Runtime, record: ArtifactRecord, key: str, low: int,
+                   high: int) -> dict[str, Any]:
+    with rt.engine.connect() as conn:
+        index = repo.get_replay_index(conn, record)
+    if index is None:
+        raise ServiceUnavailable("replay index missing", code="storage.index_missing")
+    return read_window(index, lambda start, end: rt.store.read_all(key, start, end - 1),
+                       low, high)
+
+
 async def content(rt: Runtime, request: Request, record: ArtifactRecord, *,
                   from_ms: int | None, to_ms: int | None, inline: bool) -> Response:
     """The payload: bytes, a replay window, or a redirect for render-refs."""
@@ -360,8 +368,7 @@ async def content(rt: Runtime, request: Request, record: ArtifactRecord, *,
         high = to_ms if to_ms is not None else 2**63
         if high < low:
             raise Unprocessable("to_ms must be >= from_ms", code="request.invalid")
-        raw = await run_in_threadpool(rt.store.read_all, key)
-        window = cut_window(orjson.loads(raw), low, high)
+        window = await run_in_threadpool(_replay_window, rt, record, key, low, high)
         return Response(orjson.dumps(window), media_type="application/json",
                         headers={"X-Content-Type-Options": "nosniff"})
     serve_mode = rt.settings.media_serve_mode

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from fastapi import Request
+from starlette.datastructures import UploadFile
 from starlette.types import Message, Receive
 
 from engines.storage.ingest import too_large
+
+UPLOAD_CHUNK = 1024 * 1024
 
 
 def declared_length(request: Request) -> int | None:
@@ -56,3 +59,9 @@ def limited_receive(request: Request, limit: int) -> Receive:
         return message
 
     return guarded
+
+
+async def upload_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    """A multipart file part as a byte stream, for `ingest`."""
+    while chunk := await upload.read(UPLOAD_CHUNK):
+        yield chunk

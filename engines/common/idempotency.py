@@ -9,6 +9,7 @@ caller) and it answers with the stored first response.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -61,9 +62,8 @@ def claim_from(request: Request, ctx: RequestContext) -> IdempotencyClaim | None
     return IdempotencyClaim(ctx.tenant_id, ctx.env, key, line)
 
 
-def store(conn: Connection, claim: IdempotencyClaim, body_sha256: str, status: int,
-          body: bytes) -> None:
-    """Insert the key row; raises IntegrityError when the key is already taken."""
+def _store(conn: Connection, claim: IdempotencyClaim, body_sha256: str, status: int,
+           body: bytes) -> None:
     conn.execute(insert(idempotency_keys), {
         "tenant_id": claim.tenant_id, "env": claim.env, "key": claim.key,
         "fingerprint": claim.fingerprint(body_sha256), "status": status, "body": body,
@@ -71,7 +71,27 @@ def store(conn: Connection, claim: IdempotencyClaim, body_sha256: str, status: i
     })
 
 
-def replay(engine: Engine, claim: IdempotencyClaim, body_sha256: str) -> Response:
+def write_once(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str, status: int,
+               body: bytes, write: Callable[[Connection], None]) -> Response | None:
+    """Run write(conn) in one transaction that also claims the key.
+
+    Returns None when the writes committed, or the replayed first response
+    (nothing written) when the key was already taken; a reused key with a
+    different request raises Conflict. Other failures propagate.
+    """
+    try:
+        with engine.begin() as conn:
+            if claim is not None:
+                _store(conn, claim, body_sha256, status, body)
+            write(conn)
+    except IntegrityError as exc:
+        if claim is None or not _is_key_conflict(exc):
+            raise
+        return _replay(engine, claim, body_sha256)
+    return None
+
+
+def _replay(engine: Engine, claim: IdempotencyClaim, body_sha256: str) -> Response:
     """The stored response for this key, or 409 if it was used for another request."""
     with engine.connect() as conn:
         row = conn.execute(select(idempotency_keys).where(
@@ -88,5 +108,6 @@ def replay(engine: Engine, claim: IdempotencyClaim, body_sha256: str) -> Respons
                     headers={"Idempotent-Replayed": "true"})
 
 
-def is_key_conflict(exc: IntegrityError) -> bool:
-    return "idempotency_keys" in str(exc.orig) or "idempotency_keys" in str(exc.statement or "")
+def _is_key_conflict(exc: IntegrityError) -> bool:
+    text = f"{exc.orig} {exc.statement or ''}"
+    return "idempotency_keys" in text

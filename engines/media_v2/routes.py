@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -11,6 +12,7 @@ from starlette.responses import Response
 
 from engines.common.body import read_limited
 from engines.common.errors import Unprocessable, UnsupportedMediaType
+from engines.common.idempotency import claim_from
 from engines.common.jsonutil import OrjsonResponse, parse_json
 from engines.common.runtime import Runtime, get_runtime
 from engines.identity.auth import Caller, reader, writer
@@ -29,9 +31,11 @@ Id = Annotated[str, Path(pattern=SAFE_ID)]
 
 
 async def _json_body(request: Request, rt: Runtime, model):  # type: ignore[no-untyped-def]
-    data = parse_json(await read_limited(request, JSON_LIMIT), max_depth=rt.settings.max_json_depth)
+    """The validated model and the sha256 of the raw body (for idempotency)."""
+    raw = await read_limited(request, JSON_LIMIT)
+    data = parse_json(raw, max_depth=rt.settings.max_json_depth)
     try:
-        return model.model_validate(data)
+        return model.model_validate(data), hashlib.sha256(raw).hexdigest()
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ()))
@@ -51,14 +55,13 @@ async def create_asset(request: Request, rt: Rt, caller: Writer) -> Response:
     """A multipart `file` upload, or JSON registering an existing source URI."""
     content_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if content_type == "multipart/form-data":
-        asset = await service.create_asset_upload(rt, caller.ctx, caller.auth.actor_id, request)
-    elif content_type == "application/json":
-        body = await _json_body(request, rt, AssetCreate)
-        asset = await run_in_threadpool(service.create_asset_json, rt, caller.ctx,
-                                        caller.auth.actor_id, body)
-    else:
-        raise UnsupportedMediaType("send multipart/form-data with a file, or application/json")
-    return OrjsonResponse(asset.model_dump(mode="json"), status_code=201)
+        return await service.create_asset_upload(rt, caller.ctx, caller.auth.actor_id, request)
+    if content_type == "application/json":
+        body, sha = await _json_body(request, rt, AssetCreate)
+        return await run_in_threadpool(service.create_asset_json, rt, caller.ctx,
+                                       caller.auth.actor_id, body, claim_from(request, caller.ctx),
+                                       sha)
+    raise UnsupportedMediaType("send multipart/form-data with a file, or application/json")
 
 
 @router.get("/assets", response_model=AssetList)
@@ -76,9 +79,9 @@ def get_asset(asset_id: Id, rt: Rt, caller: Reader) -> Response:
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": ArtifactCreate.model_json_schema()}}}})
 async def register_artifact(asset_id: Id, request: Request, rt: Rt, caller: Writer) -> Response:
-    body = await _json_body(request, rt, ArtifactCreate)
-    artifact = await run_in_threadpool(service.register_artifact, rt, caller.ctx, asset_id, body)
-    return OrjsonResponse(artifact.model_dump(mode="json"), status_code=201)
+    body, sha = await _json_body(request, rt, ArtifactCreate)
+    return await run_in_threadpool(service.register_artifact, rt, caller.ctx, asset_id, body,
+                                   claim_from(request, caller.ctx), sha)
 
 
 @router.get("/artifacts/{artifact_id}", response_model=DerivedArtifact)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import hashlib
+from collections.abc import Callable
 from datetime import datetime, timezone
 
-from fastapi import Request, UploadFile
+import orjson
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from pydantic import BaseModel
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
-from engines.common.body import limited_receive
+from engines.common.body import limited_receive, upload_chunks
 from engines.common.errors import NotFound, Unprocessable
+from engines.common.idempotency import IdempotencyClaim, claim_from, write_once
 from engines.common.identity import RequestContext
 from engines.common.ids import new_id
 from engines.common.runtime import Runtime
@@ -21,7 +27,6 @@ from engines.storage.ingest import ingest
 from engines.storage.keys import media_key
 from engines.storage.uris import check_uri_in_scope
 
-UPLOAD_CHUNK = 1024 * 1024
 _KIND_BY_PREFIX = {"video/": "video", "audio/": "audio", "image/": "image"}
 
 
@@ -41,19 +46,16 @@ def _kind_for(content_type: str | None) -> str:
     return "other"
 
 
-async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await upload.read(UPLOAD_CHUNK):
-        yield chunk
-
-
-def _save(rt: Runtime, asset: MediaAsset) -> MediaAsset:
-    with rt.engine.begin() as conn:
-        repo.insert_asset(conn, asset)
-    return asset
+def _created(rt: Runtime, claim: IdempotencyClaim | None, body_sha256: str, model: BaseModel,
+             write: Callable[[Connection], None]) -> Response:
+    """Commit write(conn) with the idempotency claim; 201 with the model, or the replay."""
+    body = orjson.dumps(model.model_dump(mode="json"))
+    replayed = write_once(rt.engine, claim, body_sha256, 201, body, write)
+    return replayed or Response(body, status_code=201, media_type="application/json")
 
 
 async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
-                              request: Request) -> MediaAsset:
+                              request: Request) -> Response:
     limit = rt.settings.max_preview_bytes
     form = await Request(request.scope, limited_receive(request, limit)).form(max_files=1,
                                                                               max_fields=8)
@@ -64,27 +66,33 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
     asset_id = new_id("ma")
     key = media_key(ctx.tenant_id, ctx.env, asset_id, upload.filename)
     content_type = upload.content_type or "application/octet-stream"
-    blob, _ = await ingest(rt.store, _chunks(upload), limit=limit,
+    blob, _ = await ingest(rt.store, upload_chunks(upload), limit=limit,
                            head_check=lambda _head: content_type, key_for=lambda _t: key)
     asset = MediaAsset(id=asset_id, tenant_id=ctx.tenant_id, env=ctx.env, user_id=actor_id,
                        kind=_kind_for(content_type), source_uri=blob.uri, size_bytes=blob.size,
                        created_at=datetime.now(timezone.utc),
                        meta={"filename": upload.filename, "content_type": content_type,
                              "sha256": blob.sha256})
+    fingerprint = hashlib.sha256(f"{upload.filename}\n{blob.sha256}".encode()).hexdigest()
     try:
-        return await run_in_threadpool(_save, rt, asset)
+        response = await run_in_threadpool(
+            _created, rt, claim_from(request, ctx), fingerprint, asset,
+            lambda conn: repo.insert_asset(conn, asset))
     except BaseException:
         await run_in_threadpool(rt.store.delete, blob.key)
         raise
+    if response.headers.get("idempotent-replayed"):
+        await run_in_threadpool(rt.store.delete, blob.key)
+    return response
 
 
-def create_asset_json(rt: Runtime, ctx: RequestContext, actor_id: str,
-                      body: AssetCreate) -> MediaAsset:
+def create_asset_json(rt: Runtime, ctx: RequestContext, actor_id: str, body: AssetCreate,
+                      claim: IdempotencyClaim | None, body_sha256: str) -> Response:
     check_uri_in_scope(rt.settings.raw_bucket, ctx, body.source_uri)
     asset = MediaAsset(id=new_id("ma"), tenant_id=ctx.tenant_id, env=ctx.env, user_id=actor_id,
                        kind=body.kind, source_uri=body.source_uri, tags=body.tags,
                        created_at=datetime.now(timezone.utc), meta=body.meta)
-    return _save(rt, asset)
+    return _created(rt, claim, body_sha256, asset, lambda conn: repo.insert_asset(conn, asset))
 
 
 def _asset_not_found() -> NotFound:
@@ -108,21 +116,23 @@ def list_assets(rt: Runtime, ctx: RequestContext, *, limit: int,
     return AssetList(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
 
 
-def register_artifact(rt: Runtime, ctx: RequestContext, asset_id: str,
-                      body: ArtifactCreate) -> DerivedArtifact:
+def register_artifact(rt: Runtime, ctx: RequestContext, asset_id: str, body: ArtifactCreate,
+                      claim: IdempotencyClaim | None, body_sha256: str) -> Response:
     check_uri_in_scope(rt.settings.raw_bucket, ctx, body.uri)
     if body.start_ms is not None and body.end_ms is not None and body.end_ms < body.start_ms:
         raise Unprocessable("end_ms must be >= start_ms", code="media_v2.bad_range")
-    with rt.engine.begin() as conn:
+    artifact = DerivedArtifact(id=new_id("mda"), parent_asset_id=asset_id,
+                               tenant_id=ctx.tenant_id, env=ctx.env, kind=body.kind,
+                               uri=body.uri, start_ms=body.start_ms, end_ms=body.end_ms,
+                               track_label=body.track_label,
+                               created_at=datetime.now(timezone.utc), meta=body.meta)
+
+    def write(conn: Connection) -> None:
         if repo.get_asset(conn, ctx.tenant_id, ctx.env, asset_id) is None:
             raise _asset_not_found()
-        artifact = DerivedArtifact(id=new_id("mda"), parent_asset_id=asset_id,
-                                   tenant_id=ctx.tenant_id, env=ctx.env, kind=body.kind,
-                                   uri=body.uri, start_ms=body.start_ms, end_ms=body.end_ms,
-                                   track_label=body.track_label,
-                                   created_at=datetime.now(timezone.utc), meta=body.meta)
         repo.insert_artifact(conn, artifact)
-    return artifact
+
+    return _created(rt, claim, body_sha256, artifact, write)
 
 
 def get_artifact(rt: Runtime, ctx: RequestContext, artifact_id: str) -> DerivedArtifact:

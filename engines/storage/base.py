@@ -104,8 +104,8 @@ class BlobStore(abc.ABC):
             raise
         return self.uri_for(key)
 
-    def read_all(self, key: str) -> bytes:
-        return b"".join(self.read(key))
+    def read_all(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        return b"".join(self.read(key, start, end))
 
     def check(self) -> None:
         """Write, read back and delete a probe object; raises on any failure."""

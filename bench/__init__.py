@@ -1,0 +1,1 @@
+"""Benchmark harness for the canvas artifact store: see bench/README.md."""

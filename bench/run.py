@@ -1,0 +1,604 @@
+"""`make bench`: the service against a bare baseline, on both backend combinations.
+
+    python -m bench.run                 # both combos, full durations
+    python -m bench.run --quick         # shorter runs, smaller upload (smoke test)
+    python -m bench.run --combo local   # local dir + SQLite only (or: s3pg)
+
+For each combo it prepares the backends (a temp directory and SQLite file;
+or a moto S3 server subprocess and a throwaway PostgreSQL database), migrates
+and seeds them, starts the service (`engines serve`, workers = cores) and the
+baseline (bench.baseline, same uvicorn stack and worker count) as
+subprocesses, drives both from a separate load process (bench.load), prints
+the table and writes bench/results/<date>-<combo>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import servers
+from bench.load import percentile, upload_chunks
+
+MIB = 1 << 20
+GIB = 1 << 30
+RESULTS = Path(__file__).resolve().parent / "results"
+TENANT, ENV, PROJECT = "t_bench", "dev", "p_bench"
+COMBOS = {"local": "local dir + SQLite", "s3pg": "S3 (moto server) + PostgreSQL"}
+
+
+@dataclass
+class Options:
+    quick: bool
+    duration: float       # seconds measured per throughput scenario (split over rounds)
+    warmup: float
+    rounds: int           # service and baseline alternate this many times (noise)
+    concurrency: int
+    iterations: int       # timed repetitions for the big-body scenarios
+    list_rows: int
+    list_concurrency: int
+    upload_local: int
+    upload_s3: int
+    workers: int
+    admin_pg_url: str
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    quick = args.quick
+    return Options(
+        quick=quick,
+        duration=args.duration or (2.0 if quick else 6.0),
+        warmup=0.5 if quick else 1.0,
+        rounds=1 if quick else 2,
+        concurrency=16,
+        iterations=3 if quick else 6,
+        list_rows=args.list_rows,
+        list_concurrency=1,
+        upload_local=256 * MIB if quick else GIB,
+        upload_s3=64 * MIB if quick else 256 * MIB,
+        workers=args.workers or os.cpu_count() or 1,
+        admin_pg_url=args.pg_admin_url,
+    )
+
+
+# ---- payloads ----------------------------------------------------------------
+
+
+def png_body(size: int) -> bytes:
+    """size bytes that start with the PNG signature (the service checks the magic only)."""
+    head = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+    return (head + secrets.token_bytes(size))[:size]
+
+
+def replay_body(target: int, keyframes: int) -> tuple[bytes, int]:
+    """A replay document of about `target` bytes with `keyframes` keyframes (t_ms step 20).
+
+    A snapshot every 100 frames, a commit every 10th, gestures in between.
+    """
+    def frame(i: int, pad: str) -> dict[str, Any]:
+        kind = "snapshot" if i % 100 == 0 else "commit" if i % 10 == 0 else "gesture"
+        return {"t_ms": i * 20, "rev": i // 10, "type": kind,
+                "data": {"node": f"n{i % 997}", "op": "move", "x": i % 1024, "y": (i * 7) % 768,
+                         "pad": pad}}
+
+    def document(pad: str) -> bytes:
+        frames = [frame(i, pad) for i in range(keyframes)]
+        return orjson.dumps({"rev": (keyframes - 1) // 10, "rev_from": 0, "mode": "keyframes",
+                             "keyframes": frames,
+                             "summary": {"keyframes": keyframes, "generator": "bench"}})
+
+    base = len(document(""))
+    pad = max(0, (target - base) // keyframes)
+    body = document("x" * pad)
+    return body, keyframes
+
+
+# ---- HTTP helpers ----------------------------------------------------------------
+
+
+class Client:
+    """Plain requests from the runner for setup (not measured)."""
+
+    def __init__(self, port: int, headers: dict[str, str]) -> None:
+        self.port, self.headers = port, headers
+
+    def call(self, method: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None, timeout: float = 300) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers={**self.headers, **(headers or {})})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def json(self, method: str, path: str, body: bytes | None = None, expect: int = 200,
+             headers: dict[str, str] | None = None) -> Any:
+        status, data = self.call(method, path, body, headers)
+        if status != expect:
+            raise RuntimeError(f"{method} {path}: {status} {data[:500]!r}")
+        return orjson.loads(data)
+
+
+def load(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one job in a separate load-driver process."""
+    proc = subprocess.run([sys.executable, "-m", "bench.load"], input=json.dumps(job).encode(),
+                          capture_output=True, cwd=servers.ROOT, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"load driver failed: {proc.stderr.decode()[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine rounds: totals over total time, percentiles over all latencies."""
+    lat = sorted(x for p in parts for x in p.pop("latencies", []))
+    ok = sum(p["ok"] for p in parts)
+    elapsed = sum(p["elapsed_s"] for p in parts)
+    errors = [e for p in parts for e in p["errors"]]
+    ms = lambda v: None if v is None else v * 1000  # noqa: E731
+    return {"requests": len(lat), "ok": ok, "error_count": sum(p["error_count"] for p in parts),
+            "errors": errors[:5], "elapsed_s": elapsed, "rps": ok / elapsed if elapsed else None,
+            "p50_ms": ms(percentile(lat, 50)), "p90_ms": ms(percentile(lat, 90)),
+            "p99_ms": ms(percentile(lat, 99)), "max_ms": ms(lat[-1] if lat else None),
+            "mean_ms": ms(sum(lat) / len(lat) if lat else None), "rounds": len(parts)}
+
+
+# ---- one combo -----------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, combo: str, opts: Options) -> None:
+        self.combo, self.opts = combo, opts
+        self.rows: list[dict[str, Any]] = []
+        self.raw: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.memory: dict[str, Any] = {}
+        self.cleanups: list[Any] = []
+
+    # -- table rows
+    def row(self, scenario: str, metric: str, service: float | None,
+            baseline: float | None = None, note: str = "") -> None:
+        ratio = service / baseline if service is not None and baseline else None
+        self.rows.append({"scenario": scenario, "metric": metric, "service": service,
+                          "baseline": baseline, "ratio": ratio, "note": note})
+
+    def say(self, text: str) -> None:
+        print(f"  [{self.combo} {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+    # -- setup
+    def prepare(self) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix=f"engines-bench-{self.combo}-"))
+        self.cleanups.append(lambda: shutil.rmtree(self.work, ignore_errors=True))
+        signing = secrets.token_urlsafe(32)
+        upload = self.opts.upload_s3 if self.combo == "s3pg" else self.opts.upload_local
+        self.upload_size = upload
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("DATABASE_URL", "RAW_BUCKET", "AWS_ENDPOINT_URL_S3",
+                            "MEDIA_LOCAL_ROOT", "AUTO_MIGRATE", "MEDIA_SERVE_MODE")}
+        env.update({
+            "AUTH_JWT_SIGNING": signing,
+            "MEDIA_LOCAL_ROOT": str(self.work / "media"),
+            # The one limit raised above its default: the 1 GiB upload scenario.
+            "MAX_PREVIEW_BYTES": str(upload + MIB),
+            "AUTO_MIGRATE": "false",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        })
+        if self.combo == "s3pg":
+            env.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                        "AWS_DEFAULT_REGION": "us-east-1"})
+            self.moto = servers.start_moto(env, self.work)
+            self.cleanups.append(self.moto.stop)
+            env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{self.moto.port}"
+            env["RAW_BUCKET"] = "engines-bench"
+            scratch = servers.ScratchDatabase(self.opts.admin_pg_url)
+            scratch.__enter__()
+            self.cleanups.append(lambda: scratch.__exit__(None, None, None))
+            env["DATABASE_URL"] = scratch.url("postgresql+psycopg://postgres@127.0.0.1:5432/x")
+            self.say(f"moto on :{self.moto.port}, database {scratch.name}")
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{self.work / 'engines.db'}"
+        self.env = env
+        os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                                "AWS_DEFAULT_REGION") if k in env})
+        from engines.config import Settings
+
+        self.settings = Settings(
+            database_url=env["DATABASE_URL"], raw_bucket=env.get("RAW_BUCKET"),
+            aws_endpoint_url_s3=env.get("AWS_ENDPOINT_URL_S3"),
+            media_local_root=Path(env["MEDIA_LOCAL_ROOT"]), auth_jwt_signing=signing,
+            max_preview_bytes=int(env["MAX_PREVIEW_BYTES"]))
+        from engines.storage.factory import build_blob_store
+
+        self.store = build_blob_store(self.settings)
+        if self.combo == "s3pg":
+            self.store.client.create_bucket(Bucket="engines-bench")  # type: ignore[attr-defined]
+        from engines.db.engine import build_engine
+        from engines.db.migrate import upgrade
+
+        engine = build_engine(self.settings)
+        upgrade(engine)
+        self.seed_list(engine)
+        engine.dispose()
+
+    def seed_list(self, engine) -> None:  # type: ignore[no-untyped-def]
+        """opts.list_rows artifact records in one canvas, straight into the table."""
+        from sqlalchemy import insert, text
+
+        from engines.canvas_artifacts.repository import canvas_artifacts
+        from engines.common.ids import new_id
+
+        t0 = time.perf_counter()
+        now = datetime.now(timezone.utc)
+        n, batch = self.opts.list_rows, 10_000
+        with engine.begin() as conn:
+            for start in range(0, n, batch):
+                rows = []
+                for i in range(start, min(n, start + batch)):
+                    art = new_id("art")
+                    rows.append({
+                        "id": art, "tenant_id": TENANT, "env": ENV, "canvas_id": "c_bench_list",
+                        "kind": ("preview", "replay", "audit")[i % 3], "rev": i // 3,
+                        "workspace_id": None, "project_id": PROJECT, "surface_id": None,
+                        "app_id": None, "actor_id": "u_bench", "correlation_id": art,
+                        "request_id": art,
+                        "uri": f"s3://seed/tenants/{TENANT}/{ENV}/canvas/c_bench_list/{art}.png",
+                        "mime_type": "image/png", "size_bytes": 65536, "sha256": "0" * 64,
+                        "media_asset_id": "mca_seed", "media_artifact_id": new_id("mda"),
+                        "created_at": now, "meta": {},
+                    })
+                conn.execute(insert(canvas_artifacts), rows)
+            if engine.dialect.name == "postgresql":
+                # autovacuum would have analysed a table this size in production
+                conn.execute(text("ANALYZE canvas_artifacts"))
+        self.raw["list_seed_s"] = time.perf_counter() - t0
+        self.say(f"seeded {n} records in {self.raw['list_seed_s']:.1f}s")
+
+    def start_servers(self) -> None:
+        w = self.opts.workers
+        self.service = servers.start_service(self.env, w, self.work)
+        self.cleanups.append(self.service.stop)
+        self.baseline = servers.start_baseline(self.env, w, self.work)
+        self.cleanups.append(self.baseline.stop)
+        from engines.identity.auth import issue_token
+
+        token = issue_token(self.settings, sub="u_bench", tenants=[TENANT], role="owner",
+                            ttl=3600)
+        self.headers = {"Authorization": f"Bearer {token}", "X-Tenant-Id": TENANT,
+                        "X-Env": ENV, "X-Project-Id": PROJECT}
+        self.svc = Client(self.service.port, self.headers)
+        self.say(f"service :{self.service.port} (pid {self.service.pid}), baseline "
+                 f":{self.baseline.port}, {w} workers each; idle service RSS "
+                 f"{servers.memory(self.service.pid)['sum_rss_mib']:.0f} MiB")
+
+    # -- measuring
+    def job(self, target: str, **kw: Any) -> dict[str, Any]:
+        port = self.service.port if target == "service" else self.baseline.port
+        headers = dict(self.headers) if target == "service" else {}
+        headers.update(kw.pop("headers", {}))
+        return {"kind": "fixed", "host": "127.0.0.1", "port": port, "headers": headers, **kw}
+
+    def alternate(self, name: str, service_job: dict[str, Any],
+                  baseline_job: dict[str, Any] | None) -> tuple[dict, dict | None]:
+        """Throughput: service and baseline alternate over opts.rounds rounds."""
+        o = self.opts
+        per = o.duration / o.rounds
+        s_parts, b_parts = [], []
+        for _ in range(o.rounds):
+            for parts, job in ((s_parts, service_job), (b_parts, baseline_job)):
+                if job is None:
+                    continue
+                parts.append(load({**job, "duration": per, "warmup": o.warmup,
+                                   "return_latencies": True}))
+        s = merge(s_parts)
+        b = merge(b_parts) if b_parts else None
+        self.raw[name] = {"service": s, "baseline": b}
+        for label, res in (("service", s), ("baseline", b)):
+            if res and res["error_count"]:
+                self.notes.append(f"{name}: {label} had {res['error_count']} errors, e.g. "
+                                  f"{res['errors'][:1]}")
+        return s, b
+
+    def repeat(self, name: str, service_job: dict[str, Any],
+               baseline_job: dict[str, Any]) -> tuple[dict, dict]:
+        """Big bodies: one untimed warm-up request, then opts.iterations sequential ones."""
+        out = []
+        for job in (service_job, baseline_job):
+            load({**job, "count": 1, "concurrency": 1})
+            out.append(load({**job, "count": self.opts.iterations, "concurrency": 1}))
+        self.raw[name] = {"service": out[0], "baseline": out[1]}
+        for label, res in zip(("service", "baseline"), out):
+            if res["error_count"]:
+                self.notes.append(f"{name}: {label} had {res['error_count']} errors, e.g. "
+                                  f"{res['errors'][:1]}")
+        return out[0], out[1]
+
+    def scenario_preview(self) -> None:
+        c = self.opts.concurrency
+        body = self.work / "preview-64k.png"
+        body.write_bytes(png_body(64 * 1024))
+        title = f"create preview 64 KiB (c={c})"
+        self.say(title)
+        s, b = self.alternate(
+            "create_preview",
+            self.job("service", method="POST", path="/canvas/c_bench_preview/artifacts/preview?rev=1",
+                     body_file=str(body), headers={"Content-Type": "image/png"},
+                     concurrency=c, expect=201),
+            self.job("baseline", method="POST", path="/blobs", body_file=str(body),
+                     headers={"Content-Type": "image/png"}, concurrency=c, expect=201))
+        self.row(title, "req/s", s["rps"], b["rps"])
+        self.row("", "p50 ms", s["p50_ms"], b["p50_ms"])
+        self.row("", "p99 ms", s["p99_ms"], b["p99_ms"])
+
+        title = f"fetch preview 64 KiB (c={c})"
+        self.say(title)
+        record = self.svc.json("POST", "/canvas/c_bench_fetch/artifacts/preview?rev=1",
+                               body.read_bytes(), 201, {"Content-Type": "image/png"})
+        key = self.store.key_for(record["uri"])
+        s, b = self.alternate(
+            "fetch_preview",
+            self.job("service", method="GET",
+                     path=f"/canvas/c_bench_fetch/artifacts/{record['id']}/content",
+                     concurrency=c, expect=200),
+            self.job("baseline", method="GET", path=f"/blobs?key={key}", concurrency=c,
+                     expect=200))
+        self.row(title, "req/s", s["rps"], b["rps"])
+        self.row("", "p50 ms", s["p50_ms"], b["p50_ms"])
+        self.row("", "p99 ms", s["p99_ms"], b["p99_ms"])
+
+    def scenario_replay(self) -> None:
+        body, frames = replay_body(5 * MIB, 20_000)
+        path = self.work / "replay-5m.json"
+        path.write_bytes(body)
+        title = f"create replay {len(body) / MIB:.1f} MiB ({frames // 1000}k kf)"
+        self.say(title)
+        s, b = self.repeat(
+            "create_replay",
+            self.job("service", method="POST", path="/canvas/c_bench_replay/artifacts/replay",
+                     body_file=str(path), headers={"Content-Type": "application/json"},
+                     expect=201),
+            self.job("baseline", method="POST", path="/blobs", body_file=str(path),
+                     headers={"Content-Type": "application/json"}, expect=201))
+        self.row(title, "s/create", s["mean_ms"] / 1000, b["mean_ms"] / 1000,
+                 "baseline: same bytes to the blob store")
+
+        # 1% window of a 50 MiB replay (just under the default MAX_REPLAY_BYTES = 50 MiB)
+        body, frames = replay_body(50 * MIB - 64 * 1024, 200_000)
+        path = self.work / "replay-50m.json"
+        path.write_bytes(body)
+        del body
+        t0 = time.perf_counter()
+        status, data = self.svc.call("POST", "/canvas/c_bench_window/artifacts/replay",
+                                     path.read_bytes(), {"Content-Type": "application/json"})
+        created = time.perf_counter() - t0
+        if status != 201:
+            raise RuntimeError(f"creating the 50 MiB replay: {status} {data[:500]!r}")
+        record = orjson.loads(data)
+        self.raw["create_replay_50m_s"] = created
+        duration = (frames - 1) * 20
+        low = (frames // 2) * 20 + 10       # between two frames, mid-document
+        high = low + duration // 100        # 1% of the replay's time span
+        window_path = (f"/canvas/c_bench_window/artifacts/{record['id']}/content"
+                       f"?from_ms={low}&to_ms={high}")
+        full_path = f"/canvas/c_bench_window/artifacts/{record['id']}/content"
+        got = self.svc.json("GET", window_path)
+        expected = sum(1 for i in range(frames) if low <= i * 20 <= high) + 1  # + snapshot
+        if len(got["keyframes"]) != expected or got["keyframes"][0]["type"] != "snapshot":
+            self.notes.append(f"replay window returned {len(got['keyframes'])} keyframes, "
+                              f"expected {expected} (snapshot first)")
+        size_mib = path.stat().st_size / MIB
+        title = f"replay window 1% of {size_mib:.0f} MiB"
+        self.say(f"{title} (50 MiB create took {created:.2f}s)")
+        s, b = self.repeat("replay_window",
+                           self.job("service", method="GET", path=window_path, expect=200),
+                           self.job("service", method="GET", path=full_path, expect=200))
+        self.row(title, "ms", s["mean_ms"], b["mean_ms"],
+                 f"baseline: full fetch; window = {expected} of {frames} kf, "
+                 f"{s['bytes_in'] / max(1, s['ok']) / 1024:.0f} KiB")
+
+    def scenario_list(self) -> None:
+        c = self.opts.list_concurrency
+        page = self.svc.json("GET", "/canvas/c_bench_list/artifacts?limit=50")
+        if len(page["items"]) != 50 or not page["next_cursor"]:
+            self.notes.append(f"list returned {len(page['items'])} items")
+        title = f"list 50 newest of {self.opts.list_rows // 1000}k (c={c})"
+        self.say(title)
+        s, _ = self.alternate("list", self.job("service", method="GET",
+                                               path="/canvas/c_bench_list/artifacts?limit=50",
+                                               concurrency=c, expect=200), None)
+        self.row(title, "p50 ms", s["p50_ms"], note="absolute")
+        self.row("", "p99 ms", s["p99_ms"], note=f"{s['rps']:.0f} req/s")
+
+    def scenario_upload(self) -> None:
+        size = self.upload_size
+        label = f"{size // GIB} GiB" if size >= GIB else f"{size // MIB} MiB"
+        title = f"upload {label} preview (raw body)"
+        self.say(title)
+        pid = self.service.pid
+        before = servers.memory(pid)
+        resettable = servers.reset_peaks(pid)
+        samples: list[float] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                samples.append(servers.memory(pid)["sum_rss_mib"])  # type: ignore[arg-type]
+                done.wait(0.1)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        result = load({"kind": "stream_upload", "host": "127.0.0.1", "port": self.service.port,
+                       "path": "/canvas/c_bench_upload/artifacts/preview?rev=1", "size": size,
+                       "headers": {**self.headers, "Content-Type": "image/png"}})
+        done.set()
+        sampler.join()
+        after = servers.memory(pid)
+        if result["status"] != 201:
+            raise RuntimeError(f"upload failed: {result['status']} {result['body'][:500]}")
+        record = json.loads(result["body"])
+        if record["size_bytes"] != size:
+            self.notes.append(f"upload stored {record['size_bytes']} bytes, sent {size}")
+
+        # baseline: cp-style, the same bytes written straight into the same blob store
+        t0 = time.perf_counter()
+        key = "bench-baseline/raw-upload.bin"
+        writer = self.store.open_writer(key, "application/octet-stream")
+        for chunk in upload_chunks(size):
+            writer.write(chunk)
+        writer.commit()
+        raw_s = time.perf_counter() - t0
+        raw_mibs = size / raw_s / MIB
+        # free the space (moto keeps objects in memory)
+        self.store.delete(key)
+        up_key = self.store.key_for(record["uri"])
+        if up_key:
+            self.store.delete(up_key)
+
+        peak = after["sum_hwm_mib"] if resettable else max(samples or [0.0])
+        self.memory = {"before": before, "after": after, "sampled_max_sum_rss_mib":
+                       max(samples or [0.0]), "peaks_reset": resettable, "size": size}
+        self.raw["upload"] = {"service": result, "baseline_s": raw_s}
+        note = "baseline: cp-style write to the store"
+        if self.combo == "s3pg" and size < GIB:
+            note += f"; {label}, not 1 GiB: moto keeps objects in memory"
+        self.row(title, "MiB/s", result["mib_per_s"], raw_mibs, note)
+        self.row("", "peak RSS MiB", peak,
+                 note=f"server+{len(after['processes']) - 1} workers summed (VmHWM); "
+                      f"idle {before['sum_rss_mib']:.0f}; busiest process "
+                      f"{after['max_hwm_mib']:.0f}")
+
+    def run(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            self.prepare()
+            self.start_servers()
+            self.scenario_preview()
+            self.scenario_replay()
+            self.scenario_list()
+            self.scenario_upload()
+        except Exception:
+            for proc in ("service", "baseline", "moto"):
+                p = getattr(self, proc, None)
+                if p is not None:
+                    print(f"--- {proc} log tail ---\n{p.tail()}", file=sys.stderr)
+            raise
+        finally:
+            for cleanup in reversed(self.cleanups):
+                try:
+                    cleanup()
+                except Exception as exc:  # noqa: BLE001 - keep cleaning up
+                    print(f"cleanup failed: {exc}", file=sys.stderr)
+        return {"combo": self.combo, "label": COMBOS[self.combo], "rows": self.rows,
+                "notes": self.notes, "memory": self.memory, "raw": self.raw,
+                "wall_s": time.perf_counter() - t0}
+
+
+# ---- output ---------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "mem_mib": mem,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if value >= 1 else f"{value:.3f}"
+
+
+def table(result: dict[str, Any]) -> str:
+    head = ("scenario", "metric", "service", "baseline", "svc/base", "note")
+    rows = [head] + [(r["scenario"], r["metric"], fmt(r["service"]), fmt(r["baseline"]),
+                      f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-", r["note"])
+                     for r in result["rows"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
+    lines = []
+    for i, r in enumerate(rows):
+        cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])]
+        cells += [r[j].rjust(widths[j]) for j in (2, 3, 4)]
+        lines.append("  ".join(cells) + ("  " + r[5] if r[5] else ""))
+        if i == 0:
+            lines.append("-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--combo", choices=[*COMBOS, "both"], default="both")
+    parser.add_argument("--quick", action="store_true",
+                        help="short runs and a smaller upload (a smoke test, not a measurement)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds per throughput scenario (default 6, quick 2)")
+    parser.add_argument("--workers", type=int, default=None, help="default: os.cpu_count()")
+    parser.add_argument("--list-rows", type=int, default=100_000)
+    parser.add_argument("--pg-admin-url", default=os.environ.get(
+        "BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="where the throwaway database is created and dropped")
+    parser.add_argument("--no-save", action="store_true", help="do not write bench/results")
+    args = parser.parse_args(argv)
+    opts = options_from(args)
+    combos = list(COMBOS) if args.combo == "both" else [args.combo]
+    info = machine()
+    started = time.perf_counter()
+    stamp = datetime.now().strftime("%Y-%m-%dT%H%M%S")
+    print(f"engines bench {stamp}: {info['cpus']} cpus ({info['cpu_model']}), "
+          f"python {info['python']}, {opts.workers} workers, "
+          f"{'quick' if opts.quick else 'full'} run", flush=True)
+    results = []
+    for combo in combos:
+        print(f"\n== {combo}: {COMBOS[combo]}", flush=True)
+        result = Bench(combo, opts).run()
+        result.update({"date": stamp, "machine": info, "options": vars(opts) | {
+            "admin_pg_url": None}})
+        results.append(result)
+        print()
+        print(table(result))
+        for note in result["notes"]:
+            print(f"note: {note}")
+        print(f"({combo} took {result['wall_s']:.0f}s)", flush=True)
+        if not args.no_save:
+            RESULTS.mkdir(exist_ok=True)
+            suffix = "-quick" if opts.quick else ""
+            out = RESULTS / f"{stamp}-{combo}{suffix}.json"
+            out.write_text(json.dumps(result, indent=2, default=str))
+            print(f"wrote {out.relative_to(servers.ROOT)}")
+    print(f"\nbench finished in {time.perf_counter() - started:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,410 @@
+"""S3BlobStore through boto3 against moto's S3 server on loopback (never stubbed).
+
+Store-level tests pin the writer's behaviour (single put below one part,
+multipart while receiving above it, abort leaves nothing); API-level tests
+run the s3-postgres stack end to end: a 40 MiB preview, ranged and
+conditional fetch, presigned redirects a plain HTTP client follows, and the
+exact key/URI layout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+import boto3
+import httpx
+import pytest
+
+from conftest import PNG, new_canvas
+from engines.canvas_artifacts.sniff import head_checker
+from engines.common.errors import PayloadTooLarge
+from engines.config import Settings
+from engines.storage.base import BlobNotFound, StorageUnavailable
+from engines.storage.ingest import ingest
+from engines.storage.keys import canvas_key
+from engines.storage.s3 import S3BlobStore
+from engines.storage.tests._support import (MIB, chunks_then_fail, png_body, sha256, status_of,
+                                            stream_upload)
+
+pytestmark = [pytest.mark.s3]
+
+PART = 5 * MIB
+"""S3's minimum part size; the store-level tests use it to stay small."""
+
+
+@pytest.fixture(scope="module")
+def s3(s3_endpoint: str):  # type: ignore[no-untyped-def]
+    """A plain boto3 client to inspect the bucket independently of the store."""
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def bucket(s3) -> str:  # type: ignore[no-untyped-def]
+    """A fresh bucket per test, so "the bucket is empty" means this test left nothing."""
+    name = f"canvas-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def store(s3_endpoint: str, bucket: str) -> S3BlobStore:
+    return S3BlobStore(Settings(raw_bucket=bucket, aws_endpoint_url_s3=s3_endpoint,
+                                s3_part_size=PART, s3_max_attempts=2))
+
+
+def object_keys(s3, bucket: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def open_uploads(s3, bucket: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def assert_bucket_empty(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    assert object_keys(s3, bucket) == []
+    assert open_uploads(s3, bucket) == []
+
+
+KEY = "tenants/t_acme/dev/canvas/c_1/preview/art_1.png"
+
+
+# ---- store level ----------------------------------------------------------
+
+
+def test_small_write_is_a_single_put(store: S3BlobStore, s3, bucket: str) -> None:
+    uri = store.put_bytes(KEY, PNG, "image/png")
+
+    assert uri == f"s3://{bucket}/{KEY}"
+    head = s3.head_object(Bucket=bucket, Key=KEY)
+    assert "-" not in head["ETag"], "a body below one part must not become a multipart upload"
+    assert head["ContentType"] == "image/png"
+    assert head["ContentLength"] == len(PNG)
+    assert store.read_all(KEY) == PNG
+    assert store.exists(KEY)
+    assert open_uploads(s3, bucket) == []
+
+
+def test_writer_buffers_small_writes_into_one_put(store: S3BlobStore, s3, bucket: str) -> None:
+    writer = store.open_writer(KEY, "image/png")
+    for i in range(0, len(PNG), 100):
+        writer.write(PNG[i:i + 100])
+    assert object_keys(s3, bucket) == [], "nothing is visible before commit"
+    writer.commit()
+
+    assert "-" not in s3.head_object(Bucket=bucket, Key=KEY)["ETag"]
+    assert store.read_all(KEY) == PNG
+
+
+def test_large_write_uploads_parts_while_receiving(store: S3BlobStore, s3, bucket: str) -> None:
+    data = png_body(2 * PART + 123)
+    writer = store.open_writer(KEY, "image/png")
+    writer.write(data[:PART + 10])
+    writer.write(data[PART + 10:2 * PART + 20])
+
+    [upload] = open_uploads(s3, bucket)
+    parts = s3.list_parts(Bucket=bucket, Key=KEY, UploadId=upload["UploadId"])["Parts"]
+    assert [p["Size"] for p in parts] == [PART, PART], "full parts go up before commit"
+    assert object_keys(s3, bucket) == [], "no object is visible until commit"
+
+    writer.write(data[2 * PART + 20:])
+    writer.commit()
+
+    head = s3.head_object(Bucket=bucket, Key=KEY)
+    assert head["ETag"].strip('"').endswith("-3")
+    assert head["ContentLength"] == len(data)
+    assert head["ContentType"] == "image/png"
+    assert sha256(store.read_all(KEY)) == sha256(data)
+    assert open_uploads(s3, bucket) == []
+
+
+def test_abort_after_parts_leaves_no_object_and_no_upload(store: S3BlobStore, s3,
+                                                          bucket: str) -> None:
+    writer = store.open_writer(KEY, "image/png")
+    writer.write(png_body(2 * PART + 1))
+    assert len(open_uploads(s3, bucket)) == 1
+
+    writer.abort()
+
+    assert_bucket_empty(s3, bucket)
+    assert not store.exists(KEY)
+
+
+def test_abort_before_any_part_leaves_nothing(store: S3BlobStore, s3, bucket: str) -> None:
+    writer = store.open_writer(KEY, "image/png")
+    writer.write(PNG)
+    writer.abort()
+    assert_bucket_empty(s3, bucket)
+
+
+def _ingest(store: S3BlobStore, body, limit: int = 64 * MIB):  # type: ignore[no-untyped-def]
+    return asyncio.run(ingest(store, body, limit=limit, head_check=head_checker("image/png"),
+                              key_for=lambda _mime: KEY))
+
+
+def test_ingest_streams_and_hashes(store: S3BlobStore, s3, bucket: str) -> None:
+    data = png_body(3 * PART)
+
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 64 * 1024):
+            yield data[i:i + 64 * 1024]
+
+    blob, mime = _ingest(store, body())
+
+    assert (blob.key, blob.uri, mime) == (KEY, f"s3://{bucket}/{KEY}", "image/png")
+    assert (blob.size, blob.sha256) == (len(data), sha256(data))
+    assert s3.head_object(Bucket=bucket, Key=KEY)["ETag"].strip('"').endswith("-3")
+    assert sha256(store.read_all(KEY)) == blob.sha256
+
+
+def test_ingest_body_failing_midstream_aborts_the_upload(store: S3BlobStore, s3,
+                                                          bucket: str) -> None:
+    chunks = [png_body(MIB)] + [b"x" * MIB] * (2 * PART // MIB + 1)
+    with pytest.raises(ConnectionResetError):
+        _ingest(store, chunks_then_fail(chunks, ConnectionResetError("client went away")))
+    assert_bucket_empty(s3, bucket)
+
+
+def test_ingest_over_limit_after_parts_aborts_the_upload(store: S3BlobStore, s3,
+                                                          bucket: str) -> None:
+    chunks = [png_body(MIB)] + [b"x" * MIB] * 20
+    with pytest.raises(PayloadTooLarge):
+        _ingest(store, chunks_then_fail(chunks, AssertionError("limit not enforced")),
+                limit=2 * PART + MIB)
+    assert_bucket_empty(s3, bucket)
+
+
+def test_ranged_reads(store: S3BlobStore) -> None:
+    data = png_body(1000)
+    store.put_bytes(KEY, data, "image/png")
+
+    assert b"".join(store.read(KEY, 10, 19)) == data[10:20]
+    assert b"".join(store.read(KEY, 990)) == data[990:]
+    assert b"".join(store.read(KEY, 0, 0)) == data[:1]
+
+
+def test_missing_key_and_delete(store: S3BlobStore) -> None:
+    with pytest.raises(BlobNotFound):
+        store.read_all("tenants/t_acme/dev/canvas/c_1/preview/nope.png")
+    assert not store.exists("tenants/t_acme/dev/canvas/c_1/preview/nope.png")
+    store.delete("tenants/t_acme/dev/canvas/c_1/preview/nope.png")  # missing is fine
+
+    store.put_bytes(KEY, PNG, "image/png")
+    store.delete(KEY)
+    assert not store.exists(KEY)
+
+
+def test_presigned_url_serves_the_bytes_to_a_plain_client(store: S3BlobStore) -> None:
+    store.put_bytes(KEY, PNG, "image/png")
+    url = store.presign(KEY, 60)
+
+    assert url is not None and "X-Amz-Signature=" in url and "X-Amz-Expires=60" in url
+    response = httpx.get(url)
+    assert response.status_code == 200
+    assert response.content == PNG
+
+
+def test_unfinished_uploads_are_listed_and_discarded_for_gc(store: S3BlobStore, s3,
+                                                            bucket: str) -> None:
+    store.put_bytes(KEY, PNG, "image/png")
+    stale = store.open_writer("tenants/t_acme/dev/canvas/c_1/preview/art_2.png", "image/png")
+    stale.write(png_body(PART))  # a crashed process: one part up, never completed
+
+    infos = {info.key: info for info in store.iter_blobs("tenants/")}
+    assert infos[KEY].complete and infos[KEY].size == len(PNG)
+    unfinished = [i for i in infos.values() if not i.complete]
+    assert [i.key for i in unfinished] == ["tenants/t_acme/dev/canvas/c_1/preview/art_2.png"]
+
+    store.discard_incomplete(unfinished[0])
+    assert open_uploads(s3, bucket) == []
+    assert object_keys(s3, bucket) == [KEY]
+
+
+def test_key_and_uri_layout(store: S3BlobStore, bucket: str) -> None:
+    key = canvas_key("t_acme", "dev", "c_9", "preview", "art_x", "png")
+    assert key == "tenants/t_acme/dev/canvas/c_9/preview/art_x.png"
+    assert store.uri_for(key) == f"s3://{bucket}/tenants/t_acme/dev/canvas/c_9/preview/art_x.png"
+    assert store.key_for(store.uri_for(key)) == key
+    for foreign in (f"s3://other-bucket/{key}", f"file:///{key}", f"https://{bucket}/{key}",
+                    f"s3://{bucket}/tenants/../secrets", f"s3://{bucket}/"):
+        assert store.key_for(foreign) is None, foreign
+
+
+def test_unreachable_endpoint_is_storage_unavailable(bucket: str) -> None:
+    store = S3BlobStore(Settings(raw_bucket=bucket, aws_endpoint_url_s3="http://127.0.0.1:1",
+                                 s3_max_attempts=1, s3_connect_timeout=1.0))
+    with pytest.raises(StorageUnavailable):
+        store.check()
+
+
+def test_missing_bucket_is_storage_unavailable(s3_endpoint: str) -> None:
+    store = S3BlobStore(Settings(raw_bucket="no-such-bucket-here", aws_endpoint_url_s3=s3_endpoint,
+                                 s3_max_attempts=1))
+    with pytest.raises(StorageUnavailable):
+        store.check()
+
+
+# ---- through the HTTP API (s3-postgres stack) ------------------------------
+
+def _object_key(uri: str, bucket: str) -> str:
+    prefix = f"s3://{bucket}/"
+    assert uri.startswith(prefix)
+    return uri[len(prefix):]
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_40_mib_preview_is_a_multipart_upload_and_reads_back_identical(make_stack, s3,
+                                                                       bucket: str) -> None:  # type: ignore[no-untyped-def]
+    stack = make_stack("s3-postgres", raw_bucket=bucket, max_preview_bytes=64 * MIB)
+    assert stack.settings.s3_part_size == 8 * MIB
+    data = png_body(40 * MIB)
+    canvas = new_canvas()
+
+    created = stack.client.post(f"/canvas/{canvas}/artifacts/preview?rev=3", content=data,
+                                headers={**stack.headers(), "Content-Type": "image/png"})
+    assert created.status_code == 201, created.text
+    record = created.json()
+    assert record["size_bytes"] == len(data)
+    assert record["sha256"] == sha256(data)
+
+    head = s3.head_object(Bucket=bucket, Key=_object_key(record["uri"], bucket))
+    assert re.fullmatch(r'"[0-9a-f]{32}-5"', head["ETag"]), head["ETag"]
+    assert head["ContentLength"] == len(data)
+    assert open_uploads(s3, bucket) == []
+
+    fetched = stack.client.get(f"/canvas/{canvas}/artifacts/{record['id']}/content",
+                               headers=stack.headers())
+    assert fetched.status_code == 200
+    assert fetched.headers["content-length"] == str(len(data))
+    assert fetched.headers["etag"] == f'"{record["sha256"]}"'
+    assert sha256(fetched.content) == sha256(data)
+
+
+@pytest.mark.postgres
+def test_ranged_and_conditional_fetch(make_stack, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    stack = make_stack("s3-postgres", raw_bucket=bucket)
+    data = png_body(100_000)
+    canvas = new_canvas()
+    record = stack.client.post(f"/canvas/{canvas}/artifacts/preview?rev=1", content=data,
+                               headers={**stack.headers(), "Content-Type": "image/png"}).json()
+    url = f"/canvas/{canvas}/artifacts/{record['id']}/content"
+    etag = f'"{record["sha256"]}"'
+
+    part = stack.client.get(url, headers={**stack.headers(), "Range": "bytes=100-1099"})
+    assert part.status_code == 206
+    assert part.content == data[100:1100]
+    assert part.headers["content-range"] == f"bytes 100-1099/{len(data)}"
+    assert part.headers["content-length"] == "1000"
+    assert part.headers["etag"] == etag
+
+    tail = stack.client.get(url, headers={**stack.headers(), "Range": "bytes=-500"})
+    assert tail.status_code == 206 and tail.content == data[-500:]
+    open_ended = stack.client.get(url, headers={**stack.headers(), "Range": "bytes=99990-"})
+    assert open_ended.status_code == 206 and open_ended.content == data[99990:]
+
+    beyond = stack.client.get(url, headers={**stack.headers(), "Range": f"bytes={len(data)}-"})
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{len(data)}"
+    assert beyond.json()["error"]["code"] == "request.range_not_satisfiable"
+
+    cached = stack.client.get(url, headers={**stack.headers(), "If-None-Match": etag})
+    assert cached.status_code == 304
+    assert cached.content == b""
+    assert cached.headers["etag"] == etag
+
+    stale = stack.client.get(url, headers={**stack.headers(), "If-None-Match": '"other"'})
+    assert stale.status_code == 200 and stale.content == data
+
+
+@pytest.mark.postgres
+def test_redirect_mode_answers_307_to_a_presigned_url(make_stack, s3_endpoint: str,  # type: ignore[no-untyped-def]
+                                                      bucket: str) -> None:
+    stack = make_stack("s3-postgres", raw_bucket=bucket, media_serve_mode="redirect")
+    data = png_body(300_000)
+    canvas = new_canvas()
+    record = stack.client.post(f"/canvas/{canvas}/artifacts/preview?rev=1", content=data,
+                               headers={**stack.headers(), "Content-Type": "image/png"}).json()
+    url = f"/canvas/{canvas}/artifacts/{record['id']}/content"
+
+    redirect = stack.client.get(url, headers=stack.headers(), follow_redirects=False)
+    assert redirect.status_code == 307
+    location = redirect.headers["location"]
+    assert location.startswith(s3_endpoint + "/")
+    assert _object_key(record["uri"], stack.settings.raw_bucket) in location
+    assert "X-Amz-Signature=" in location
+    assert f"X-Amz-Expires={stack.settings.presign_ttl_seconds}" in location
+    assert redirect.headers["cache-control"] == "no-store"
+
+    with httpx.Client(follow_redirects=True) as plain:  # no Authorization, no tenant headers
+        fetched = plain.get(location)
+    assert fetched.status_code == 200
+    assert fetched.content == data
+
+    etag = f'"{record["sha256"]}"'
+    cached = stack.client.get(url, headers={**stack.headers(), "If-None-Match": etag},
+                              follow_redirects=False)
+    assert cached.status_code == 304
+
+    denied = stack.client.get(url, follow_redirects=False)
+    assert denied.status_code == 401, "the redirect itself still needs a token"
+
+
+@pytest.mark.postgres
+def test_proxy_is_the_default_serve_mode(make_stack, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    stack = make_stack("s3-postgres", raw_bucket=bucket)
+    assert stack.settings.media_serve_mode == "proxy"
+    canvas = new_canvas()
+    record = stack.client.post(f"/canvas/{canvas}/artifacts/preview?rev=1", content=PNG,
+                               headers={**stack.headers(), "Content-Type": "image/png"}).json()
+    got = stack.client.get(f"/canvas/{canvas}/artifacts/{record['id']}/content",
+                           headers=stack.headers(), follow_redirects=False)
+    assert got.status_code == 200 and got.content == PNG
+
+
+@pytest.mark.postgres
+def test_keys_and_uris_follow_the_design(make_stack, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    stack = make_stack("s3-postgres", raw_bucket=bucket)
+    canvas = new_canvas()
+    headers = stack.headers(env="stage")  # stored under the canonical env name
+    preview = stack.client.post(f"/canvas/{canvas}/artifacts/preview?rev=2", content=PNG,
+                                headers={**headers, "Content-Type": "image/png"}).json()
+    replay = stack.client.post(f"/canvas/{canvas}/artifacts/replay", headers=headers,
+                               json={"rev": 2, "keyframes": [], "summary": {}}).json()
+    audit = stack.client.post(f"/canvas/{canvas}/artifacts/audit?rev=2", headers=headers).json()
+
+    base = f"s3://{bucket}/tenants/t_acme/staging/canvas/{canvas}"
+    assert preview["uri"] == f"{base}/preview/{preview['id']}.png"
+    assert replay["uri"] == f"{base}/replay/{replay['id']}.json"
+    assert audit["uri"] == f"{base}/audit/{audit['id']}.json"
+    assert sorted(object_keys(s3, bucket)) == sorted(
+        _object_key(r["uri"], bucket) for r in (preview, replay, audit))
+    head = s3.head_object(Bucket=bucket, Key=_object_key(preview["uri"], bucket))
+    assert head["ContentType"] == "image/png"
+
+
+@pytest.mark.postgres
+def test_client_leaving_midupload_leaves_no_object_and_no_upload(make_stack, s3,  # type: ignore[no-untyped-def]
+                                                                 bucket: str) -> None:
+    stack = make_stack("s3-postgres", raw_bucket=bucket, max_preview_bytes=64 * MIB)
+    chunks = [png_body(2 * MIB)] + [b"y" * (2 * MIB)] * 9  # 20 MiB > 2 parts, then gone
+    seen_uploads: list[int] = []
+
+    def before_chunk(i: int) -> None:
+        if i == len(chunks) - 1:
+            seen_uploads.append(len(open_uploads(s3, bucket)))
+
+    canvas = new_canvas()
+    messages, raised = stream_upload(
+        stack.client.app, f"/canvas/{canvas}/artifacts/preview", "rev=1",
+        {**stack.headers(), "Content-Type": "image/png"}, chunks, disconnect=True,
+        before_chunk=before_chunk)
+
+    assert seen_uploads == [1], "parts must go up while the body is still arriving"
+    assert status_of(messages) in (None, 400, 499, 500)
+    assert raised is None or type(raised).__name__ == "ClientDisconnect"
+    assert_bucket_empty(s3, bucket)
+    listed = stack.client.get(f"/canvas/{canvas}/artifacts", headers=stack.headers())
+    assert listed.json() == {"items": [], "next_cursor": None}
