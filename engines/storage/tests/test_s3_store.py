@@ -256,8 +256,8 @@ def _object_key(uri: str, bucket: str) -> str:
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_40_mib_preview_is_a_multipart_upload_and_reads_back_identical(make_stack, s3,
-                                                                       bucket: str) -> None:  # type: ignore[no-untyped-def]
+def test_40_mib_preview_is_a_multipart_upload_and_reads_back_identical(make_stack, s3,  # type: ignore[no-untyped-def]
+                                                                       bucket: str) -> None:
     stack = make_stack("s3-postgres", raw_bucket=bucket, max_preview_bytes=64 * MIB)
     assert stack.settings.s3_part_size == 8 * MIB
     data = png_body(40 * MIB)
