@@ -20,7 +20,8 @@ install: $(VENV)/.installed  ## create .venv and install the package with its te
 run: install  ## serve on the embedded default (local dir + SQLite) at 127.0.0.1:8010
 	$(BIN)/engines serve --host $(HOST) --port $(PORT)
 
-test: install  ## the whole suite: unit, contract (local+SQLite, S3+PostgreSQL), end to end
+test: install  ## lint, then the whole suite: unit, contract (local+SQLite, S3+PostgreSQL), end to end
+	$(BIN)/ruff check engines tests bench conftest.py
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 bench: install  ## the benchmark table (see bench/README.md)

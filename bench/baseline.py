@@ -3,7 +3,9 @@
 No framework, no auth, no validation, no metadata: `POST /blobs` writes the
 request body to the very blob store the service is configured with
 (`build_blob_store(settings).put_bytes`, in a worker thread like the
-service's blocking calls), `GET /blobs?key=K` serves an object back. It runs
+service's blocking calls), `GET /blobs?key=K` serves an object back,
+`POST /blobs/stream` streams a body of any size to the store's writer in
+~1 MiB batches (what the service's ingest does, minus hashing and checks). It runs
 under uvicorn with the same worker count and defaults (uvloop, httptools) as
 `engines serve`, so the service/baseline ratio is the cost of the service's
 own logic.
@@ -26,6 +28,7 @@ from engines.storage.base import BlobNotFound
 from engines.storage.factory import build_blob_store
 
 PREFIX = "bench-baseline"
+BATCH = 1024 * 1024
 
 
 def create_app() -> Any:
@@ -62,6 +65,32 @@ def create_app() -> Any:
             uri = await anyio.to_thread.run_sync(store.put_bytes, key, data,
                                                  "application/octet-stream")
             await respond(send, 201, orjson.dumps({"key": key, "uri": uri, "size": len(data)}))
+        elif path == "/blobs/stream" and method == "POST":
+            # the same streaming shape as the service's ingest, minus its logic: batch
+            # ~1 MiB, hand each batch to the store's writer in a thread, commit at the end
+            key = f"{PREFIX}/{uuid.uuid4().hex}"
+            writer = await anyio.to_thread.run_sync(store.open_writer, key,
+                                                    "application/octet-stream")
+            batch, size, more = bytearray(), 0, True
+            try:
+                while more:
+                    message = await receive()
+                    batch += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(batch) >= BATCH or (not more and batch):
+                        data = bytes(batch)
+                        batch.clear()
+                        size += len(data)
+                        await anyio.to_thread.run_sync(writer.write, data)
+                await anyio.to_thread.run_sync(writer.commit)
+            except BaseException:
+                await anyio.to_thread.run_sync(writer.abort)
+                raise
+            await respond(send, 201, orjson.dumps({"key": key, "size": size}))
+        elif path == "/blobs" and method == "DELETE":
+            key = parse_qs(scope["query_string"].decode()).get("key", [""])[0]
+            await anyio.to_thread.run_sync(store.delete, key)
+            await respond(send, 204, b"")
         elif path == "/blobs" and method == "GET":
             key = parse_qs(scope["query_string"].decode()).get("key", [""])[0]
             try:

@@ -43,6 +43,7 @@ class Stats:
     statuses: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     bytes_in: int = 0
+    completed: int = 0  # every reply, warm-up included (for CPU per request)
 
 
 class Connection:
@@ -145,7 +146,7 @@ def summarize(stats: Stats, elapsed: float, expect: int) -> dict[str, Any]:
         "p50_ms": _ms(percentile(lat, 50)), "p90_ms": _ms(percentile(lat, 90)),
         "p99_ms": _ms(percentile(lat, 99)), "max_ms": _ms(lat[-1] if lat else None),
         "mean_ms": _ms(sum(lat) / len(lat) if lat else None),
-        "bytes_in": stats.bytes_in,
+        "bytes_in": stats.bytes_in, "completed": stats.completed,
     }
 
 
@@ -194,6 +195,7 @@ async def run_fixed(job: dict[str, Any]) -> dict[str, Any]:
                     conn.close()
                     continue
                 t1 = time.perf_counter()
+                stats.completed += 1
                 if not counting or (count is None and t1 > stop_at):
                     continue
                 stats.latencies.append(t1 - t0)

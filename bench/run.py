@@ -156,7 +156,9 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
             "errors": errors[:5], "elapsed_s": elapsed, "rps": ok / elapsed if elapsed else None,
             "p50_ms": ms(percentile(lat, 50)), "p90_ms": ms(percentile(lat, 90)),
             "p99_ms": ms(percentile(lat, 99)), "max_ms": ms(lat[-1] if lat else None),
-            "mean_ms": ms(sum(lat) / len(lat) if lat else None), "rounds": len(parts)}
+            "mean_ms": ms(sum(lat) / len(lat) if lat else None), "rounds": len(parts),
+            "cpu_ms_per_req": 1000 * sum(p["server_cpu_s"] for p in parts)
+            / max(1, sum(p["completed"] for p in parts))}
 
 
 # ---- one combo -----------------------------------------------------------------------
@@ -191,6 +193,8 @@ class Bench:
         env = {k: v for k, v in os.environ.items()
                if k not in ("DATABASE_URL", "RAW_BUCKET", "AWS_ENDPOINT_URL_S3",
                             "MEDIA_LOCAL_ROOT", "AUTO_MIGRATE", "MEDIA_SERVE_MODE")}
+        self.notes.append(f"settings: defaults, except MAX_PREVIEW_BYTES={upload + MIB} "
+                          "(the upload scenario) and a random AUTH_JWT_SIGNING")
         env.update({
             "AUTH_JWT_SIGNING": signing,
             "MEDIA_LOCAL_ROOT": str(self.work / "media"),
@@ -237,33 +241,48 @@ class Bench:
         engine.dispose()
 
     def seed_list(self, engine) -> None:  # type: ignore[no-untyped-def]
-        """opts.list_rows artifact records in one canvas, straight into the table."""
-        from sqlalchemy import insert, text
+        """opts.list_rows artifact records in one canvas, straight into the table.
 
-        from engines.canvas_artifacts.repository import canvas_artifacts
-        from engines.common.ids import new_id
+        Plain DBAPI executemany with values pre-rendered per dialect: the SQLAlchemy
+        Core path costs ~10x more per row, which at 100k rows is most of a minute.
+        """
+        import random
+
+        from sqlalchemy import text
+
+        from engines.common.ids import _ALPHABET, _b32
 
         t0 = time.perf_counter()
         now = datetime.now(timezone.utc)
+        pg = engine.dialect.name == "postgresql"
+        if pg:
+            from psycopg.types.json import Jsonb
+
+            created, meta = now, Jsonb({})
+        else:
+            created, meta = now.strftime("%Y-%m-%d %H:%M:%S.%f"), "{}"
+        columns = ("id", "tenant_id", "env", "canvas_id", "kind", "rev", "project_id",
+                   "actor_id", "correlation_id", "request_id", "uri", "mime_type",
+                   "size_bytes", "sha256", "media_asset_id", "media_artifact_id",
+                   "created_at", "meta")
+        mark = "%s" if pg else "?"
+        sql = (f"INSERT INTO canvas_artifacts ({', '.join(columns)}) "
+               f"VALUES ({', '.join([mark] * len(columns))})")
+        rng = random.Random(5)
         n, batch = self.opts.list_rows, 10_000
+        first_ms = time.time_ns() // 1_000_000 - n  # one id per millisecond, time-ordered
+        prefix = f"s3://seed/tenants/{TENANT}/{ENV}/canvas/c_bench_list/"
         with engine.begin() as conn:
             for start in range(0, n, batch):
                 rows = []
                 for i in range(start, min(n, start + batch)):
-                    art = new_id("art")
-                    rows.append({
-                        "id": art, "tenant_id": TENANT, "env": ENV, "canvas_id": "c_bench_list",
-                        "kind": ("preview", "replay", "audit")[i % 3], "rev": i // 3,
-                        "workspace_id": None, "project_id": PROJECT, "surface_id": None,
-                        "app_id": None, "actor_id": "u_bench", "correlation_id": art,
-                        "request_id": art,
-                        "uri": f"s3://seed/tenants/{TENANT}/{ENV}/canvas/c_bench_list/{art}.png",
-                        "mime_type": "image/png", "size_bytes": 65536, "sha256": "0" * 64,
-                        "media_asset_id": "mca_seed", "media_artifact_id": new_id("mda"),
-                        "created_at": now, "meta": {},
-                    })
-                conn.execute(insert(canvas_artifacts), rows)
-            if engine.dialect.name == "postgresql":
+                    art = f"art_{_b32(first_ms + i, 10)}{''.join(rng.choices(_ALPHABET, k=16))}"
+                    rows.append((art, TENANT, ENV, "c_bench_list",
+                                 ("preview", "replay", "audit")[i % 3], i // 3, PROJECT,
+                                 "u_bench", art, art, f"{prefix}{art}.png", "image/png", 65536,
+                                 "0" * 64, "mca_seed", "mda" + art[3:], created, meta))
+                conn.exec_driver_sql(sql, rows)
+            if pg:
                 # autovacuum would have analysed a table this size in production
                 conn.execute(text("ANALYZE canvas_artifacts"))
         self.raw["list_seed_s"] = time.perf_counter() - t0
@@ -271,10 +290,13 @@ class Bench:
 
     def start_servers(self) -> None:
         w = self.opts.workers
-        self.service = servers.start_service(self.env, w, self.work)
+        self.service = servers.launch_service(self.env, w, self.work)
         self.cleanups.append(self.service.stop)
-        self.baseline = servers.start_baseline(self.env, w, self.work)
+        self.baseline = servers.launch_baseline(self.env, w, self.work)
         self.cleanups.append(self.baseline.stop)
+        for proc in (self.service, self.baseline):
+            proc.wait_ready("/healthz")
+            proc.wait_workers(w)
         from engines.identity.auth import issue_token
 
         token = issue_token(self.settings, sub="u_bench", tenants=[TENANT], role="owner",
@@ -293,6 +315,14 @@ class Bench:
         headers.update(kw.pop("headers", {}))
         return {"kind": "fixed", "host": "127.0.0.1", "port": port, "headers": headers, **kw}
 
+    def measured(self, job: dict[str, Any]) -> dict[str, Any]:
+        """load(job), plus the CPU the target server spent on it (all its processes)."""
+        proc = self.service if job.get("port") == self.service.port else self.baseline
+        before = servers.cpu_seconds(proc.pid)
+        result = load(job)
+        result["server_cpu_s"] = servers.cpu_seconds(proc.pid) - before
+        return result
+
     def alternate(self, name: str, service_job: dict[str, Any],
                   baseline_job: dict[str, Any] | None) -> tuple[dict, dict | None]:
         """Throughput: service and baseline alternate over opts.rounds rounds."""
@@ -303,8 +333,8 @@ class Bench:
             for parts, job in ((s_parts, service_job), (b_parts, baseline_job)):
                 if job is None:
                     continue
-                parts.append(load({**job, "duration": per, "warmup": o.warmup,
-                                   "return_latencies": True}))
+                parts.append(self.measured({**job, "duration": per, "warmup": o.warmup,
+                                            "return_latencies": True}))
         s = merge(s_parts)
         b = merge(b_parts) if b_parts else None
         self.raw[name] = {"service": s, "baseline": b}
@@ -320,7 +350,9 @@ class Bench:
         out = []
         for job in (service_job, baseline_job):
             load({**job, "count": 1, "concurrency": 1})
-            out.append(load({**job, "count": self.opts.iterations, "concurrency": 1}))
+            res = self.measured({**job, "count": self.opts.iterations, "concurrency": 1})
+            res["cpu_ms_per_req"] = 1000 * res["server_cpu_s"] / max(1, res["completed"])
+            out.append(res)
         self.raw[name] = {"service": out[0], "baseline": out[1]}
         for label, res in zip(("service", "baseline"), out):
             if res["error_count"]:
@@ -341,9 +373,7 @@ class Bench:
                      concurrency=c, expect=201),
             self.job("baseline", method="POST", path="/blobs", body_file=str(body),
                      headers={"Content-Type": "image/png"}, concurrency=c, expect=201))
-        self.row(title, "req/s", s["rps"], b["rps"])
-        self.row("", "p50 ms", s["p50_ms"], b["p50_ms"])
-        self.row("", "p99 ms", s["p99_ms"], b["p99_ms"])
+        self.throughput_rows(title, s, b)
 
         title = f"fetch preview 64 KiB (c={c})"
         self.say(title)
@@ -357,9 +387,14 @@ class Bench:
                      concurrency=c, expect=200),
             self.job("baseline", method="GET", path=f"/blobs?key={key}", concurrency=c,
                      expect=200))
+        self.throughput_rows(title, s, b)
+
+    def throughput_rows(self, title: str, s: dict[str, Any], b: dict[str, Any]) -> None:
         self.row(title, "req/s", s["rps"], b["rps"])
         self.row("", "p50 ms", s["p50_ms"], b["p50_ms"])
         self.row("", "p99 ms", s["p99_ms"], b["p99_ms"])
+        self.row("", "server CPU ms/req", s["cpu_ms_per_req"], b["cpu_ms_per_req"],
+                 "user+sys of all server processes / requests")
 
     def scenario_replay(self) -> None:
         body, frames = replay_body(5 * MIB, 20_000)
@@ -376,16 +411,20 @@ class Bench:
                      headers={"Content-Type": "application/json"}, expect=201))
         self.row(title, "s/create", s["mean_ms"] / 1000, b["mean_ms"] / 1000,
                  "baseline: same bytes to the blob store")
+        self.row("", "server CPU s/create", s["cpu_ms_per_req"] / 1000,
+                 b["cpu_ms_per_req"] / 1000)
 
         # 1% window of a 50 MiB replay (just under the default MAX_REPLAY_BYTES = 50 MiB)
         body, frames = replay_body(50 * MIB - 64 * 1024, 200_000)
         path = self.work / "replay-50m.json"
         path.write_bytes(body)
         del body
+        servers.reset_peaks(self.service.pid)
         t0 = time.perf_counter()
         status, data = self.svc.call("POST", "/canvas/c_bench_window/artifacts/replay",
                                      path.read_bytes(), {"Content-Type": "application/json"})
         created = time.perf_counter() - t0
+        create_mem = servers.memory(self.service.pid)
         if status != 201:
             raise RuntimeError(f"creating the 50 MiB replay: {status} {data[:500]!r}")
         record = orjson.loads(data)
@@ -410,6 +449,11 @@ class Bench:
         self.row(title, "ms", s["mean_ms"], b["mean_ms"],
                  f"baseline: full fetch; window = {expected} of {frames} kf, "
                  f"{s['bytes_in'] / max(1, s['ok']) / 1024:.0f} KiB")
+        self.row("", "server CPU ms", s["cpu_ms_per_req"], b["cpu_ms_per_req"])
+        self.row(f"create that {size_mib:.0f} MiB replay", "s", created,
+                 note=f"one request; busiest server process peaked at "
+                      f"{create_mem['max_hwm_mib']:.0f} MiB RSS")
+        self.raw["create_replay_50m_memory"] = create_mem
 
     def scenario_list(self) -> None:
         c = self.opts.list_concurrency
@@ -423,6 +467,7 @@ class Bench:
                                                concurrency=c, expect=200), None)
         self.row(title, "p50 ms", s["p50_ms"], note="absolute")
         self.row("", "p99 ms", s["p99_ms"], note=f"{s['rps']:.0f} req/s")
+        self.row("", "server CPU ms/req", s["cpu_ms_per_req"])
 
     def scenario_upload(self) -> None:
         size = self.upload_size
@@ -442,9 +487,11 @@ class Bench:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        cpu0 = servers.cpu_seconds(pid)
         result = load({"kind": "stream_upload", "host": "127.0.0.1", "port": self.service.port,
                        "path": "/canvas/c_bench_upload/artifacts/preview?rev=1", "size": size,
                        "headers": {**self.headers, "Content-Type": "image/png"}})
+        svc_cpu = servers.cpu_seconds(pid) - cpu0
         done.set()
         sampler.join()
         after = servers.memory(pid)
@@ -453,34 +500,54 @@ class Bench:
         record = json.loads(result["body"])
         if record["size_bytes"] != size:
             self.notes.append(f"upload stored {record['size_bytes']} bytes, sent {size}")
+        up_key = self.store.key_for(record["uri"])
+        if up_key:
+            self.store.delete(up_key)  # free the space (moto keeps objects in memory)
 
-        # baseline: cp-style, the same bytes written straight into the same blob store
+        # the same upload into the bare ASGI app, streamed to the same store
+        bpid = self.baseline.pid
+        servers.reset_peaks(bpid)
+        cpu0 = servers.cpu_seconds(bpid)
+        bare = load({"kind": "stream_upload", "host": "127.0.0.1", "port": self.baseline.port,
+                     "path": "/blobs/stream", "size": size,
+                     "headers": {"Content-Type": "application/octet-stream"}})
+        bare_cpu = servers.cpu_seconds(bpid) - cpu0
+        bare_mem = servers.memory(bpid)
+        if bare["status"] != 201:
+            raise RuntimeError(f"bare upload failed: {bare['status']} {bare['body'][:500]}")
+        self.store.delete(json.loads(bare["body"])["key"])
+
+        # cp-style: the same bytes written straight into the same blob store, no HTTP
         t0 = time.perf_counter()
+        c0 = time.process_time()
         key = "bench-baseline/raw-upload.bin"
         writer = self.store.open_writer(key, "application/octet-stream")
         for chunk in upload_chunks(size):
             writer.write(chunk)
         writer.commit()
         raw_s = time.perf_counter() - t0
+        raw_cpu = time.process_time() - c0
         raw_mibs = size / raw_s / MIB
-        # free the space (moto keeps objects in memory)
         self.store.delete(key)
-        up_key = self.store.key_for(record["uri"])
-        if up_key:
-            self.store.delete(up_key)
 
         peak = after["sum_hwm_mib"] if resettable else max(samples or [0.0])
         self.memory = {"before": before, "after": after, "sampled_max_sum_rss_mib":
                        max(samples or [0.0]), "peaks_reset": resettable, "size": size}
-        self.raw["upload"] = {"service": result, "baseline_s": raw_s}
+        self.raw["upload"] = {"service": result, "service_cpu_s": svc_cpu, "bare": bare,
+                              "bare_cpu_s": bare_cpu, "bare_memory": bare_mem,
+                              "raw_s": raw_s, "raw_cpu_s": raw_cpu}
         note = "baseline: cp-style write to the store"
         if self.combo == "s3pg" and size < GIB:
             note += f"; {label}, not 1 GiB: moto keeps objects in memory"
         self.row(title, "MiB/s", result["mib_per_s"], raw_mibs, note)
-        self.row("", "peak RSS MiB", peak,
-                 note=f"server+{len(after['processes']) - 1} workers summed (VmHWM); "
-                      f"idle {before['sum_rss_mib']:.0f}; busiest process "
-                      f"{after['max_hwm_mib']:.0f}")
+        self.row("", "CPU s/GiB", svc_cpu / size * GIB, raw_cpu / size * GIB,
+                 "baseline: the cp-style writer process")
+        self.row("", "peak RSS MiB", peak, bare_mem["sum_hwm_mib"],  # type: ignore[arg-type]
+                 f"all {len(after['processes'])} server processes summed (VmHWM); "
+                 f"service idle {before['sum_rss_mib']:.0f}, busiest process "
+                 f"{after['max_hwm_mib']:.0f}; baseline: the bare app")
+        self.row("  same upload, bare ASGI app", "MiB/s", result["mib_per_s"],
+                 bare["mib_per_s"], "baseline: bench.baseline streaming to the same store")
 
     def run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -555,6 +622,43 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def targets(result: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
+    """Issue 5's targets, checked against this run: (target, met?, measured)."""
+    raw = result["raw"]
+    out: list[tuple[str, bool | None, str]] = []
+
+    def ratio(name: str, key: str) -> float | None:
+        r = raw.get(name) or {}
+        s, b = (r.get("service") or {}).get(key), (r.get("baseline") or {}).get(key)
+        return s / b if s is not None and b else None
+
+    for name, floor, label in (("create_preview", 0.5, "create preview req/s >= 0.5x bare"),
+                               ("fetch_preview", 0.7, "fetch preview req/s >= 0.7x bare")):
+        value = ratio(name, "rps")
+        out.append((label, None if value is None else value >= floor,
+                    "-" if value is None else f"{value:.2f}x"))
+    if result["combo"] == "local":
+        p99 = (raw.get("create_preview") or {}).get("service", {}).get("p99_ms")
+        out.append(("create preview p99 < 50 ms at c=16 (embedded default)",
+                    None if p99 is None else p99 < 50, "-" if p99 is None else f"{p99:.0f} ms"))
+    up = raw.get("upload")
+    if up:
+        mem = result["memory"]
+        busiest = mem["after"]["max_hwm_mib"]
+        out.append(("upload peak server RSS < 150 MiB", busiest < 150,
+                    f"busiest process {busiest:.0f} MiB; all processes summed "
+                    f"{mem['after']['sum_hwm_mib']:.0f} MiB"))
+        value = up["service"]["mib_per_s"] / (up["service"]["size"] / up["raw_s"] / MIB)
+        out.append(("upload MiB/s >= 0.5x raw write", value >= 0.5, f"{value:.2f}x"))
+    value = ratio("replay_window", "mean_ms")
+    out.append(("replay window <= 10% of full fetch", None if value is None else value <= 0.1,
+                "-" if value is None else f"{100 * value:.0f}%"))
+    p99 = (raw.get("list") or {}).get("service", {}).get("p99_ms")
+    out.append(("list p99 < 20 ms at 100k", None if p99 is None else p99 < 20,
+                "-" if p99 is None else f"{p99:.1f} ms"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -587,6 +691,12 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         print()
         print(table(result))
+        result["targets"] = [{"target": t, "met": m, "measured": v}
+                             for t, m, v in targets(result)]
+        print("\ntargets (issue 5):")
+        for t in result["targets"]:
+            mark = {True: "met ", False: "MISS", None: "n/a "}[t["met"]]
+            print(f"  [{mark}] {t['target']}: {t['measured']}")
         for note in result["notes"]:
             print(f"note: {note}")
         print(f"({combo} took {result['wall_s']:.0f}s)", flush=True)

@@ -110,23 +110,18 @@ def start(name: str, cmd: list[str], env: dict[str, str], port: int, log_dir: Pa
     return Proc(name, proc, port, log)
 
 
-def start_service(env: dict[str, str], workers: int, log_dir: Path) -> Proc:
+def launch_service(env: dict[str, str], workers: int, log_dir: Path) -> Proc:
+    """`engines serve` as production runs it; call wait_ready/wait_workers next."""
     port = free_port()
-    proc = start("service", [str(BIN / "engines"), "serve", "--host", "127.0.0.1",
+    return start("service", [str(BIN / "engines"), "serve", "--host", "127.0.0.1",
                              "--port", str(port), "--workers", str(workers),
                              "--no-access-log", "--log-level", "warning"], env, port, log_dir)
-    proc.wait_ready("/healthz")
-    proc.wait_workers(workers)
-    return proc
 
 
-def start_baseline(env: dict[str, str], workers: int, log_dir: Path) -> Proc:
+def launch_baseline(env: dict[str, str], workers: int, log_dir: Path) -> Proc:
     port = free_port()
-    proc = start("baseline", [sys.executable, "-m", "bench.baseline", "--host", "127.0.0.1",
+    return start("baseline", [sys.executable, "-m", "bench.baseline", "--host", "127.0.0.1",
                               "--port", str(port), "--workers", str(workers)], env, port, log_dir)
-    proc.wait_ready("/healthz")
-    proc.wait_workers(workers)
-    return proc
 
 
 def start_moto(env: dict[str, str], log_dir: Path) -> Proc:
@@ -171,6 +166,21 @@ def _status_kib(pid: int, field: str) -> int:
 
 def tree(pid: int) -> list[int]:
     return [pid, *descendants(pid)]
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the server and its workers so far."""
+    total = 0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / _TICK
 
 
 def reset_peaks(pid: int) -> bool:

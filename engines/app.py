@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engines.canvas_artifacts.router import router as canvas_router
+from engines.common.body import BodyIdleTimeoutMiddleware
 from engines.common.errors import install_error_handlers
 from engines.common.identity import TraceHeadersMiddleware
 from engines.common.jsonutil import OrjsonResponse
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                   default_response_class=OrjsonResponse)
     app.state.runtime = runtime
     app.state.verifier = TokenVerifier(settings)
+    app.add_middleware(BodyIdleTimeoutMiddleware, seconds=settings.body_idle_timeout)
     app.add_middleware(TraceHeadersMiddleware)
     install_error_handlers(app)
     app.include_router(canvas_router)

@@ -43,11 +43,14 @@ class Settings(BaseSettings):
     auth_jwt_algorithms: list[str] = ["HS256"]
     auth_jwks_url: str | None = None
     auth_jwks_cache_seconds: int = 300
+    # an unknown `kid` refetches the JWKS at most this often, so forged kids cannot hammer the IdP
+    auth_jwks_refresh_cooldown_seconds: float = 30.0
     dev_key_file: Path = Path("./var/dev-signing-key")
 
     max_preview_bytes: int = 25 * MIB
     max_replay_bytes: int = 50 * MIB
     max_audit_bytes: int = 5 * MIB
+    body_idle_timeout: float = 30.0
     max_keyframes: int = 1_000_000
     max_json_depth: int = 64
 

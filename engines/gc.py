@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select
 
@@ -63,7 +63,7 @@ def _records_with_blobs(engine: Engine) -> list[tuple[str, str]]:
 def collect(store: BlobStore, engine: Engine, *, older_than: timedelta, apply: bool,
             progress: Callable[[str], None] = lambda _m: None) -> GcReport:
     report = GcReport(applied=apply)
-    cutoff = datetime.now(timezone.utc) - older_than
+    cutoff = datetime.now(UTC) - older_than
     referenced = _referenced(engine)
     progress(f"gc: {len(referenced)} URIs referenced by committed records")
     for info in store.iter_blobs(PREFIX):

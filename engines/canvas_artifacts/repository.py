@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Column, Connection, Index, String, Table, insert,
-                        select)
+from sqlalchemy import BigInteger, Column, Connection, Index, String, Table, insert, select
 
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.db.metadata import JsonDoc, UtcDateTime, metadata

@@ -9,10 +9,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engines.canvas_artifacts import service
-from engines.canvas_artifacts.models import (ArtifactKindName, ArtifactList, ArtifactRecord,
-                                             AuditReport, RenderRef, ReplayDocument)
+from engines.canvas_artifacts.models import (
+    ArtifactKindName,
+    ArtifactList,
+    ArtifactRecord,
+    AuditReport,
+    RenderRef,
+    ReplayDocument,
+)
 from engines.canvas_artifacts.sniff import MAGIC
-from engines.common.errors import Unprocessable
+from engines.common.errors import AUTHENTICATED_ERRORS, error_responses
 from engines.common.jsonutil import OrjsonResponse
 from engines.common.runtime import Runtime, get_runtime
 from engines.identity.auth import Caller, reader, writer
@@ -22,13 +28,11 @@ SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 router = APIRouter(prefix="/canvas/{canvas_id}/artifacts", tags=["canvas artifacts"])
 
 
-def canvas_id_param(canvas_id: Annotated[str, Path(pattern=SAFE_ID)]) -> str:
-    if ".." in canvas_id:
-        raise Unprocessable("canvas_id must not contain '..'", code="request.invalid")
-    return canvas_id
-
-
-CanvasId = Annotated[str, Depends(canvas_id_param)]
+# SAFE_ID without `..`, written without look-arounds (pydantic's regex engine has none).
+# A plain path parameter, not a dependency that raises: dependencies run before request
+# validation, so an unauthenticated caller must get 401 here, never a 422.
+CANVAS_ID = r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.?$"
+CanvasId = Annotated[str, Path(pattern=CANVAS_ID, max_length=128)]
 ArtifactId = Annotated[str, Path(pattern=SAFE_ID)]
 Rev = Annotated[int, Query(ge=0, le=2**53, description="canvas revision")]
 Rt = Annotated[Runtime, Depends(get_runtime)]
@@ -48,13 +52,18 @@ _PREVIEW_BODY = _body_doc({
         "file": {"type": "string", "format": "binary"}}}},
     _JSON: {"schema": RenderRef.model_json_schema()},
 })
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or invalid token"}, 403: {"description": "tenant or role"},
-    400: {"description": "routing headers"}, 404: {"description": "not found"},
+_RESPONSES = error_responses(*AUTHENTICATED_ERRORS, 404)
+_CREATE_RESPONSES = {**_RESPONSES, **error_responses(409, 413, 415)}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_RESPONSES, **error_responses(416),
+    200: {"description": "the payload: preview bytes, or the replay/audit JSON",
+          "content": {**{mime: _BINARY for mime in MAGIC}, _JSON: {"schema": {}}}},
+    206: {"description": "one byte range of a preview",
+          "content": {mime: _BINARY for mime in MAGIC}},
+    304: {"description": "not modified (If-None-Match)"},
+    307: {"description": "render-ref, or a presigned URL in redirect serve mode"},
 }
-_CREATE_RESPONSES = {**_RESPONSES, 409: {"description": "idempotency key reused"},
-                     413: {"description": "too large"}, 415: {"description": "media type"},
-                     422: {"description": "invalid"}, 503: {"description": "backend down"}}
 
 
 @router.post("/preview", status_code=201, response_model=ArtifactRecord,
@@ -106,10 +115,7 @@ def get_artifact(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
     return OrjsonResponse(record.model_dump(mode="json"))
 
 
-@router.get("/{artifact_id}/content",
-            responses={**_RESPONSES, 206: {"description": "partial content"},
-                       304: {"description": "not modified"}, 307: {"description": "redirect"},
-                       416: {"description": "range not satisfiable"}})
+@router.get("/{artifact_id}/content", responses=_CONTENT_RESPONSES)
 async def get_content(request: Request, canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
                       caller: Reader,
                       from_ms: Annotated[int | None, Query(ge=0)] = None,

@@ -16,27 +16,36 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import orjson
 from fastapi import Request
-from starlette.datastructures import UploadFile
 from pydantic import ValidationError
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.responses import RedirectResponse, Response
 
 from engines.canvas_artifacts import repository as repo
-from engines.canvas_artifacts.models import (ArtifactList, ArtifactRecord, AuditReport,
-                                             RenderRef, ReplayDocument)
 from engines.canvas_artifacts.content import serve_blob
+from engines.canvas_artifacts.models import (
+    ArtifactList,
+    ArtifactRecord,
+    AuditReport,
+    RenderRef,
+    ReplayDocument,
+)
 from engines.canvas_artifacts.replay import encode_replay, read_window, replay_meta
 from engines.canvas_artifacts.sniff import EXTENSIONS, head_checker
 from engines.common import idempotency
-from engines.common.body import (limited_receive, read_limited, reject_declared_oversize,
-                                 upload_chunks)
+from engines.common.body import (
+    limited_receive,
+    read_limited,
+    reject_declared_oversize,
+    upload_chunks,
+)
 from engines.common.errors import ApiError, NotFound, ServiceUnavailable, Unprocessable
 from engines.common.identity import RequestContext
 from engines.common.ids import new_id
@@ -71,7 +80,7 @@ class Payload:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _lineage(record: ArtifactRecord) -> dict[str, Any]:
@@ -200,9 +209,15 @@ async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of
 
 
 def _first_error(exc: ValidationError) -> str:
+    """The first problem as `path: message`, with list indices written `keyframes[3]`.
+
+    Field errors and the cross-keyframe ordering check then name the offending
+    keyframe the same way, so a client can point at it without parsing two styles.
+    """
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()))
-    return f"{where}: {err.get('msg')}" if where else str(err.get("msg"))
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.get("loc", ()))
+    message = str(err.get("msg")).removeprefix("Value error, ")
+    return f"{where.lstrip('.')}: {message}" if where else message
 
 
 def _key_maker(ctx: RequestContext, canvas_id: str, kind: str, artifact_id: str):  # type: ignore[no-untyped-def]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 from fastapi import Request
 from starlette.datastructures import UploadFile
-from starlette.types import Message, Receive
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engines.common.errors import ApiError
 from engines.storage.ingest import too_large
 
 UPLOAD_CHUNK = 1024 * 1024
@@ -65,3 +67,31 @@ async def upload_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
     """A multipart file part as a byte stream, for `ingest`."""
     while chunk := await upload.read(UPLOAD_CHUNK):
         yield chunk
+
+
+class BodyIdleTimeoutMiddleware:
+    """Fail a request whose body stalls: a client that stops sending mid-upload
+    must not hold a worker, a blob writer and a DB slot forever (slowloris).
+
+    Each receive() of body bytes gets `seconds`; past that the request fails
+    with 408 and whatever was being written is aborted by the upload code.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def receive_with_deadline() -> Message:
+            try:
+                with anyio.fail_after(self.seconds):
+                    return await receive()
+            except TimeoutError as exc:
+                raise ApiError("request body stalled", code="request.timeout", status=408,
+                               headers={"Connection": "close"}) from exc
+
+        await self.app(scope, receive_with_deadline, send)

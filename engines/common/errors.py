@@ -8,13 +8,17 @@ from FastAPI's validation, or from a backend that went away.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from engines.storage.base import BlobNotFound, StorageUnavailable
 
 log = logging.getLogger("engines.errors")
 
@@ -62,6 +66,9 @@ class Conflict(ApiError):
 class PayloadTooLarge(ApiError):
     status, code = 413, "request.too_large"
 
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers=headers)
+
 
 class UnsupportedMediaType(ApiError):
     status, code = 415, "request.unsupported_media_type"
@@ -73,6 +80,39 @@ class Unprocessable(ApiError):
 
 class ServiceUnavailable(ApiError):
     status, code = 503, "backend.unavailable"
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    request_id: str
+
+
+class ErrorEnvelope(BaseModel):
+    """The envelope as a model, so the OpenAPI schema documents every error body."""
+
+    error: ErrorDetail
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "missing or malformed routing headers", 401: "missing or invalid bearer token",
+    403: "tenant not in the token, or role too low", 404: "not found (or another scope's)",
+    409: "Idempotency-Key reused with a different request", 413: "body over the size limit",
+    415: "unsupported or mismatched media type", 416: "range not satisfiable",
+    422: "invalid request", 503: "storage or metadata backend unavailable",
+}
+AUTHENTICATED_ERRORS = (400, 401, 403, 422, 503)
+"""What any authenticated route can answer: routing headers, token, role, validation, outage."""
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these statuses, each documented with the envelope.
+
+    A client generated from the schema (and schemathesis) then knows the
+    shape of every error it can get, not only of the success body.
+    """
+    return {status: {"model": ErrorEnvelope, "description": _ERROR_DESCRIPTIONS[status]}
+            for status in statuses}
 
 
 def request_id_of(request: Request) -> str:
@@ -122,6 +162,18 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("metadata backend error: %s", exc)
         return error_response(request, 503, "metadata.unavailable",
                               "the metadata store is unavailable; retry later")
+
+    @app.exception_handler(StorageUnavailable)
+    async def _storage_down(request: Request, exc: StorageUnavailable) -> Response:
+        log.warning("blob store error: %s", exc)
+        return error_response(request, 503, "storage.unavailable",
+                              "the blob store is unavailable; retry later")
+
+    @app.exception_handler(BlobNotFound)
+    async def _blob_missing(request: Request, exc: BlobNotFound) -> Response:
+        log.error("record points to a missing blob: %s", exc)
+        return error_response(request, 503, "storage.blob_missing",
+                              "the artifact's bytes are missing from the blob store")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

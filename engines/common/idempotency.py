@@ -11,11 +11,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fastapi import Request
-from sqlalchemy import (Column, Connection, Engine, Integer, LargeBinary, String, Table, insert,
-                        select)
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    insert,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
@@ -67,7 +76,7 @@ def _store(conn: Connection, claim: IdempotencyClaim, body_sha256: str, status: 
     conn.execute(insert(idempotency_keys), {
         "tenant_id": claim.tenant_id, "env": claim.env, "key": claim.key,
         "fingerprint": claim.fingerprint(body_sha256), "status": status, "body": body,
-        "created_at": datetime.now(timezone.utc),
+        "created_at": datetime.now(UTC),
     })
 
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 from engines.common.errors import Unprocessable
 
 
-class OrjsonResponse(Response):
-    media_type = "application/json"
+class OrjsonResponse(JSONResponse):
+    """JSONResponse rendered by orjson.
+
+    It must subclass JSONResponse: FastAPI only publishes a route's
+    `response_model` in the OpenAPI schema for JSONResponse classes, and
+    documents any other class's body as a bare string.
+    """
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
@@ -22,7 +27,8 @@ def parse_json(body: bytes, *, max_depth: int) -> Any:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise Unprocessable(f"body is not valid JSON: {exc}", code="request.malformed_json") from exc
+        raise Unprocessable(f"body is not valid JSON: {exc}",
+                            code="request.malformed_json") from exc
     if json_depth(value) > max_depth:
         raise Unprocessable(f"JSON nesting deeper than {max_depth}", code="request.too_deep")
     return value

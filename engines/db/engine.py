@@ -26,7 +26,8 @@ def build_engine(settings: Settings, url: str | None = None) -> Engine:
         if target.database and target.database != ":memory:":
             Path(target.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(target, connect_args={"check_same_thread": False, "timeout": 10},
-                               pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+                               pool_size=settings.db_pool_size,
+                               max_overflow=settings.db_max_overflow)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(

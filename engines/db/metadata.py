@@ -6,6 +6,8 @@ objects describe the same columns for the repositories' queries.
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -21,8 +23,7 @@ class UtcDateTime(TypeDecorator[object]):
     cache_ok = True
 
     def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
-        from datetime import timezone
 
         if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
+            return value.replace(tzinfo=UTC)
         return value

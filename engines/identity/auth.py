@@ -15,7 +15,7 @@ from typing import Any
 import jwt
 from fastapi import Request
 
-from engines.common.errors import Forbidden, Unauthorized
+from engines.common.errors import Forbidden, ServiceUnavailable, Unauthorized
 from engines.common.identity import RequestContext, get_request_context
 from engines.config import Settings
 
@@ -54,9 +54,12 @@ class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         self.algorithms = [a for a in settings.auth_jwt_algorithms if a.lower() != "none"]
         self.hmac_key = settings.signing_key() if _HMAC_ALGS & set(self.algorithms) else None
+        # Only the whole key set is cached, for AUTH_JWKS_CACHE_SECONDS: PyJWKClient's
+        # per-kid cache never expires, so a key the issuer revoked would stay trusted.
         self.jwks = (
-            jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=True,
-                            lifespan=settings.auth_jwks_cache_seconds, timeout=5)
+            jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=False,
+                            lifespan=settings.auth_jwks_cache_seconds, timeout=5,
+                            cooldown_duration=settings.auth_jwks_refresh_cooldown_seconds)
             if settings.auth_jwks_url else None
         )
 
@@ -66,6 +69,11 @@ class TokenVerifier:
         if self.jwks is not None and not alg.startswith("HS"):
             try:
                 return self.jwks.get_signing_key_from_jwt(token).key
+            except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError) as exc:
+                # the issuer is unreachable or serves no usable keys: our outage, not a bad
+                # token, so clients retry instead of discarding a token that may be valid
+                raise ServiceUnavailable("the token issuer's keys are unavailable; retry later",
+                                         code="auth.jwks_unavailable") from exc
             except jwt.PyJWKClientError as exc:
                 raise Unauthorized(f"no usable signing key: {exc}") from exc
         raise Unauthorized("token algorithm not accepted")

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Column, Connection, ForeignKey, Index, String, Table,
-                        and_, insert, select)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    ForeignKey,
+    Index,
+    String,
+    Table,
+    and_,
+    insert,
+    select,
+)
 
 from engines.db.metadata import JsonDoc, UtcDateTime, metadata
 from engines.db.upsert import insert_ignore

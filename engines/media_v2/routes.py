@@ -11,14 +11,25 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engines.common.body import read_limited
-from engines.common.errors import Unprocessable, UnsupportedMediaType
+from engines.common.errors import (
+    AUTHENTICATED_ERRORS,
+    Unprocessable,
+    UnsupportedMediaType,
+    error_responses,
+)
 from engines.common.idempotency import claim_from
 from engines.common.jsonutil import OrjsonResponse, parse_json
 from engines.common.runtime import Runtime, get_runtime
 from engines.identity.auth import Caller, reader, writer
 from engines.media_v2 import service
-from engines.media_v2.models import (ArtifactCreate, AssetCreate, AssetDetail, AssetList,
-                                     DerivedArtifact, MediaAsset)
+from engines.media_v2.models import (
+    ArtifactCreate,
+    AssetCreate,
+    AssetDetail,
+    AssetList,
+    DerivedArtifact,
+    MediaAsset,
+)
 
 SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 JSON_LIMIT = 1024 * 1024
@@ -28,6 +39,8 @@ Rt = Annotated[Runtime, Depends(get_runtime)]
 Reader = Annotated[Caller, Depends(reader)]
 Writer = Annotated[Caller, Depends(writer)]
 Id = Annotated[str, Path(pattern=SAFE_ID)]
+_READ_ERRORS = error_responses(*AUTHENTICATED_ERRORS)
+_GET_ERRORS = error_responses(*AUTHENTICATED_ERRORS, 404)
 
 
 async def _json_body(request: Request, rt: Runtime, model):  # type: ignore[no-untyped-def]
@@ -46,7 +59,8 @@ def _dump(model) -> Response:  # type: ignore[no-untyped-def]
     return OrjsonResponse(model.model_dump(mode="json"))
 
 
-@router.post("/assets", status_code=201, response_model=MediaAsset, openapi_extra={
+@router.post("/assets", status_code=201, response_model=MediaAsset,
+             responses=error_responses(*AUTHENTICATED_ERRORS, 409, 413, 415), openapi_extra={
     "requestBody": {"required": True, "content": {
         "application/json": {"schema": AssetCreate.model_json_schema()},
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
@@ -64,18 +78,19 @@ async def create_asset(request: Request, rt: Rt, caller: Writer) -> Response:
     raise UnsupportedMediaType("send multipart/form-data with a file, or application/json")
 
 
-@router.get("/assets", response_model=AssetList)
+@router.get("/assets", response_model=AssetList, responses=_READ_ERRORS)
 def list_assets(rt: Rt, caller: Reader, limit: Annotated[int, Query(ge=1, le=200)] = 50,
                 cursor: Annotated[str | None, Query(pattern=SAFE_ID)] = None) -> Response:
     return _dump(service.list_assets(rt, caller.ctx, limit=limit, before_id=cursor))
 
 
-@router.get("/assets/{asset_id}", response_model=AssetDetail)
+@router.get("/assets/{asset_id}", response_model=AssetDetail, responses=_GET_ERRORS)
 def get_asset(asset_id: Id, rt: Rt, caller: Reader) -> Response:
     return _dump(service.get_asset(rt, caller.ctx, asset_id))
 
 
 @router.post("/assets/{asset_id}/artifacts", status_code=201, response_model=DerivedArtifact,
+             responses=error_responses(*AUTHENTICATED_ERRORS, 404, 409, 413),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": ArtifactCreate.model_json_schema()}}}})
 async def register_artifact(asset_id: Id, request: Request, rt: Rt, caller: Writer) -> Response:
@@ -84,6 +99,6 @@ async def register_artifact(asset_id: Id, request: Request, rt: Rt, caller: Writ
                                    claim_from(request, caller.ctx), sha)
 
 
-@router.get("/artifacts/{artifact_id}", response_model=DerivedArtifact)
+@router.get("/artifacts/{artifact_id}", response_model=DerivedArtifact, responses=_GET_ERRORS)
 def get_artifact(artifact_id: Id, rt: Rt, caller: Reader) -> Response:
     return _dump(service.get_artifact(rt, caller.ctx, artifact_id))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 from fastapi import Request
-from starlette.datastructures import UploadFile
 from pydantic import BaseModel
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from engines.common.body import limited_receive, upload_chunks
@@ -21,8 +21,14 @@ from engines.common.identity import RequestContext
 from engines.common.ids import new_id
 from engines.common.runtime import Runtime
 from engines.media_v2 import repository as repo
-from engines.media_v2.models import (ArtifactCreate, AssetCreate, AssetDetail, AssetList,
-                                     DerivedArtifact, MediaAsset)
+from engines.media_v2.models import (
+    ArtifactCreate,
+    AssetCreate,
+    AssetDetail,
+    AssetList,
+    DerivedArtifact,
+    MediaAsset,
+)
 from engines.storage.ingest import ingest
 from engines.storage.keys import media_key
 from engines.storage.uris import check_uri_in_scope
@@ -70,7 +76,7 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
                            head_check=lambda _head: content_type, key_for=lambda _t: key)
     asset = MediaAsset(id=asset_id, tenant_id=ctx.tenant_id, env=ctx.env, user_id=actor_id,
                        kind=_kind_for(content_type), source_uri=blob.uri, size_bytes=blob.size,
-                       created_at=datetime.now(timezone.utc),
+                       created_at=datetime.now(UTC),
                        meta={"filename": upload.filename, "content_type": content_type,
                              "sha256": blob.sha256})
     fingerprint = hashlib.sha256(f"{upload.filename}\n{blob.sha256}".encode()).hexdigest()
@@ -91,7 +97,7 @@ def create_asset_json(rt: Runtime, ctx: RequestContext, actor_id: str, body: Ass
     check_uri_in_scope(rt.settings.raw_bucket, ctx, body.source_uri)
     asset = MediaAsset(id=new_id("ma"), tenant_id=ctx.tenant_id, env=ctx.env, user_id=actor_id,
                        kind=body.kind, source_uri=body.source_uri, tags=body.tags,
-                       created_at=datetime.now(timezone.utc), meta=body.meta)
+                       created_at=datetime.now(UTC), meta=body.meta)
     return _created(rt, claim, body_sha256, asset, lambda conn: repo.insert_asset(conn, asset))
 
 
@@ -125,7 +131,7 @@ def register_artifact(rt: Runtime, ctx: RequestContext, asset_id: str, body: Art
                                tenant_id=ctx.tenant_id, env=ctx.env, kind=body.kind,
                                uri=body.uri, start_ms=body.start_ms, end_ms=body.end_ms,
                                track_label=body.track_label,
-                               created_at=datetime.now(timezone.utc), meta=body.meta)
+                               created_at=datetime.now(UTC), meta=body.meta)
 
     def write(conn: Connection) -> None:
         if repo.get_asset(conn, ctx.tenant_id, ctx.env, asset_id) is None:

@@ -28,7 +28,9 @@ KeyFor = Callable[[str], str]
 
 
 def too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+    """413 that also closes the connection, so the server stops draining the body."""
+    return PayloadTooLarge(f"body exceeds the limit of {limit} bytes",
+                           headers={"Connection": "close"})
 
 
 class _Ingest:

@@ -7,34 +7,47 @@ only `.part` files, which `engines gc` removes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from engines.storage.base import BlobInfo, BlobNotFound, BlobStore, BlobWriter
+from engines.storage.base import BlobInfo, BlobNotFound, BlobStore, BlobWriter, StorageUnavailable
 
 _READ_CHUNK = 256 * 1024
 PART_SUFFIX = ".part"
 
 
+@contextlib.contextmanager
+def _disk_errors() -> Iterator[None]:
+    """A full or read-only disk is an outage (503), not a bug (500)."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageUnavailable(f"local storage failed: {exc}") from exc
+
+
 class LocalBlobWriter(BlobWriter):
     def __init__(self, target: Path) -> None:
         self.target = target
-        target.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{PART_SUFFIX}")
-        self.fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+        with _disk_errors():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
 
     def write(self, data: bytes) -> None:
-        self.fh.write(data)
+        with _disk_errors():
+            self.fh.write(data)
 
     def commit(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        os.replace(self.tmp, self.target)
+        with _disk_errors():
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+            os.replace(self.tmp, self.target)
 
     def abort(self) -> None:
         if not self.fh.closed:
@@ -107,7 +120,7 @@ class LocalBlobStore(BlobStore):
                 yield BlobInfo(
                     key=path.relative_to(self.root).as_posix(),
                     size=stat.st_size,
-                    modified=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+                    modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
                     complete=not name.endswith(PART_SUFFIX),
                 )
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 from urllib.parse import urlparse
 
 import boto3
@@ -156,8 +158,29 @@ class S3BlobStore(BlobStore):
             for page in self.client.get_paginator("list_multipart_uploads").paginate(
                     Bucket=self.bucket, Prefix=prefix):
                 for up in page.get("Uploads", []):
-                    yield BlobInfo(key=up["Key"], size=0, modified=up["Initiated"],
-                                   complete=False, upload_id=up["UploadId"])
+                    active = self._last_activity(up)
+                    if active is not None:
+                        yield BlobInfo(key=up["Key"], size=0, modified=active,
+                                       complete=False, upload_id=up["UploadId"])
+
+    def _last_activity(self, upload: dict[str, Any]) -> datetime | None:
+        """When an unfinished upload last received a part (None if it is gone).
+
+        `Initiated` alone would make a slow upload that is still sending parts
+        look abandoned once it is older than gc's grace period; a part's
+        LastModified is the S3 counterpart of a local `.part` file's mtime.
+        """
+        newest: datetime = upload["Initiated"]
+        try:
+            for page in self.client.get_paginator("list_parts").paginate(
+                    Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]):
+                for part in page.get("Parts", []):
+                    newest = max(newest, part["LastModified"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                return None  # completed or aborted since it was listed
+            raise
+        return newest
 
     def discard_incomplete(self, info: BlobInfo) -> None:
         with _translated(info.key):

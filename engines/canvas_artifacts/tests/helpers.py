@@ -16,7 +16,8 @@ from httpx import Response
 from sqlalchemy import func, select
 
 from conftest import PNG, Stack
-from engines.canvas_artifacts.repository import canvas_artifacts
+from engines.canvas_artifacts.repository import canvas_artifacts, replay_indexes
+from engines.common.idempotency import idempotency_keys
 from engines.media_v2.repository import artifacts as media_artifacts
 from engines.media_v2.repository import assets as media_assets
 from engines.nexus.backends.sql import documents as nexus_documents
@@ -25,6 +26,8 @@ from engines.nexus.backends.sql import events as dataset_events
 BASE = "/canvas/{canvas}/artifacts"
 METADATA_TABLES = {
     "canvas_artifacts": canvas_artifacts,
+    "replay_indexes": replay_indexes,
+    "idempotency_keys": idempotency_keys,
     "media_v2_artifacts": media_artifacts,
     "media_v2_assets": media_assets,
     "nexus_documents": nexus_documents,

@@ -9,13 +9,41 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+from fastapi.testclient import TestClient
 
-from conftest import SIGNING_KEY, Stack, new_canvas
+from conftest import (SIGNING_KEY, Stack, local_settings, make_bucket, new_canvas,
+                      s3_pg_settings)
+from engines.app import build_runtime, create_app
+
+
+@pytest.fixture(scope="module", params=["local-sqlite", "s3-postgres"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+          sqlite_template: Path) -> Iterator[Stack]:
+    """The root `stack` fixture's two backends, built once per module instead of per test.
+
+    The matrix only reads or creates records under unique ids and asserts on
+    status codes, so tests cannot disturb one another; sharing the stack keeps
+    about a hundred requests per backend well inside the suite's time budget.
+    """
+    tmp_path = tmp_path_factory.mktemp(f"auth-{request.param}")
+    if request.param == "local-sqlite":
+        settings = local_settings(tmp_path, sqlite_template)
+    else:
+        endpoint = request.getfixturevalue("s3_endpoint")
+        settings = s3_pg_settings(tmp_path, endpoint, make_bucket(endpoint),
+                                  request.getfixturevalue("pg_url"))
+    runtime = build_runtime(settings)
+    client = TestClient(create_app(runtime=runtime), raise_server_exceptions=False)
+    yield Stack(name=request.param, settings=settings, runtime=runtime, client=client)
+    client.close()
+    runtime.engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -295,9 +323,28 @@ def test_hostile_request_id_is_replaced(stack: Stack) -> None:
     assert error["request_id"] != "x" * 500
 
 
-def test_unknown_path_uses_the_envelope(stack: Stack) -> None:
+def test_unknown_path_and_method_use_the_envelope(stack: Stack) -> None:
     response = stack.client.get("/no-such-route", headers={"X-Request-Id": "r-404"})
     assert assert_envelope(response, 404)["request_id"] == "r-404"
+    response = stack.client.delete("/media-v2/assets", headers={"X-Request-Id": "r-405"})
+    assert assert_envelope(response, 405)["request_id"] == "r-405"
+
+
+def test_auth_is_checked_before_request_validation(stack: Stack) -> None:
+    """Without a valid token, malformed paths, queries and bodies still answer 401 only."""
+    probes = [
+        ("POST", f"/canvas/{CANVAS}/artifacts/audit", {}),                  # rev missing
+        ("POST", "/canvas/bad..id/artifacts/preview?rev=-1", {"content": b"x"}),
+        ("GET", f"/canvas/{CANVAS}/artifacts?limit=0&kind=bogus", {}),
+        ("GET", "/media-v2/assets/..%2Fetc", {}),
+        ("POST", "/media-v2/assets", {"content": b"{not json",
+                                      "headers": {"Content-Type": "application/json"}}),
+        ("POST", "/media-v2/assets", {"content": b"text", "headers": {"Content-Type": "text/plain"}}),
+    ]
+    for method, path, extra in probes:
+        headers = {**routing(), **extra.pop("headers", {}), "X-Request-Id": "r-order"}
+        response = stack.client.request(method, path, headers=headers, **extra)
+        assert assert_envelope(response, 401)["request_id"] == "r-order", (method, path)
 
 
 def test_public_endpoints_need_no_auth(stack: Stack) -> None:

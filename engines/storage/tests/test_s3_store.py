@@ -26,8 +26,14 @@ from engines.storage.base import BlobNotFound, StorageUnavailable
 from engines.storage.ingest import ingest
 from engines.storage.keys import canvas_key
 from engines.storage.s3 import S3BlobStore
-from engines.storage.tests._support import (MIB, chunks_then_fail, png_body, sha256, status_of,
-                                            stream_upload)
+from engines.storage.tests._support import (
+    MIB,
+    chunks_then_fail,
+    png_body,
+    sha256,
+    status_of,
+    stream_upload,
+)
 
 pytestmark = [pytest.mark.s3]
 

@@ -1,0 +1,114 @@
+"""Serving payloads: exact bytes, ETag, conditional and range requests, safe headers."""
+
+from __future__ import annotations
+
+import hashlib
+
+from conftest import HTML, PNG, SVG, new_canvas
+from engines.canvas_artifacts.content import SANDBOX_CSP
+from engines.canvas_artifacts.tests.helpers import assert_error, create_preview, created, url
+
+
+def _content(stack, canvas: str, artifact_id: str, query: str = "", **headers: str):  # type: ignore[no-untyped-def]
+    return stack.client.get(url(canvas, f"/{artifact_id}/content{query}"),
+                            headers={**stack.headers(), **headers})
+
+
+def test_bytes_etag_and_conditional_get(stack):
+    canvas = new_canvas()
+    record = created(create_preview(stack, canvas))
+    etag = f'"{hashlib.sha256(PNG).hexdigest()}"'
+
+    full = _content(stack, canvas, record["id"])
+    assert full.status_code == 200
+    assert full.content == PNG
+    assert full.headers["content-type"] == "image/png"
+    assert full.headers["content-length"] == str(len(PNG))
+    assert full.headers["etag"] == etag
+    assert full.headers["x-content-type-options"] == "nosniff"
+    assert full.headers["accept-ranges"] == "bytes"
+    assert "content-security-policy" not in full.headers
+
+    for tag in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        cached = _content(stack, canvas, record["id"], **{"If-None-Match": tag})
+        assert cached.status_code == 304, tag
+        assert cached.content == b""
+        assert cached.headers["etag"] == etag
+
+    stale = _content(stack, canvas, record["id"], **{"If-None-Match": '"0123"'})
+    assert stale.status_code == 200
+    assert stale.content == PNG
+
+
+def test_ranges(stack):
+    canvas = new_canvas()
+    record = created(create_preview(stack, canvas))
+    size = len(PNG)
+
+    head = _content(stack, canvas, record["id"], Range="bytes=0-9")
+    assert head.status_code == 206
+    assert head.content == PNG[:10]
+    assert head.headers["content-range"] == f"bytes 0-9/{size}"
+    assert head.headers["content-length"] == "10"
+    assert head.headers["etag"] == f'"{record["sha256"]}"'
+
+    middle = _content(stack, canvas, record["id"], Range="bytes=100-355")
+    assert middle.status_code == 206
+    assert middle.content == PNG[100:356]
+    assert middle.headers["content-range"] == f"bytes 100-355/{size}"
+
+    suffix = _content(stack, canvas, record["id"], Range="bytes=-16")
+    assert suffix.status_code == 206
+    assert suffix.content == PNG[-16:]
+    assert suffix.headers["content-range"] == f"bytes {size - 16}-{size - 1}/{size}"
+
+    open_ended = _content(stack, canvas, record["id"], Range=f"bytes={size - 5}-")
+    assert open_ended.status_code == 206
+    assert open_ended.content == PNG[-5:]
+
+    past_end = _content(stack, canvas, record["id"], Range=f"bytes={size - 3}-{size + 100}")
+    assert past_end.status_code == 206
+    assert past_end.content == PNG[-3:]
+    assert past_end.headers["content-range"] == f"bytes {size - 3}-{size - 1}/{size}"
+
+    longer_suffix = _content(stack, canvas, record["id"], Range=f"bytes=-{size * 2}")
+    assert longer_suffix.status_code == 206
+    assert longer_suffix.content == PNG
+
+
+def test_unsatisfiable_range_is_416(stack):
+    canvas = new_canvas()
+    record = created(create_preview(stack, canvas))
+    size = len(PNG)
+    for header in (f"bytes={size}-", f"bytes={size + 10}-{size + 20}", "bytes=-0"):
+        response = _content(stack, canvas, record["id"], Range=header)
+        assert_error(response, 416)
+        assert response.headers["content-range"] == f"bytes */{size}", header
+
+
+def test_svg_and_html_are_sandboxed_and_downloaded_unless_inline(stack):
+    canvas = new_canvas()
+    for body, mime, extension in ((SVG, "image/svg+xml", "svg"), (HTML, "text/html", "html")):
+        record = created(create_preview(stack, canvas, body=body, content_type=mime))
+        attached = _content(stack, canvas, record["id"])
+        assert attached.status_code == 200
+        assert attached.content == body
+        assert attached.headers["content-security-policy"] == SANDBOX_CSP
+        assert "sandbox" in attached.headers["content-security-policy"]
+        assert attached.headers["x-content-type-options"] == "nosniff"
+        disposition = attached.headers["content-disposition"]
+        assert disposition == f'attachment; filename="{record["id"]}.{extension}"'
+
+        inline = _content(stack, canvas, record["id"], "?disposition=inline")
+        assert inline.status_code == 200
+        assert inline.content == body
+        assert inline.headers["content-security-policy"] == SANDBOX_CSP
+        assert "content-disposition" not in inline.headers
+
+    bad = _content(stack, canvas, record["id"], "?disposition=evil")
+    assert_error(bad, 422)
+
+
+def test_content_of_a_missing_artifact_is_404(stack):
+    response = _content(stack, new_canvas(), "art_missing")
+    assert_error(response, 404, "canvas.not_found")

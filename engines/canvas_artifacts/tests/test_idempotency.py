@@ -1,0 +1,54 @@
+"""Idempotency-Key on canvas creates: a retry replays, a different request conflicts."""
+
+from __future__ import annotations
+
+from conftest import JPEG, new_canvas
+from engines.canvas_artifacts.tests.helpers import (assert_error, blob_keys, create_audit,
+                                                    create_preview, created, new_tenant,
+                                                    row_counts, url)
+
+
+def test_retry_replays_the_first_response_and_writes_nothing(stack):
+    tenant = new_tenant()
+    canvas = new_canvas()
+    first = created(create_preview(stack, canvas, tenant=tenant, Idempotency_Key="k-1"))
+    blobs, rows = blob_keys(stack), row_counts(stack, tenant)
+
+    again = create_preview(stack, canvas, tenant=tenant, Idempotency_Key="k-1")
+    assert again.status_code == 201
+    assert again.json() == first
+    assert blob_keys(stack) == blobs
+    assert row_counts(stack, tenant) == rows
+
+    listed = stack.client.get(url(canvas), headers=stack.headers(tenant)).json()["items"]
+    assert [r["id"] for r in listed] == [first["id"]]
+
+
+def test_same_key_for_a_different_request_is_409(stack):
+    tenant = new_tenant()
+    canvas = new_canvas()
+    created(create_preview(stack, canvas, rev=1, tenant=tenant, Idempotency_Key="k-2"))
+    blobs, rows = blob_keys(stack), row_counts(stack, tenant)
+    different = [
+        create_preview(stack, canvas, rev=1, body=JPEG, content_type="image/jpeg",
+                       tenant=tenant, Idempotency_Key="k-2"),
+        create_preview(stack, canvas, rev=2, tenant=tenant, Idempotency_Key="k-2"),
+        create_preview(stack, new_canvas(), rev=1, tenant=tenant, Idempotency_Key="k-2"),
+        create_audit(stack, canvas, rev=1, tenant=tenant, Idempotency_Key="k-2"),
+    ]
+    for response in different:
+        assert_error(response, 409)
+    assert blob_keys(stack) == blobs
+    assert row_counts(stack, tenant) == rows
+
+
+def test_keys_are_scoped_to_tenant_and_env(stack):
+    canvas = new_canvas()
+    tenant = new_tenant()
+    other = new_tenant()
+    a = created(create_preview(stack, canvas, tenant=tenant, Idempotency_Key="shared"))
+    b = created(create_preview(stack, canvas, tenant=other, Idempotency_Key="shared"))
+    c = created(create_preview(stack, canvas, tenant=tenant, env="prod",
+                               Idempotency_Key="shared"))
+    assert len({a["id"], b["id"], c["id"]}) == 3
+    assert (b["tenant_id"], c["env"]) == (other, "prod")

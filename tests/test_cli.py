@@ -1,0 +1,224 @@
+"""The real `engines` command, run as a subprocess with only env vars to configure it.
+
+Covers what a new user types from the README: `engines doctor` passing and
+failing as it should on both backend combinations (secrets never printed),
+`engines migrate` on a fresh PostgreSQL database, and `engines token`
+producing a token the API accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+from sqlalchemy.engine import make_url
+
+from conftest import PNG, SIGNING_KEY, create_pg_database, drop_pg_database, make_bucket, new_canvas
+from engines.db.migrate import alembic_config
+
+ENGINES = Path(sys.executable).with_name("engines")
+SECRET_SIGNING = "doctor-must-never-print-this-" + "z" * 24
+DB_PASSWORD = "pw-must-be-masked-7731"
+_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+
+
+def _head() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() or ""
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str],
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `engines ARGS` with a clean environment: only what the test sets, plus PATH."""
+    clean = {k: v for k, v in os.environ.items() if k in _INHERITED}
+    clean.update(env)
+    return subprocess.run([str(ENGINES), *args], cwd=cwd, env=clean, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def output(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout + result.stderr
+
+
+def assert_no_secrets(text: str) -> None:
+    assert SECRET_SIGNING not in text
+    assert DB_PASSWORD not in text
+
+
+def check_line(text: str, name: str) -> str:
+    """The doctor's one pass/fail line for a check."""
+    [line] = [ln for ln in text.splitlines() if ln.split(":", 1)[0].split(None, 1)[-1] == name
+              and ln.startswith(("ok ", "FAIL "))]
+    return line
+
+
+def with_password(url: str) -> str:
+    """The same database, with a password in the URL (trust auth ignores it)."""
+    return make_url(url).set(password=DB_PASSWORD).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def fresh_pg(pg_admin_url: str) -> Iterator[str]:
+    url = create_pg_database(pg_admin_url)
+    yield url
+    drop_pg_database(pg_admin_url, url)
+
+
+def test_engines_executable_is_installed() -> None:
+    assert ENGINES.is_file(), f"{ENGINES} missing: `pip install -e .` installs the command"
+
+
+def test_doctor_on_sqlite_and_local_dir(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'engines.db'}",
+           "MEDIA_LOCAL_ROOT": str(tmp_path / "media"), "AUTH_JWT_SIGNING": SECRET_SIGNING}
+
+    unmigrated = run_cli("doctor", cwd=tmp_path, env=env)
+    assert unmigrated.returncode == 1, output(unmigrated)
+    assert check_line(unmigrated.stdout, "database").startswith("FAIL")
+    assert "engines migrate" in check_line(unmigrated.stdout, "database")
+    assert "doctor: some checks FAILED" in unmigrated.stdout
+
+    migrated = run_cli("migrate", cwd=tmp_path, env=env)
+    assert migrated.returncode == 0, output(migrated)
+
+    doctor = run_cli("doctor", cwd=tmp_path, env=env)
+    text = output(doctor)
+    assert doctor.returncode == 0, text
+    assert check_line(text, "storage").startswith("ok")
+    assert f"local directory {(tmp_path / 'media').resolve()}" in check_line(text, "storage")
+    assert check_line(text, "database") == f"ok    database: reachable, migrated to {_head()}"
+    assert check_line(text, "signing key").startswith("ok")
+    assert "doctor: all checks passed" in text
+    assert "  auth_jwt_signing = ***" in text
+    assert_no_secrets(text)
+    assert not list((tmp_path / "media").rglob("*probe*")), "the probe object is cleaned up"
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_migrate_then_doctor_on_postgres_and_s3(tmp_path: Path, fresh_pg: str,
+                                                s3_endpoint: str) -> None:
+    bucket = make_bucket(s3_endpoint)
+    env = {"DATABASE_URL": with_password(fresh_pg), "RAW_BUCKET": bucket,
+           "AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AUTH_JWT_SIGNING": SECRET_SIGNING}
+
+    unmigrated = run_cli("doctor", cwd=tmp_path, env=env)
+    assert unmigrated.returncode == 1, output(unmigrated)
+    assert check_line(unmigrated.stdout, "storage").startswith("ok")
+    assert check_line(unmigrated.stdout, "database").startswith("FAIL")
+    assert_no_secrets(output(unmigrated))
+
+    for _ in range(2):  # migrate is idempotent: a second run is a no-op
+        migrated = run_cli("migrate", cwd=tmp_path, env=env)
+        assert migrated.returncode == 0, output(migrated)
+        assert f"at revision {_head()} (head {_head()})" in migrated.stdout
+        assert_no_secrets(output(migrated))
+        assert "postgres:***@127.0.0.1" in migrated.stdout
+
+    doctor = run_cli("doctor", cwd=tmp_path, env=env)
+    text = output(doctor)
+    assert doctor.returncode == 0, text
+    assert f"S3 bucket s3://{bucket} at {s3_endpoint} is writable and readable" in check_line(
+        text, "storage")
+    assert check_line(text, "database") == f"ok    database: reachable, migrated to {_head()}"
+    assert check_line(text, "signing key").startswith("ok")
+    assert f"  raw_bucket = {bucket}" in text
+    assert "  database_url = postgresql+psycopg://postgres:***@127.0.0.1" in text
+    assert_no_secrets(text)
+
+
+@pytest.mark.postgres
+def test_doctor_fails_fast_on_a_wrong_database_port(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"postgresql+psycopg://postgres:{DB_PASSWORD}@127.0.0.1:1/engines",
+           "MEDIA_LOCAL_ROOT": str(tmp_path / "media"), "AUTH_JWT_SIGNING": SECRET_SIGNING}
+
+    started = time.monotonic()
+    doctor = run_cli("doctor", cwd=tmp_path, env=env)
+    elapsed = time.monotonic() - started
+
+    text = output(doctor)
+    assert doctor.returncode == 1, text
+    assert check_line(text, "database").startswith("FAIL  database: OperationalError")
+    assert check_line(text, "storage").startswith("ok")
+    assert check_line(text, "signing key").startswith("ok")
+    assert "doctor: some checks FAILED" in text
+    assert_no_secrets(text)
+    assert elapsed < 30, f"doctor took {elapsed:.1f}s on a refused connection"
+
+
+@pytest.mark.s3
+def test_doctor_fails_on_an_unreachable_bucket(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'engines.db'}", "RAW_BUCKET": "canvas-x",
+           "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "S3_MAX_ATTEMPTS": "1",
+           "S3_CONNECT_TIMEOUT": "1", "AUTH_JWT_SIGNING": SECRET_SIGNING}
+    assert run_cli("migrate", cwd=tmp_path, env=env).returncode == 0
+
+    doctor = run_cli("doctor", cwd=tmp_path, env=env)
+    text = output(doctor)
+    assert doctor.returncode == 1, text
+    assert check_line(text, "storage").startswith("FAIL  storage: StorageUnavailable")
+    assert check_line(text, "database").startswith("ok")
+
+
+def test_doctor_fails_without_a_signing_key(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'engines.db'}",
+           "MEDIA_LOCAL_ROOT": str(tmp_path / "media")}
+    assert run_cli("migrate", cwd=tmp_path, env=env).returncode == 0
+
+    doctor = run_cli("doctor", cwd=tmp_path, env=env)
+    assert doctor.returncode == 1, output(doctor)
+    assert check_line(doctor.stdout, "signing key").startswith("FAIL")
+
+
+def test_token_is_accepted_by_the_api(tmp_path: Path, make_stack) -> None:  # type: ignore[no-untyped-def]
+    env = {"AUTH_JWT_SIGNING": SIGNING_KEY}
+    result = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", "--role", "member",
+                     "--ttl", "60", cwd=tmp_path, env=env)
+    assert result.returncode == 0, output(result)
+    token = result.stdout.strip()
+    assert SIGNING_KEY not in output(result)
+
+    claims = jwt.decode(token, SIGNING_KEY, algorithms=["HS256"])
+    assert claims["sub"] == "u_ana"
+    assert claims["tenant_ids"] == ["t_acme"]
+    assert claims["role_map"] == {"t_acme": "member"}
+    assert 55 <= claims["exp"] - time.time() <= 61
+
+    stack = make_stack("local-sqlite")
+    headers = {"Authorization": f"Bearer {token}", "X-Tenant-Id": "t_acme", "X-Env": "dev",
+               "X-Project-Id": "p_main"}
+    canvas = new_canvas()
+    created = stack.client.post(f"/canvas/{canvas}/artifacts/preview?rev=1", content=PNG,
+                                headers={**headers, "Content-Type": "image/png"})
+    assert created.status_code == 201, created.text
+    assert created.json()["actor_id"] == "u_ana"
+    listed = stack.client.get(f"/canvas/{canvas}/artifacts", headers=headers)
+    assert listed.status_code == 200 and len(listed.json()["items"]) == 1
+
+    viewer = run_cli("token", "--tenant", "t_acme", "--sub", "u_vic", "--role", "viewer",
+                     cwd=tmp_path, env=env).stdout.strip()
+    denied = stack.client.post(f"/canvas/{canvas}/artifacts/audit?rev=1",
+                               headers={**headers, "Authorization": f"Bearer {viewer}"})
+    assert denied.status_code == 403
+
+    other_key = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", cwd=tmp_path,
+                        env={"AUTH_JWT_SIGNING": "another-key-" + "q" * 32}).stdout.strip()
+    rejected = stack.client.get(f"/canvas/{canvas}/artifacts",
+                                headers={**headers, "Authorization": f"Bearer {other_key}"})
+    assert rejected.status_code == 401
+
+
+def test_token_rejects_an_unknown_role(tmp_path: Path) -> None:
+    result = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", "--role", "root",
+                     cwd=tmp_path, env={"AUTH_JWT_SIGNING": SIGNING_KEY})
+    assert result.returncode == 2
+    assert result.stdout == ""
