@@ -89,10 +89,8 @@ class Proc:
     def stop(self, timeout: float = 15.0) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         # The process group is the one this process was started in (start_new_session):
         # it holds only our server and its workers.
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -110,10 +108,11 @@ def start(name: str, cmd: list[str], env: dict[str, str], port: int, log_dir: Pa
     return Proc(name, proc, port, log)
 
 
-def launch_service(env: dict[str, str], workers: int, log_dir: Path) -> Proc:
+def launch_service(env: dict[str, str], workers: int, log_dir: Path,
+                   name: str = "service") -> Proc:
     """`engines serve` as production runs it; call wait_ready/wait_workers next."""
     port = free_port()
-    return start("service", [str(BIN / "engines"), "serve", "--host", "127.0.0.1",
+    return start(name, [str(BIN / "engines"), "serve", "--host", "127.0.0.1",
                              "--port", str(port), "--workers", str(workers),
                              "--no-access-log", "--log-level", "warning"], env, port, log_dir)
 
@@ -196,8 +195,8 @@ def reset_peaks(pid: int) -> bool:
 
 def memory(pid: int) -> dict[str, object]:
     """Peak (VmHWM) and current (VmRSS) RSS in MiB, per process and summed."""
-    procs = {p: {"hwm_mib": _status_kib(p, "VmHWM") / 1024, "rss_mib": _status_kib(p, "VmRSS") / 1024}
-             for p in tree(pid)}
+    procs = {p: {"hwm_mib": _status_kib(p, "VmHWM") / 1024,
+                 "rss_mib": _status_kib(p, "VmRSS") / 1024} for p in tree(pid)}
     return {
         "processes": {str(p): v for p, v in procs.items()},
         "sum_hwm_mib": sum(v["hwm_mib"] for v in procs.values()),

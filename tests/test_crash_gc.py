@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -30,17 +31,19 @@ from urllib.parse import unquote, urlparse
 import boto3
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from conftest import PNG, SIGNING_KEY, Stack, new_canvas
 from engines.canvas_artifacts.repository import canvas_artifacts
 from engines.config import Settings
 from engines.db.engine import build_engine
+from engines.gc import collect
 from engines.identity.auth import issue_token
 from engines.media_v2.repository import artifacts as media_artifacts
 from engines.nexus.backends.sql import documents as nexus_documents
 from engines.nexus.backends.sql import events as dataset_events
-from engines.storage.local import PART_SUFFIX
+from engines.storage.base import BlobInfo
+from engines.storage.local import PART_SUFFIX, LocalBlobStore, LocalBlobWriter
 
 ENGINES = str(Path(sys.executable).with_name("engines"))
 KIB, MIB = 1024, 1024 * 1024
@@ -188,7 +191,8 @@ def storage_files(root: Path) -> set[Path]:
 
 
 @pytest.mark.slow
-def test_sigkill_with_50_uploads_in_flight_then_gc(tmp_path: Path) -> None:
+def test_sigkill_with_50_uploads_in_flight_then_gc(tmp_path: Path,
+                                                   request: pytest.FixtureRequest) -> None:
     media = tmp_path / "media"
     database = f"sqlite:///{tmp_path / 'engines.db'}"
     env = service_env(database_url=database, media_local_root=media,
@@ -198,6 +202,7 @@ def test_sigkill_with_50_uploads_in_flight_then_gc(tmp_path: Path) -> None:
     headers = {"Authorization": f"Bearer {token}", "X-Tenant-Id": TENANT, "X-Env": "dev",
                "X-Project-Id": "p_main"}
     server = Server(env, tmp_path / "server.log")
+    request.addfinalizer(server.stop)
     base = server.start()
     uploads = plan_uploads(random.Random(4))
     go = threading.Event()
@@ -220,38 +225,33 @@ def test_sigkill_with_50_uploads_in_flight_then_gc(tmp_path: Path) -> None:
     assert len(acknowledged) + len(cut_off) == 50, [(u.status, u.error) for u in uploads]
     assert acknowledged and cut_off
 
+    # What the crash left, before anything touches it.
     engine = build_engine(Settings(database_url=database))
-    try:
-        with engine.connect() as conn:
-            uris = set(conn.execute(select(canvas_artifacts.c.uri)).scalars())
-        left_parts = part_files(media)
-        orphans = {p for p in storage_files(media) - {file_of(u).resolve() for u in uris}
-                   if not p.name.endswith(PART_SUFFIX)}
-        assert left_parts, "the crash left no half-written upload; the test proved nothing"
+    request.addfinalizer(engine.dispose)
+    with engine.connect() as conn:
+        uris = set(conn.execute(select(canvas_artifacts.c.uri)).scalars())
+    left_parts = part_files(media)
+    orphans = {p for p in storage_files(media) - {file_of(u).resolve() for u in uris}
+               if not p.name.endswith(PART_SUFFIX)}
+    assert left_parts, "the crash left no half-written upload; the test proved nothing"
 
-        base = server.start()
-        try:
-            dry = run_gc(env, "--older-than", "0s")
-            assert dry["deleted"] == 0 and len(part_files(media)) == len(left_parts)
-            applied = run_gc(env, "--older-than", "0s", "--apply")
-            assert applied["incomplete_uploads"] == len(left_parts)
-            assert applied["orphan_blobs"] == len(orphans)
-            assert applied["deleted"] == len(left_parts) + len(orphans)
-            assert applied["records_missing_blob"] == []
-
-            assert_consistent(engine, media)
-            assert_acknowledged_intact(base, headers, acknowledged)
-        finally:
-            server.stop()
-        print(f"\ncrash: {len(acknowledged)} acknowledged (201), {len(cut_off)} cut off, "
-              f"{len(uris)} records committed, {len(left_parts)} .part files and "
-              f"{len(orphans)} orphan blobs left; gc deleted {applied['deleted']}; "
-              f"acknowledged lost: 0")
-    finally:
-        engine.dispose()
+    base = server.start()
+    dry = run_gc(env, "--older-than", "0s")
+    assert dry["deleted"] == 0 and len(part_files(media)) == len(left_parts)
+    applied = run_gc(env, "--older-than", "0s", "--apply")
+    assert applied["incomplete_uploads"] == len(left_parts)
+    assert applied["orphan_blobs"] == len(orphans)
+    assert applied["deleted"] == len(left_parts) + len(orphans)
+    assert applied["records_missing_blob"] == []
+    assert_consistent(engine, media)
+    assert_acknowledged_intact(base, headers, acknowledged)
+    print(f"\ncrash: {len(acknowledged)} acknowledged (201), {len(cut_off)} cut off, "
+          f"{len(uris)} records committed, {len(left_parts)} .part files and "
+          f"{len(orphans)} orphan blobs left; gc deleted {applied['deleted']}; "
+          "acknowledged lost: 0")
 
 
-def assert_consistent(engine, media: Path) -> None:  # type: ignore[no-untyped-def]
+def assert_consistent(engine: Engine, media: Path) -> None:
     """Every record has its blob (sha256 checked) and full metadata; every blob a record."""
     with engine.connect() as conn:
         records = conn.execute(select(canvas_artifacts)).mappings().all()
@@ -387,3 +387,28 @@ def test_gc_s3(make_stack, s3_endpoint: str) -> None:  # type: ignore[no-untyped
     assert content_of(stack, canvas, kept["id"]).content == kept_data
     missing = content_of(stack, canvas, lost["id"])
     assert missing.status_code == 503 and missing.json()["error"]["code"] == "storage.blob_missing"
+
+
+def test_gc_scan_survives_uploads_finishing_mid_scan(make_stack) -> None:  # type: ignore[no-untyped-def]
+    """gc runs beside a live service: an upload that commits after its directory
+    was listed (its .part renamed away) is skipped, not a crash of the scan."""
+    stack = make_stack("local-sqlite")
+    canvas = new_canvas()
+    writers: list[LocalBlobWriter] = []
+    for _ in range(2):  # two unfinished uploads in one directory: one listing covers both
+        writer = stack.runtime.store.open_writer(orphan_key(canvas), "image/png")
+        writer.write(png(KIB))
+        writers.append(writer)
+
+    class Busy(LocalBlobStore):
+        def iter_blobs(self, prefix: str) -> Iterator[BlobInfo]:
+            for index, info in enumerate(super().iter_blobs(prefix)):
+                if index == 0:  # the other upload finishes while gc looks at this one
+                    for writer in writers:
+                        if writer.tmp.name != Path(info.key).name:
+                            writer.commit()
+                yield info
+
+    report = collect(Busy(stack.settings.media_local_root), stack.runtime.engine,
+                     older_than=timedelta(0), apply=False)
+    assert report.scanned == 1 and len(report.incomplete_uploads) == 1

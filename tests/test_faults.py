@@ -45,8 +45,6 @@ from engines.nexus.backends.sql import events as dataset_events
 from engines.nexus.schemas import NexusDocument
 from engines.storage.base import BlobInfo
 
-pytestmark = pytest.mark.postgres
-
 MIB = 1024 * 1024
 TABLES = (canvas_artifacts, replay_indexes, idempotency_keys, media_artifacts, media_assets,
           nexus_documents, dataset_events)
@@ -80,6 +78,23 @@ def blobs(stack: Stack, tenant: str) -> list[BlobInfo]:
 
 def png(size: int) -> bytes:
     return PNG[:16] + os.urandom(size - 16)
+
+
+def watch_s3_writes(stack: Stack) -> list[tuple[str, str]]:
+    """(operation, key) of every object write and delete the service sends to S3."""
+    calls: list[tuple[str, str]] = []
+    events = stack.runtime.store.client.meta.events  # type: ignore[attr-defined]
+    for operation in ("PutObject", "DeleteObject"):
+        events.register(f"before-parameter-build.s3.{operation}",
+                        lambda params, model, **_: calls.append((model.name, params["Key"])))
+    return calls
+
+
+def assert_blob_written_then_deleted(stack: Stack, calls: list[tuple[str, str]]) -> None:
+    """The blob did exist before metadata failed, and compensation removed it."""
+    assert [op for op, _ in calls] == ["PutObject", "DeleteObject"], calls
+    assert calls[0][1] == calls[1][1]
+    assert list(stack.runtime.store.iter_blobs("")) == []  # the whole bucket is empty
 
 
 def post_preview(stack: Stack, tenant: str, body: bytes, *, canvas: str | None = None,
@@ -258,11 +273,17 @@ def served(app: FastAPI) -> Iterator[str]:
 
 
 @pytest.mark.s3
+@pytest.mark.postgres
 def test_s3_stopped_before_upload(s3_stack: Stack, s3_server: S3Server) -> None:
     tenant = new_tenant()
-    s3_server.stop()
     canvas = new_canvas()
-    headers = {**s3_stack.headers(tenant)}
+    headers = s3_stack.headers(tenant)
+    existing_data = png(8192)
+    existing_response = post_preview(s3_stack, tenant, existing_data, canvas=canvas)
+    assert existing_response.status_code == 201, existing_response.text
+    existing = existing_response.json()
+    content_url = f"/canvas/{canvas}/artifacts/{existing['id']}/content"
+    s3_server.stop()
     attempts = {
         "preview": lambda rid: post_preview(s3_stack, tenant, png(4096), canvas=canvas,
                                             **{"X-Request-Id": rid}),
@@ -279,14 +300,23 @@ def test_s3_stopped_before_upload(s3_stack: Stack, s3_server: S3Server) -> None:
         error = assert_unavailable(attempt(request_id), request_id)
         assert time.monotonic() - started < PROMPT_SECONDS, kind
         assert error["code"] == "storage.unavailable", kind
-    assert_no_rows(s3_stack.runtime.engine, tenant)
+    read = s3_stack.client.get(content_url, headers={**headers, "X-Request-Id": "req-s3-read"})
+    assert assert_unavailable(read, "req-s3-read")["code"] == "storage.unavailable"
+    assert s3_stack.client.get(content_url.removesuffix("/content"),
+                               headers=headers).status_code == 200  # metadata still served
+    counts = rows_by_table(s3_stack.runtime.engine, tenant)
+    assert counts["canvas_artifacts"] == counts["nexus_documents"] == 1  # only `existing`
+    assert counts["media_v2_artifacts"] == counts["dataset_events"] == 1
 
     s3_server.start()
-    assert blobs(s3_stack, tenant) == []
+    assert [b.key for b in blobs(s3_stack, tenant)] == [s3_stack.runtime.store.key_for(
+        existing["uri"])]
+    assert s3_stack.client.get(content_url, headers=headers).content == existing_data
     assert_create_works(s3_stack, tenant)
 
 
 @pytest.mark.s3
+@pytest.mark.postgres
 def test_s3_stopped_during_multipart_upload(s3_stack: Stack, s3_server: S3Server) -> None:
     """12 MiB streamed at 5 MiB parts; S3 goes away once part 1 is stored."""
     tenant = new_tenant()
@@ -339,17 +369,19 @@ def test_s3_stopped_during_multipart_upload(s3_stack: Stack, s3_server: S3Server
 # ---- PostgreSQL -----------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_postgres_unreachable(make_stack, pg_url: str) -> None:  # type: ignore[no-untyped-def]
     """The blob is written first; the metadata step cannot connect; the blob goes."""
     tenant = new_tenant()
     down = make_stack("s3-postgres", database_url="postgresql+psycopg://postgres@127.0.0.1:1/x",
                       **FAST_S3)
+    writes = watch_s3_writes(down)
     request_id = "req-pg-down"
     started = time.monotonic()
     response = post_preview(down, tenant, png(256 * 1024), **{"X-Request-Id": request_id})
     assert time.monotonic() - started < PROMPT_SECONDS
     assert assert_unavailable(response, request_id)["code"] == "metadata.write_failed"
-    assert blobs(down, tenant) == []
+    assert_blob_written_then_deleted(down, writes)
     healthy_db = sqlalchemy.create_engine(pg_url)
     try:
         assert_no_rows(healthy_db, tenant)
@@ -386,16 +418,18 @@ class TerminatedMidTransaction(SqlNexusBackend):
         super().record(tx, document, event)
 
 
+@pytest.mark.postgres
 def test_postgres_connection_dropped_mid_transaction(make_stack, pg_admin_url: str) -> None:  # type: ignore[no-untyped-def]
     tenant = new_tenant()
     nexus = TerminatedMidTransaction(pg_admin_url)
     stack = make_stack("s3-postgres", nexus=nexus)
+    writes = watch_s3_writes(stack)
     request_id = "req-pg-dropped"
     response = post_preview(stack, tenant, png(128 * 1024), **{"X-Request-Id": request_id})
     assert len(nexus.killed) == 1
     assert assert_unavailable(response, request_id)["code"] == "metadata.write_failed"
     assert_no_rows(stack.runtime.engine, tenant)
-    assert blobs(stack, tenant) == []
+    assert_blob_written_then_deleted(stack, writes)
     assert_create_works(stack, tenant)  # the pool replaced the dead connection
 
 
@@ -416,11 +450,13 @@ class NexusDown(SqlNexusBackend):
         super().record(tx, document, event)
 
 
-@pytest.mark.parametrize("name", ["local-sqlite", "s3-postgres"])
+@pytest.mark.parametrize("name", ["local-sqlite", pytest.param(
+    "s3-postgres", marks=[pytest.mark.s3, pytest.mark.postgres])])
 def test_nexus_write_raises(make_stack, name: str) -> None:  # type: ignore[no-untyped-def]
     tenant = new_tenant()
     nexus = NexusDown()
     stack = make_stack(name, nexus=nexus)
+    writes = watch_s3_writes(stack) if name == "s3-postgres" else None
     canvas = new_canvas()
     data = png(300 * 1024)
     key = f"nexus-{uuid.uuid4().hex}"
@@ -430,7 +466,11 @@ def test_nexus_write_raises(make_stack, name: str) -> None:  # type: ignore[no-u
     assert nexus.calls == 1
     assert assert_unavailable(response, request_id)["code"] == "metadata.write_failed"
     assert_no_rows(stack.runtime.engine, tenant)
-    assert blobs(stack, tenant) == []
+    if writes is not None:
+        assert_blob_written_then_deleted(stack, writes)
+    else:  # the blob's directory was made when it was written; the blob itself is gone
+        written_to = stack.settings.media_local_root / f"tenants/{tenant}/dev/canvas/{canvas}"
+        assert written_to.is_dir() and blobs(stack, tenant) == []
 
     # Nexus back: the retry with the same key creates (the failed attempt did
     # not burn the key), and the artifact carries its lineage.

@@ -3,11 +3,12 @@
 A hypothesis state machine drives one app with four scopes ({t_acme, t_beta}
 x {dev, prod}). Every scope writes to the *same* few canvas ids on purpose,
 so a query that forgot its tenant or env filter would find another scope's
-rows. Reads come from a random scope and are checked against a model of what
-each scope wrote: lists match exactly, every returned item carries the
-reader's tenant_id/env, content bytes are the reader's own, and an id owned
-by another scope answers 404 with the same body as an id that never existed
-(except request_id), so a foreign id reveals nothing.
+rows. Each read (list, latest, record, content, lineage, media_v2 list/get)
+is made from every scope and checked against a model of what each scope
+wrote: lists match exactly, every returned item carries the reader's
+tenant_id/env, content bytes are the owner's own, and an id owned by another
+scope answers 404 with the same body as an id that never existed (except
+request_id), so a foreign id reveals nothing.
 """
 
 from __future__ import annotations
@@ -229,77 +230,84 @@ class IsolationMachine(RuleBasedStateMachine):
         assert _strip_request_id(response.json()) == _strip_request_id(missing.json())
 
     # ---- canvas reads ----------------------------------------------------------
+    # Every read is made from all four scopes: the owner must get its data
+    # back, the three others must see nothing. Checking every reader (rather
+    # than one drawn at random) makes a leak between any pair of scopes show
+    # up on the first read that touches an affected id.
 
-    @rule(reader=scopes, canvas=canvas_indexes, kind=st.none() | st.sampled_from(KINDS),
+    @rule(canvas=canvas_indexes, kind=st.none() | st.sampled_from(KINDS),
           rev=st.none() | revs, limit=st.integers(1, 4))
-    def read_list(self, reader: Scope, canvas: int, kind: str | None, rev: int | None,
-                  limit: int) -> None:
+    def read_list(self, canvas: int, kind: str | None, rev: int | None, limit: int) -> None:
         canvas_id = self.canvases[canvas]
-        params: dict[str, Any] = {"limit": limit}
-        if kind is not None:
-            params["kind"] = kind
-        if rev is not None:
-            params["rev"] = rev
-        seen: list[str] = []
-        for _ in range(100):
-            response = self.stack.client.get(f"/canvas/{canvas_id}/artifacts",
-                                             headers=self.headers[reader], params=params)
-            assert response.status_code == 200, response.text
-            page = response.json()
-            assert len(page["items"]) <= limit
-            for item in page["items"]:
-                self._assert_in_scope(item, reader)
-                assert item["canvas_id"] == canvas_id
-                assert item == self.artifacts[item["id"]].record
-            seen.extend(item["id"] for item in page["items"])
-            if page["next_cursor"] is None:
-                break
-            params["cursor"] = page["next_cursor"]
-        assert seen == self._expected(reader, canvas_id, kind, rev)
+        for reader in SCOPES:
+            params: dict[str, Any] = {"limit": limit}
+            if kind is not None:
+                params["kind"] = kind
+            if rev is not None:
+                params["rev"] = rev
+            seen: list[str] = []
+            for _ in range(100):
+                response = self.stack.client.get(f"/canvas/{canvas_id}/artifacts",
+                                                 headers=self.headers[reader], params=params)
+                assert response.status_code == 200, response.text
+                page = response.json()
+                assert len(page["items"]) <= limit
+                for item in page["items"]:
+                    self._assert_in_scope(item, reader)
+                    assert item["canvas_id"] == canvas_id
+                    assert item == self.artifacts[item["id"]].record
+                seen.extend(item["id"] for item in page["items"])
+                if page["next_cursor"] is None:
+                    break
+                params["cursor"] = page["next_cursor"]
+            assert seen == self._expected(reader, canvas_id, kind, rev)
 
-    @rule(reader=scopes, canvas=canvas_indexes, kind=st.sampled_from(KINDS))
-    def read_latest(self, reader: Scope, canvas: int, kind: str) -> None:
+    @rule(canvas=canvas_indexes, kind=st.sampled_from(KINDS))
+    def read_latest(self, canvas: int, kind: str) -> None:
         canvas_id = self.canvases[canvas]
-        response = self.stack.client.get(f"/canvas/{canvas_id}/artifacts/latest",
-                                         headers=self.headers[reader], params={"kind": kind})
-        mine = [self.artifacts[aid] for aid in self._expected(reader, canvas_id, kind)]
-        if not mine:
-            assert response.status_code == 404, response.text
-            assert response.json()["error"]["code"] == "canvas.not_found"
-            return
-        assert response.status_code == 200, response.text
-        best = max(mine, key=lambda w: (w.rev, w.record["id"]))
-        assert response.json() == best.record
+        for reader in SCOPES:
+            response = self.stack.client.get(f"/canvas/{canvas_id}/artifacts/latest",
+                                             headers=self.headers[reader], params={"kind": kind})
+            mine = [self.artifacts[aid] for aid in self._expected(reader, canvas_id, kind)]
+            if not mine:
+                assert response.status_code == 404, response.text
+                assert response.json()["error"]["code"] == "canvas.not_found"
+                continue
+            assert response.status_code == 200, response.text
+            best = max(mine, key=lambda w: (w.rev, w.record["id"]))
+            assert response.json() == best.record
 
     def _draw_artifact(self, data: st.DataObject) -> Written | None:
         ids = list(self.artifacts)
         return self.artifacts[data.draw(st.sampled_from(ids))] if ids else None
 
-    @rule(reader=scopes, data=st.data())
-    def read_record(self, reader: Scope, data: st.DataObject) -> None:
+    def _hidden_from_others(self, owner: Scope, path: str, missing_path: str) -> None:
+        for reader in SCOPES:
+            if reader != owner:
+                self._assert_hidden(path, missing_path, reader)
+
+    @rule(data=st.data())
+    def read_record(self, data: st.DataObject) -> None:
         written = self._draw_artifact(data)
         if written is None:
             return
         path = self._canvas_path(written)
-        if written.scope != reader:
-            self._assert_hidden(path, f"/canvas/{written.canvas_id}/artifacts/{MISSING_ARTIFACT}",
-                                reader)
-            return
-        response = self.stack.client.get(path, headers=self.headers[reader])
+        self._hidden_from_others(written.scope, path,
+                                 f"/canvas/{written.canvas_id}/artifacts/{MISSING_ARTIFACT}")
+        response = self.stack.client.get(path, headers=self.headers[written.scope])
         assert response.status_code == 200, response.text
         assert response.json() == written.record
 
-    @rule(reader=scopes, data=st.data())
-    def read_content(self, reader: Scope, data: st.DataObject) -> None:
+    @rule(data=st.data())
+    def read_content(self, data: st.DataObject) -> None:
         written = self._draw_artifact(data)
         if written is None:
             return
         path = self._canvas_path(written, "/content")
-        if written.scope != reader:
-            self._assert_hidden(
-                path, f"/canvas/{written.canvas_id}/artifacts/{MISSING_ARTIFACT}/content", reader)
-            return
-        response = self.stack.client.get(path, headers=self.headers[reader],
+        self._hidden_from_others(
+            written.scope, path,
+            f"/canvas/{written.canvas_id}/artifacts/{MISSING_ARTIFACT}/content")
+        response = self.stack.client.get(path, headers=self.headers[written.scope],
                                          follow_redirects=False)
         if written.redirect is not None:
             assert response.status_code == 307, response.text
@@ -315,77 +323,75 @@ class IsolationMachine(RuleBasedStateMachine):
             else:
                 assert (document["status"], document["findings"]) == ("pending", [])
 
-    @rule(reader=scopes, data=st.data())
-    def read_lineage(self, reader: Scope, data: st.DataObject) -> None:
+    @rule(data=st.data())
+    def read_lineage(self, data: st.DataObject) -> None:
         written = self._draw_artifact(data)
         if written is None:
             return
         path = self._canvas_path(written, "/lineage")
-        if written.scope != reader:
-            self._assert_hidden(
-                path, f"/canvas/{written.canvas_id}/artifacts/{MISSING_ARTIFACT}/lineage", reader)
-            return
-        response = self.stack.client.get(path, headers=self.headers[reader])
+        self._hidden_from_others(
+            written.scope, path,
+            f"/canvas/{written.canvas_id}/artifacts/{MISSING_ARTIFACT}/lineage")
+        response = self.stack.client.get(path, headers=self.headers[written.scope])
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["artifact_id"] == written.record["id"]
         assert body["documents"] and body["events"]
         for entry in body["documents"] + body["events"]:
-            self._assert_in_scope(entry, reader)
-            self._assert_in_scope(entry["lineage"], reader)
+            self._assert_in_scope(entry, written.scope)
+            self._assert_in_scope(entry["lineage"], written.scope)
             assert entry["lineage"]["artifact_id"] == written.record["id"]
             assert entry["lineage"]["canvas_id"] == written.canvas_id
 
     # ---- media_v2 reads ----------------------------------------------------------
 
-    @rule(reader=scopes, limit=st.sampled_from([7, 200]))
-    def media_list(self, reader: Scope, limit: int) -> None:
-        params: dict[str, Any] = {"limit": limit}
-        seen: list[str] = []
-        for _ in range(1000):
-            response = self.stack.client.get("/media-v2/assets", headers=self.headers[reader],
-                                             params=params)
-            assert response.status_code == 200, response.text
-            page = response.json()
-            for item in page["items"]:
-                self._assert_in_scope(item, reader)
-            seen.extend(item["id"] for item in page["items"])
-            if page["next_cursor"] is None:
-                break
-            params["cursor"] = page["next_cursor"]
-        assert len(seen) == len(set(seen)), "pagination repeated an asset"
-        assert set(seen) == {a for a, s in self.world.asset_scope.items() if s == reader}
+    @rule(limit=st.sampled_from([7, 200]))
+    def media_list(self, limit: int) -> None:
+        for reader in SCOPES:
+            params: dict[str, Any] = {"limit": limit}
+            seen: list[str] = []
+            for _ in range(1000):
+                response = self.stack.client.get("/media-v2/assets",
+                                                 headers=self.headers[reader], params=params)
+                assert response.status_code == 200, response.text
+                page = response.json()
+                for item in page["items"]:
+                    self._assert_in_scope(item, reader)
+                seen.extend(item["id"] for item in page["items"])
+                if page["next_cursor"] is None:
+                    break
+                params["cursor"] = page["next_cursor"]
+            assert len(seen) == len(set(seen)), "pagination repeated an asset"
+            assert set(seen) == {a for a, s in self.world.asset_scope.items() if s == reader}
 
-    @rule(reader=scopes, data=st.data())
-    def media_get_asset(self, reader: Scope, data: st.DataObject) -> None:
+    @rule(data=st.data())
+    def media_get_asset(self, data: st.DataObject) -> None:
         if not self.assets:
             return
         asset_id = data.draw(st.sampled_from(self.assets))
+        owner = self.world.asset_scope[asset_id]
         path = f"/media-v2/assets/{asset_id}"
-        if self.world.asset_scope[asset_id] != reader:
-            self._assert_hidden(path, f"/media-v2/assets/{MISSING_ASSET}", reader)
-            return
-        response = self.stack.client.get(path, headers=self.headers[reader])
+        self._hidden_from_others(owner, path, f"/media-v2/assets/{MISSING_ASSET}")
+        response = self.stack.client.get(path, headers=self.headers[owner])
         assert response.status_code == 200, response.text
         detail = response.json()
-        self._assert_in_scope(detail["asset"], reader)
+        self._assert_in_scope(detail["asset"], owner)
         for artifact in detail["artifacts"]:
-            self._assert_in_scope(artifact, reader)
+            self._assert_in_scope(artifact, owner)
             assert artifact["parent_asset_id"] == asset_id
         assert {a["id"] for a in detail["artifacts"]} == self.world.asset_artifacts[asset_id]
 
-    @rule(reader=scopes, data=st.data())
-    def media_get_artifact(self, reader: Scope, data: st.DataObject) -> None:
+    @rule(data=st.data())
+    def media_get_artifact(self, data: st.DataObject) -> None:
         if not self.media_artifacts:
             return
         artifact_id = data.draw(st.sampled_from(self.media_artifacts))
+        owner = self.world.media_artifact_scope[artifact_id]
         path = f"/media-v2/artifacts/{artifact_id}"
-        if self.world.media_artifact_scope[artifact_id] != reader:
-            self._assert_hidden(path, f"/media-v2/artifacts/{MISSING_MEDIA_ARTIFACT}", reader)
-            return
-        response = self.stack.client.get(path, headers=self.headers[reader])
+        self._hidden_from_others(owner, path, f"/media-v2/artifacts/{MISSING_MEDIA_ARTIFACT}")
+        response = self.stack.client.get(path, headers=self.headers[owner])
         assert response.status_code == 200, response.text
-        self._assert_in_scope(response.json(), reader)
+        self._assert_in_scope(response.json(), owner)
         assert response.json()["id"] == artifact_id
 
 

@@ -44,7 +44,8 @@ class RenderRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     uri: str = Field(min_length=1, max_length=2048)
-    mime_type: str | None = Field(default=None, max_length=128)
+    # no control characters: the record goes to PostgreSQL, which cannot store a NUL
+    mime_type: str | None = Field(default=None, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")
 
 
 class Keyframe(BaseModel):
@@ -57,8 +58,9 @@ class Keyframe(BaseModel):
 
 class ReplayDocument(BaseModel):
     model_config = ConfigDict(extra="allow")
-    rev: StrictInt = Field(ge=0)
-    rev_from: StrictInt | None = Field(default=None, ge=0)
+    # the bound of ?rev= on the other creates; beyond it the BIGINT column overflows (503)
+    rev: StrictInt = Field(ge=0, le=2**53)
+    rev_from: StrictInt | None = Field(default=None, ge=0, le=2**53)
     mode: Literal["keyframes", "full"] = "keyframes"
     keyframes: list[Keyframe]
     summary: dict[str, Any] = Field(default_factory=dict)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 AssetKind = Literal["video", "audio", "image", "other"]
 ArtifactKind = Literal[
@@ -42,14 +42,43 @@ class DerivedArtifact(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
+# The largest integer a JSON client (JavaScript) holds exactly; well inside BIGINT, so an
+# out-of-range offset is a 422 here rather than an overflow inside the database.
+MAX_MS = 2**53
+
+
+def reject_nul(value: Any) -> Any:
+    """Refuse U+0000 anywhere in a JSON value (keys included).
+
+    PostgreSQL text and JSONB cannot store it, so letting it through turns a
+    client's bad input into a database error, reported as a 503 outage.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("must not contain NUL (U+0000) characters")
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return value
+
+
+Text = Annotated[str, AfterValidator(reject_nul)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(reject_nul)]
+
+
 class AssetCreate(BaseModel):
     """JSON body of POST /media-v2/assets (a file upload is multipart instead)."""
 
     model_config = ConfigDict(extra="forbid")
     source_uri: str = Field(min_length=1, max_length=2048)
     kind: AssetKind = "other"
-    tags: list[str] = Field(default_factory=list, max_length=64)
-    meta: dict[str, Any] = Field(default_factory=dict)
+    tags: list[Text] = Field(default_factory=list, max_length=64)
+    meta: JsonObject = Field(default_factory=dict)
 
 
 class ArtifactCreate(BaseModel):
@@ -58,10 +87,10 @@ class ArtifactCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: ArtifactKind
     uri: str = Field(min_length=1, max_length=2048)
-    start_ms: int | None = Field(default=None, ge=0)
-    end_ms: int | None = Field(default=None, ge=0)
-    track_label: str | None = Field(default=None, max_length=128)
-    meta: dict[str, Any] = Field(default_factory=dict)
+    start_ms: int | None = Field(default=None, ge=0, le=MAX_MS)
+    end_ms: int | None = Field(default=None, ge=0, le=MAX_MS)
+    track_label: Text | None = Field(default=None, max_length=128)
+    meta: JsonObject = Field(default_factory=dict)
 
 
 class AssetDetail(BaseModel):

@@ -60,6 +60,18 @@ def _created(rt: Runtime, claim: IdempotencyClaim | None, body_sha256: str, mode
     return replayed or Response(body, status_code=201, media_type="application/json")
 
 
+def _check_part_headers(upload: UploadFile) -> None:
+    """No control characters in the part's filename or content type.
+
+    Both are kept in the record and sent to S3, where a NUL (PostgreSQL) or
+    CR/LF (an HTTP header) fails as a 5xx instead of the client's 422.
+    """
+    for what, value in (("filename", upload.filename), ("content type", upload.content_type)):
+        if value and any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+            raise Unprocessable(f"the file's {what} must not contain control characters",
+                                code="media_v2.invalid_upload")
+
+
 async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
                               request: Request) -> Response:
     limit = rt.settings.max_preview_bytes
@@ -69,6 +81,7 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
     if not isinstance(upload, UploadFile):
         raise Unprocessable("multipart body needs a file field named 'file'",
                             code="media_v2.missing_file")
+    _check_part_headers(upload)
     asset_id = new_id("ma")
     key = media_key(ctx.tenant_id, ctx.env, asset_id, upload.filename)
     content_type = upload.content_type or "application/octet-stream"

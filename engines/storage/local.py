@@ -116,7 +116,10 @@ class LocalBlobStore(BlobStore):
         for dirpath, _dirs, files in os.walk(base):
             for name in files:
                 path = Path(dirpath, name)
-                stat = path.stat()
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue  # a write committed (renamed) or aborted since the listing
                 yield BlobInfo(
                     key=path.relative_to(self.root).as_posix(),
                     size=stat.st_size,

@@ -12,9 +12,13 @@ from engines.storage.keys import tenant_prefix
 def check_uri_in_scope(raw_bucket: str | None, ctx: RequestContext, uri: str) -> None:
     """https anywhere, or s3://RAW_BUCKET inside the caller's own tenant/env prefix.
 
-    Anything else (another scheme, bucket or tenant's prefix, `..` segments)
-    is 422, so a record can never point into someone else's data.
+    Anything else (another scheme, bucket or tenant's prefix, `..` segments,
+    control characters) is 422, so a record can never point into someone
+    else's data.
     """
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in uri):
+        # a NUL cannot be stored by PostgreSQL, and CR/LF would split a 307 Location header
+        raise Unprocessable("URI must not contain control characters", code="request.invalid_uri")
     parsed = urlparse(uri)
     if parsed.scheme == "https" and parsed.netloc:
         return

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 
 import orjson
-import pytest
 
 from conftest import new_canvas
 from engines.canvas_artifacts.tests.helpers import (FRAMES, assert_error, assert_nothing_kept,
@@ -144,19 +143,23 @@ def _frames_with(index: int, **changes: object) -> list[dict]:  # type: ignore[t
     return frames
 
 
-@pytest.mark.parametrize(("frames", "index"), [
+INVALID_KEYFRAMES = [
     (_frames_with(3, t_ms=150), 3),          # decreasing t_ms
     (_frames_with(2, t_ms=-5), 2),           # negative t_ms
     (_frames_with(5, type="zoom"), 5),       # unknown type
     (_frames_with(4, t_ms=400.5), 4),        # not an integer
     (_frames_with(6, t_ms="600"), 6),        # a string
     (_frames_with(1, t_ms=True), 1),         # a boolean is not an integer
+    (_frames_with(0, rev=-1), 0),            # negative keyframe rev
     ([*FRAMES[:7], {"type": "commit"}], 7),  # t_ms missing
-])
-def test_invalid_keyframes_are_422_naming_the_index(local, frames, index):
-    response = create_replay(local, new_canvas(), replay_document(frames))
-    error = assert_error(response, 422)
-    assert error["message"].startswith(f"keyframes[{index}]"), error["message"]
+    ([*FRAMES[:2], "snapshot"], 2),          # not an object
+]
+
+
+def test_invalid_keyframes_are_422_naming_the_index(local):
+    for frames, index in INVALID_KEYFRAMES:
+        error = assert_error(create_replay(local, new_canvas(), replay_document(frames)), 422)
+        assert error["message"].startswith(f"keyframes[{index}]"), error["message"]
 
 
 def test_invalid_replays_are_422_and_keep_nothing(stack):

@@ -336,7 +336,7 @@ def test_auth_is_checked_before_request_validation(stack: Stack) -> None:
         ("POST", f"/canvas/{CANVAS}/artifacts/audit", {}),                  # rev missing
         ("POST", "/canvas/bad..id/artifacts/preview?rev=-1", {"content": b"x"}),
         ("GET", f"/canvas/{CANVAS}/artifacts?limit=0&kind=bogus", {}),
-        ("GET", "/media-v2/assets/..%2Fetc", {}),
+        ("GET", "/media-v2/assets/.hidden", {}),
         ("POST", "/media-v2/assets", {"content": b"{not json",
                                       "headers": {"Content-Type": "application/json"}}),
         ("POST", "/media-v2/assets", {"content": b"text", "headers": {"Content-Type": "text/plain"}}),

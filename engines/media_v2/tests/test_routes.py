@@ -236,6 +236,59 @@ def test_register_schema_violations_are_422(api: Api) -> None:
         error_of(response, 422)
 
 
+def test_values_the_database_cannot_store_are_422(api: Api) -> None:
+    """NUL characters and out-of-range integers are the client's error on both stacks.
+
+    PostgreSQL refuses U+0000 in text and JSONB and BIGINT overflows; left to
+    the database they surfaced as a 503 "metadata unavailable" (500 on SQLite).
+    """
+    ok = "https://cdn.example.com/a.png"
+    for body in [{"source_uri": "https://cdn.example.com/\u0000a"},
+                 {"source_uri": ok, "tags": ["fine", "bad\u0000"]},
+                 {"source_uri": ok, "meta": {"k": "v\u0000"}},
+                 {"source_uri": ok, "meta": {"deep": [{"k\u0000": 1}]}}]:
+        error_of(register(api, body), 422)
+    for uri in ["https://cdn.example.com/a\r\nSet-Cookie: x=1", "https://cdn.example.com/\x7f"]:
+        assert error_of(register(api, {"source_uri": uri}), 422)["code"] == "request.invalid_uri"
+
+    path = f"/media-v2/assets/{new_asset(api)['id']}/artifacts"
+    base = {"kind": "thumbnail", "uri": ok}
+    for body in [{**base, "start_ms": 2**63}, {**base, "end_ms": 2**53 + 1},
+                 {**base, "track_label": "v\u0000"}, {**base, "meta": {"k": ["\u0000"]}},
+                 {**base, "uri": ok + "\u0000"}]:
+        error_of(api.client.post(path, headers=api.headers(), json=body), 422)
+    edge = api.client.post(path, headers=api.headers(), json={**base, "end_ms": 2**53})
+    assert edge.status_code == 201, edge.text
+
+    for part in [b'filename="a\x00b.png"\r\nContent-Type: image/png',
+                 b'filename="a.png"\r\nContent-Type: image/png\x00x']:
+        raw = (b'--zz\r\nContent-Disposition: form-data; name="file"; ' + part + b"\r\n\r\n"
+               + PNG + b"\r\n--zz--\r\n")
+        response = api.client.post("/media-v2/assets", content=raw, headers={
+            **api.headers(), "Content-Type": "multipart/form-data; boundary=zz"})
+        assert error_of(response, 422)["code"] == "media_v2.invalid_upload"
+    assert blobs_under(api, api.prefix()) == []
+    listed = api.client.get("/media-v2/assets", headers=api.headers()).json()["items"]
+    assert len(listed) == 1                          # only the asset made for the artifacts
+
+
+def test_canvas_metadata_the_database_cannot_store_is_422(api: Api) -> None:
+    """The same class of input on the canvas creates, whose metadata step writes media_v2."""
+    canvas = new_canvas()
+    probes = [
+        ("preview?rev=1", {"uri": "https://cdn.example.com/r.png", "mime_type": "image/png\u0000"}),
+        ("preview?rev=1", {"uri": "https://cdn.example.com/r.png\r\nLocation: https://evil"}),
+        ("replay", {"rev": 2**63, "keyframes": [], "summary": {}}),
+        ("replay", {"rev": 1, "rev_from": 2**63, "keyframes": [], "summary": {}}),
+    ]
+    for path, body in probes:
+        response = api.client.post(f"/canvas/{canvas}/artifacts/{path}", headers=api.headers(),
+                                   json=body)
+        error_of(response, 422)
+    listed = api.client.get(f"/canvas/{canvas}/artifacts", headers=api.headers()).json()
+    assert listed["items"] == []
+
+
 def test_unsupported_content_type_is_415(api: Api) -> None:
     for content_type in ["text/plain", "application/xml", "application/x-www-form-urlencoded",
                          "image/png"]:

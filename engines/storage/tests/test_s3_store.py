@@ -238,11 +238,26 @@ def test_key_and_uri_layout(store: S3BlobStore, bucket: str) -> None:
         assert store.key_for(foreign) is None, foreign
 
 
-def test_unreachable_endpoint_is_storage_unavailable(bucket: str) -> None:
+def test_client_retries_and_timeouts_come_from_settings(s3_endpoint: str, bucket: str) -> None:
+    store = S3BlobStore(Settings(raw_bucket=bucket, aws_endpoint_url_s3=s3_endpoint,
+                                 s3_max_attempts=3, s3_connect_timeout=1.5, s3_read_timeout=7.0,
+                                 AWS_DEFAULT_REGION="eu-west-1"))
+    config = store.client.meta.config
+    assert config.retries == {"total_max_attempts": 3, "mode": "standard"}
+    assert (config.connect_timeout, config.read_timeout) == (1.5, 7.0)
+    assert store.client.meta.region_name == "eu-west-1"
+    assert store.client.meta.endpoint_url == s3_endpoint
+
+
+def test_unreachable_endpoint_is_storage_unavailable_after_max_attempts(bucket: str) -> None:
     store = S3BlobStore(Settings(raw_bucket=bucket, aws_endpoint_url_s3="http://127.0.0.1:1",
-                                 s3_max_attempts=1, s3_connect_timeout=1.0))
+                                 s3_max_attempts=2, s3_connect_timeout=1.0))
+    sends: list[str] = []
+    store.client.meta.events.register("before-send.s3", lambda **kw: sends.append("x"))
+
     with pytest.raises(StorageUnavailable):
         store.check()
+    assert len(sends) == 2, "S3_MAX_ATTEMPTS counts every attempt, the first included"
 
 
 def test_missing_bucket_is_storage_unavailable(s3_endpoint: str) -> None:
