@@ -576,6 +576,7 @@ class Bench:
                  f"{after['max_hwm_mib']:.0f}; baseline: the bare app")
         self.row("  same upload, bare ASGI app", "MiB/s", result["mib_per_s"],
                  bare["mib_per_s"], "baseline: bench.baseline streaming to the same store")
+        self.row("", "server CPU s/GiB", svc_cpu / size * GIB, bare_cpu / size * GIB)
 
     def run(self) -> dict[str, Any]:
         t0 = time.perf_counter()

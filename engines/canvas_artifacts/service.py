@@ -44,6 +44,7 @@ from engines.common.body import (
     limited_receive,
     read_limited,
     reject_declared_oversize,
+    require_json,
     upload_chunks,
 )
 from engines.common.errors import ApiError, NotFound, ServiceUnavailable, Unprocessable
@@ -245,6 +246,7 @@ async def _store_json_document(rt: Runtime, caller: Caller, canvas_id: str, kind
 async def create_replay(rt: Runtime, caller: Caller, request: Request,
                         canvas_id: str) -> Response:
     settings = rt.settings
+    require_json(request)
     raw = await read_limited(request, settings.max_replay_bytes)
     data = parse_json(raw, max_depth=settings.max_json_depth)
     if isinstance(data, dict) and len(data.get("keyframes") or ()) > settings.max_keyframes:
@@ -274,6 +276,7 @@ async def create_audit(rt: Runtime, caller: Caller, request: Request, canvas_id:
     raw = await read_limited(request, rt.settings.max_audit_bytes)
     body_sha256 = hashlib.sha256(raw).hexdigest()
     if raw.strip():
+        require_json(request)
         data = parse_json(raw, max_depth=rt.settings.max_json_depth)
         try:
             report = AuditReport.model_validate(data)

@@ -9,10 +9,17 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engines.common.errors import ApiError
+from engines.common.errors import ApiError, UnsupportedMediaType
 from engines.storage.ingest import too_large
 
 UPLOAD_CHUNK = 1024 * 1024
+
+
+def require_json(request: Request) -> None:
+    """JSON routes take JSON: anything else declared is 415, not a parse attempt."""
+    content_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaType("send the body as application/json")
 
 
 def declared_length(request: Request) -> int | None:

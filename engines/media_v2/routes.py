@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from engines.common.body import read_limited
+from engines.common.body import read_limited, require_json
 from engines.common.errors import (
     AUTHENTICATED_ERRORS,
     Unprocessable,
@@ -45,6 +45,7 @@ _GET_ERRORS = error_responses(*AUTHENTICATED_ERRORS, 404)
 
 async def _json_body(request: Request, rt: Runtime, model):  # type: ignore[no-untyped-def]
     """The validated model and the sha256 of the raw body (for idempotency)."""
+    require_json(request)
     raw = await read_limited(request, JSON_LIMIT)
     data = parse_json(raw, max_depth=rt.settings.max_json_depth)
     try:

@@ -18,8 +18,7 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import (SIGNING_KEY, Stack, local_settings, make_bucket, new_canvas,
-                      s3_pg_settings)
+from conftest import SIGNING_KEY, Stack, local_settings, make_bucket, new_canvas, s3_pg_settings
 from engines.app import build_runtime, create_app
 
 
@@ -339,7 +338,8 @@ def test_auth_is_checked_before_request_validation(stack: Stack) -> None:
         ("GET", "/media-v2/assets/.hidden", {}),
         ("POST", "/media-v2/assets", {"content": b"{not json",
                                       "headers": {"Content-Type": "application/json"}}),
-        ("POST", "/media-v2/assets", {"content": b"text", "headers": {"Content-Type": "text/plain"}}),
+        ("POST", "/media-v2/assets", {"content": b"text",
+                                      "headers": {"Content-Type": "text/plain"}}),
     ]
     for method, path, extra in probes:
         headers = {**routing(), **extra.pop("headers", {}), "X-Request-Id": "r-order"}
