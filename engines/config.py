@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     db_max_overflow: int = 10
     db_pool_timeout: float = 10.0
+    db_statement_timeout_ms: int = 30_000
     auto_migrate: bool | None = None
 
     auth_jwt_signing: str | None = None

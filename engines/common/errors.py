@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from engines.storage.base import BlobNotFound, StorageUnavailable
@@ -174,6 +175,13 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("record points to a missing blob: %s", exc)
         return error_response(request, 503, "storage.blob_missing",
                               "the artifact's bytes are missing from the blob store")
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # nobody is left to read this; the upload code already aborted its write
+        log.info("client disconnected mid-request %s", request_id_of(request))
+        return error_response(request, 400, "request.client_disconnected",
+                              "client disconnected before the body was complete")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -37,5 +37,9 @@ def build_engine(settings: Settings, url: str | None = None) -> Engine:
         pool_timeout=settings.db_pool_timeout,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 5},
+        connect_args={
+            "connect_timeout": 5,
+            # a query that hangs (lock wait, sick server) fails as a 503, never blocks forever
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+        },
     )

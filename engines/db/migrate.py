@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -20,10 +20,20 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
+MIGRATION_LOCK_ID = 0x656E67696E6573  # "engines": any constant shared by all replicas
+
+
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to head, on the given engine's connection."""
+    """Bring the schema to head, on the given engine's connection.
+
+    On PostgreSQL a transaction-scoped advisory lock serialises replicas that
+    start at once with AUTO_MIGRATE on: the second waits, then finds the
+    schema at head and does nothing. (SQLite's write lock does the same.)
+    """
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
 

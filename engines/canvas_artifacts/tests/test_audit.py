@@ -7,8 +7,14 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from conftest import new_canvas
-from engines.canvas_artifacts.tests.helpers import (assert_error, assert_nothing_kept,
-                                                    create_audit, created, new_tenant, url)
+from engines.canvas_artifacts.tests.helpers import (
+    assert_error,
+    assert_nothing_kept,
+    create_audit,
+    created,
+    new_tenant,
+    url,
+)
 
 REPORT = {
     "v": 1, "kind": "render", "status": "failed",
@@ -89,3 +95,15 @@ def test_rev_is_required_and_non_negative(stack):
     for query in ("", "?rev=-3", "?rev=x"):
         response = stack.client.post(url(new_canvas(), f"/audit{query}"), headers=stack.headers())
         assert_error(response, 422)
+
+
+def test_over_max_audit_bytes_is_413_and_keeps_nothing(make_stack):
+    stack = make_stack("local-sqlite", max_audit_bytes=200)
+    tenant = new_tenant()
+    body = orjson.dumps(REPORT)
+    assert len(body) > 200
+    headers = {**stack.headers(tenant), "Content-Type": "application/json"}
+    response = stack.client.post(url(new_canvas(), "/audit?rev=1"), content=body,
+                                 headers=headers)
+    assert_error(response, 413)
+    assert_nothing_kept(stack, tenant)

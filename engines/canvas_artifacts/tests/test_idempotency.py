@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from conftest import JPEG, new_canvas
-from engines.canvas_artifacts.tests.helpers import (assert_error, blob_keys, create_audit,
-                                                    create_preview, created, new_tenant,
-                                                    row_counts, url)
+from engines.canvas_artifacts.tests.helpers import (
+    assert_error,
+    blob_keys,
+    create_audit,
+    create_preview,
+    created,
+    new_tenant,
+    row_counts,
+    url,
+)
 
 
 def test_retry_replays_the_first_response_and_writes_nothing(stack):

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from conftest import new_canvas
-from engines.canvas_artifacts.tests.helpers import (create_audit, create_preview,
-                                                    create_replay, created, url)
+from engines.canvas_artifacts.tests.helpers import (
+    create_audit,
+    create_preview,
+    create_replay,
+    created,
+    url,
+)
 
 MISSING_ID = "art_0000000000000000000000000"
 
@@ -24,7 +29,8 @@ def _reads(canvas: str, artifact_id: str) -> list[str]:
 def _assert_invisible(stack, canvas: str, records: list[dict], headers: dict) -> None:  # type: ignore[no-untyped-def, type-arg]
     """Every read of every record answers what a missing id answers, byte for byte."""
     for record in records:
-        for foreign, missing in zip(_reads(canvas, record["id"]), _reads(canvas, MISSING_ID)):
+        pairs = zip(_reads(canvas, record["id"]), _reads(canvas, MISSING_ID), strict=True)
+        for foreign, missing in pairs:
             got = stack.client.get(foreign, headers=headers, follow_redirects=False)
             absent = stack.client.get(missing, headers=headers, follow_redirects=False)
             assert got.status_code == 404, foreign
@@ -37,6 +43,13 @@ def _assert_invisible(stack, canvas: str, records: list[dict], headers: dict) ->
     for kind in ("preview", "replay", "audit"):
         latest = stack.client.get(url(canvas, f"/latest?kind={kind}"), headers=headers)
         assert latest.status_code == 404
+    # nor through the media_v2 records the artifacts registered
+    for record in records:
+        for path in (f"/media-v2/artifacts/{record['media_artifact_id']}",
+                     f"/media-v2/assets/{record['media_asset_id']}"):
+            assert stack.client.get(path, headers=headers).status_code == 404, path
+    assets = stack.client.get("/media-v2/assets", headers=headers).json()["items"]
+    assert records[0]["media_asset_id"] not in {a["id"] for a in assets}
 
 
 def _seed(stack, canvas: str, **scope: str) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from conftest import new_canvas
-from engines.canvas_artifacts.tests.helpers import (assert_error, create_audit, create_preview,
-                                                    create_replay, created, replay_document, url)
+from engines.canvas_artifacts.tests.helpers import (
+    assert_error,
+    create_audit,
+    create_preview,
+    create_replay,
+    created,
+    replay_document,
+    url,
+)
 
 
 def _list(stack, canvas: str, query: str = ""):  # type: ignore[no-untyped-def]

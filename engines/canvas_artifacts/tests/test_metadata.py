@@ -12,8 +12,14 @@ import orjson
 
 from conftest import new_canvas
 from engines.canvas_artifacts.service import canvas_asset_id
-from engines.canvas_artifacts.tests.helpers import (create_audit, create_preview,
-                                                    create_replay, created, replay_document, url)
+from engines.canvas_artifacts.tests.helpers import (
+    create_audit,
+    create_preview,
+    create_replay,
+    created,
+    replay_document,
+    url,
+)
 from engines.media_v2 import repository as media_repo
 
 TRACE = {"X_Workspace_Id": "ws_studio", "X_Surface_Id": "surf_board", "X_App_Id": "app_web",
@@ -83,7 +89,7 @@ def test_media_v2_and_nexus_hold_every_lineage_field(stack):
         assert (event.tenant_id, event.env) == ("t_acme", "dev")
 
         for lineage in (document.lineage, event.lineage):
-            assert LINEAGE_FIELDS <= set(lineage)
+            assert set(lineage) >= LINEAGE_FIELDS
             assert lineage["tenant_id"] == "t_acme"
             assert lineage["env"] == "dev"
             assert lineage["workspace_id"] == "ws_studio"
@@ -96,6 +102,7 @@ def test_media_v2_and_nexus_hold_every_lineage_field(stack):
             assert lineage["uri"] == record["uri"]
             assert lineage["kind"] == record["kind"]
             assert _when(lineage["created_at"]) == _when(record["created_at"])
+            assert _when(lineage["recorded_at"]) >= _when(lineage["created_at"])
             assert lineage["surface_id"] == "surf_board" and lineage["app_id"] == "app_web"
             assert lineage["request_id"] == "req-0001"
             assert lineage["media_artifact_id"] == record["media_artifact_id"]

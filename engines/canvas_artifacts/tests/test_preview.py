@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
-
 from conftest import HTML, JPEG, PNG, SVG, WEBP, new_canvas
-from engines.canvas_artifacts.tests.helpers import (assert_error, assert_nothing_kept, blob_keys,
-                                                    create_preview, created, new_tenant, url)
+from engines.canvas_artifacts.tests.helpers import (
+    assert_error,
+    assert_nothing_kept,
+    blob_keys,
+    create_preview,
+    created,
+    new_tenant,
+    url,
+)
 
 BODIES = {
     "image/png": (PNG, "png"),
@@ -39,6 +44,21 @@ def test_raw_body_of_each_type_is_stored_and_served(stack):
         assert got.content == body
         assert got.headers["content-type"].split(";")[0] == mime
     assert sorted(blob_keys(stack)) == sorted(keys)
+
+
+def test_without_a_declared_type_the_bytes_decide(stack):
+    canvas = new_canvas()
+    headers = stack.headers()
+    for body, mime in ((WEBP, "image/webp"), (SVG, "image/svg+xml")):
+        response = stack.client.post(url(canvas, "/preview?rev=1"), content=body,
+                                     headers=headers)
+        assert created(response)["mime_type"] == mime
+        octets = create_preview(stack, canvas, body=body,
+                                content_type="application/octet-stream")
+        assert created(octets)["mime_type"] == mime
+    unknown = create_preview(stack, canvas, body=b"%PDF-1.7" + b"\x00" * 64,
+                             content_type="application/octet-stream")
+    assert_error(unknown, 415)
 
 
 def test_content_type_parameters_are_ignored(stack):

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-
 import orjson
 
 from conftest import new_canvas
-from engines.canvas_artifacts.tests.helpers import (FRAMES, assert_error, assert_nothing_kept,
-                                                    create_replay, created, new_tenant,
-                                                    replay_document, url)
+from engines.canvas_artifacts.tests.helpers import (
+    FRAMES,
+    assert_error,
+    assert_nothing_kept,
+    create_preview,
+    create_replay,
+    created,
+    new_tenant,
+    replay_document,
+    url,
+)
 
 
 def _content(stack, canvas: str, artifact_id: str, query: str = ""):  # type: ignore[no-untyped-def]
@@ -135,6 +142,8 @@ def test_bad_windows_are_422(stack):
     record = created(create_replay(stack, canvas))
     for query in ("?from_ms=500&to_ms=100", "?from_ms=-1", "?to_ms=abc"):
         assert_error(_content(stack, canvas, record["id"], query), 422)
+    preview = created(create_preview(stack, canvas))
+    assert_error(_content(stack, canvas, preview["id"], "?from_ms=0&to_ms=10"), 422)
 
 
 def _frames_with(index: int, **changes: object) -> list[dict]:  # type: ignore[type-arg]
