@@ -373,9 +373,12 @@ def _replay_window(rt: Runtime, record: ArtifactRecord, key: str, low: int,
 async def content(rt: Runtime, request: Request, record: ArtifactRecord, *,
                   from_ms: int | None, to_ms: int | None, inline: bool) -> Response:
     """The payload: bytes, a replay window, or a redirect for render-refs."""
-    if record.meta.get("render_ref"):
-        return RedirectResponse(record.uri, status_code=307)
     key = rt.store.key_for(record.uri)
+    if record.meta.get("render_ref"):
+        # an s3:// ref in our own bucket is not followable by a browser: presign it
+        signed = key and await run_in_threadpool(rt.store.presign, key,
+                                                 rt.settings.presign_ttl_seconds)
+        return RedirectResponse(signed or record.uri, status_code=307)
     if key is None:
         raise ServiceUnavailable("the artifact's blob is not in the configured store",
                                  code="storage.foreign_uri")

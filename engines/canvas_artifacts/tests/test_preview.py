@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+import httpx
+
 from conftest import HTML, JPEG, PNG, SVG, WEBP, new_canvas
 from engines.canvas_artifacts.tests.helpers import (
     assert_error,
@@ -113,9 +115,19 @@ def test_s3_render_ref_inside_own_prefix_is_accepted_on_s3(make_stack):
     stack = make_stack("s3-postgres")
     bucket = stack.runtime.settings.raw_bucket
     target = f"s3://{bucket}/tenants/t_acme/dev/renders/c1.png"
-    response = stack.client.post(url(new_canvas(), "/preview?rev=1"), headers=stack.headers(),
+    canvas = new_canvas()
+    response = stack.client.post(url(canvas, "/preview?rev=1"), headers=stack.headers(),
                                  json={"uri": target})
-    assert created(response)["uri"] == target
+    record = created(response)
+    assert record["uri"] == target
+    stack.runtime.store.client.put_object(Bucket=bucket, Key=target.split("/", 3)[3],
+                                          Body=b"rendered")
+    got = stack.client.get(url(canvas, f"/{record['id']}/content"), headers=stack.headers(),
+                           follow_redirects=False)
+    assert got.status_code == 307
+    location = got.headers["location"]
+    assert location.startswith(stack.settings.aws_endpoint_url_s3) and "Signature=" in location
+    assert httpx.get(location).content == b"rendered"
 
 
 def _s3_refs(bucket: str | None) -> list[str]:
