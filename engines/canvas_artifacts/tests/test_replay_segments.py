@@ -19,7 +19,8 @@ documents = st.builds(
     lambda frames, summary: {"rev": 3, "mode": "keyframes",
                              "keyframes": sorted(frames, key=lambda f: f["t_ms"]),
                              "summary": summary},
-    st.lists(frame, max_size=40), st.dictionaries(st.text(max_size=3), st.integers(-(2**63), 2**63 - 1), max_size=2))
+    st.lists(frame, max_size=40),
+    st.dictionaries(st.text(max_size=3), st.integers(-(2**63), 2**63 - 1), max_size=2))
 
 
 @pytest.fixture(autouse=True)
