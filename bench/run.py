@@ -216,7 +216,7 @@ class Bench:
             scratch = servers.ScratchDatabase(self.opts.admin_pg_url)
             scratch.__enter__()
             self.cleanups.append(lambda: scratch.__exit__(None, None, None))
-            env["DATABASE_URL"] = scratch.url("postgresql+psycopg://postgres@127.0.0.1:5432/x")
+            env["DATABASE_URL"] = scratch.url()
             self.say(f"moto on :{self.moto.port}, database {scratch.name}")
         else:
             env["DATABASE_URL"] = f"sqlite:///{self.work / 'engines.db'}"

@@ -225,10 +225,12 @@ class ScratchDatabase:
             conn.execute(f'CREATE DATABASE "{self.name}"')
         return self
 
-    def url(self, base: str) -> str:
+    def url(self) -> str:
+        """The service's DATABASE_URL: the admin URL, this database, the psycopg driver."""
         from sqlalchemy.engine import make_url
 
-        return make_url(base).set(database=self.name).render_as_string(hide_password=False)
+        return (make_url(self.admin_url).set(drivername="postgresql+psycopg", database=self.name)
+                .render_as_string(hide_password=False))
 
     def __exit__(self, *exc: object) -> None:
         with self._admin() as conn:

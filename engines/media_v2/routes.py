@@ -91,7 +91,7 @@ def get_asset(asset_id: Id, rt: Rt, caller: Reader) -> Response:
 
 
 @router.post("/assets/{asset_id}/artifacts", status_code=201, response_model=DerivedArtifact,
-             responses=error_responses(*AUTHENTICATED_ERRORS, 404, 409, 413),
+             responses=error_responses(*AUTHENTICATED_ERRORS, 404, 409, 413, 415),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": ArtifactCreate.model_json_schema()}}}})
 async def register_artifact(asset_id: Id, request: Request, rt: Rt, caller: Writer) -> Response:
