@@ -37,7 +37,13 @@ from engines.canvas_artifacts.models import (
     RenderRef,
     ReplayDocument,
 )
-from engines.canvas_artifacts.replay import encode_replay, read_window, replay_meta
+from engines.canvas_artifacts.replay import (
+    KeyframeError,
+    check_keyframes,
+    encode_replay,
+    read_window,
+    replay_meta,
+)
 from engines.canvas_artifacts.sniff import EXTENSIONS, head_checker
 from engines.common import idempotency
 from engines.common.body import (
@@ -50,8 +56,9 @@ from engines.common.body import (
 from engines.common.errors import ApiError, NotFound, ServiceUnavailable, Unprocessable
 from engines.common.identity import RequestContext
 from engines.common.ids import new_id
-from engines.common.jsonutil import parse_json
+from engines.common.jsonutil import json_depth, loads, parse_json, too_deep
 from engines.common.runtime import Runtime
+from engines.config import Settings
 from engines.dataset.events.schemas import DatasetEvent
 from engines.identity.auth import Caller
 from engines.media_v2 import repository as media_repo
@@ -243,27 +250,54 @@ async def _store_json_document(rt: Runtime, caller: Caller, canvas_id: str, kind
     return await ingest_bytes(rt.store, key, raw, "application/json")
 
 
-async def create_replay(rt: Runtime, caller: Caller, request: Request,
-                        canvas_id: str) -> Response:
-    settings = rt.settings
-    require_json(request)
-    raw = await read_limited(request, settings.max_replay_bytes)
-    data = parse_json(raw, max_depth=settings.max_json_depth)
-    if isinstance(data, dict) and len(data.get("keyframes") or ()) > settings.max_keyframes:
+@dataclass
+class PreparedReplay:
+    doc: ReplayDocument
+    encoded: bytes
+    index: dict[str, Any]
+    meta: dict[str, Any]
+
+
+def prepare_replay(raw: bytes, settings: Settings) -> PreparedReplay:
+    """Parse, validate and segment a replay body (CPU-heavy: run it off the event loop).
+
+    The envelope goes through the pydantic model; the keyframes through the
+    plain loop of `check_keyframes`, which is what scales to a million.
+    """
+    data = loads(raw)
+    if not isinstance(data, dict):
+        raise Unprocessable("replay must be a JSON object", code="replay.invalid")
+    frames = data.get("keyframes")
+    if isinstance(frames, list) and len(frames) > settings.max_keyframes:
         raise Unprocessable(f"more than {settings.max_keyframes} keyframes",
                             code="replay.too_many_keyframes")
+    envelope = {**data, "keyframes": []}
+    if json_depth(envelope) > settings.max_json_depth:
+        raise too_deep(settings.max_json_depth)
     try:
-        doc = ReplayDocument.model_validate(data)
+        doc = ReplayDocument.model_validate(envelope)
+        check_keyframes(frames, max_depth=settings.max_json_depth)
     except ValidationError as exc:
         raise Unprocessable(_first_error(exc), code="replay.invalid") from exc
-    artifact_id = new_id("art")
+    except KeyframeError as exc:
+        raise Unprocessable(str(exc), code="replay.invalid") from exc
     encoded, index = encode_replay(data)
-    blob = await _store_json_document(rt, caller, canvas_id, "replay", artifact_id, encoded)
+    return PreparedReplay(doc=doc, encoded=encoded, index=index, meta=replay_meta(doc, frames))
+
+
+async def create_replay(rt: Runtime, caller: Caller, request: Request,
+                        canvas_id: str) -> Response:
+    require_json(request)
+    raw = await read_limited(request, rt.settings.max_replay_bytes)
+    prepared = await run_in_threadpool(prepare_replay, raw, rt.settings)
+    artifact_id = new_id("art")
+    blob = await _store_json_document(rt, caller, canvas_id, "replay", artifact_id,
+                                      prepared.encoded)
     payload = Payload(uri=blob.uri, mime_type="application/json",
                       body_sha256=hashlib.sha256(raw).hexdigest(), blob=blob,
-                      meta=replay_meta(doc), replay_index=index)
-    return await _commit(rt, caller, request, kind="replay", canvas_id=canvas_id, rev=doc.rev,
-                         artifact_id=artifact_id, payload=payload)
+                      meta=prepared.meta, replay_index=prepared.index)
+    return await _commit(rt, caller, request, kind="replay", canvas_id=canvas_id,
+                         rev=prepared.doc.rev, artifact_id=artifact_id, payload=payload)
 
 
 def placeholder_audit() -> dict[str, Any]:

@@ -22,15 +22,24 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-def parse_json(body: bytes, *, max_depth: int) -> Any:
-    """Parse a request body; malformed JSON or nesting past max_depth is 422."""
+def loads(body: bytes) -> Any:
+    """Parse JSON; malformed is 422."""
     try:
-        value = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise Unprocessable(f"body is not valid JSON: {exc}",
                             code="request.malformed_json") from exc
+
+
+def too_deep(max_depth: int) -> Unprocessable:
+    return Unprocessable(f"JSON nesting deeper than {max_depth}", code="request.too_deep")
+
+
+def parse_json(body: bytes, *, max_depth: int) -> Any:
+    """Parse a request body; malformed JSON or nesting past max_depth is 422."""
+    value = loads(body)
     if json_depth(value) > max_depth:
-        raise Unprocessable(f"JSON nesting deeper than {max_depth}", code="request.too_deep")
+        raise too_deep(max_depth)
     return value
 
 
