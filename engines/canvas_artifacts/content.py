@@ -14,6 +14,8 @@ from engines.common.errors import ApiError
 from engines.storage.base import BlobStore
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+SMALL_BODY = 1024 * 1024
+"""Bodies up to this size are read whole and sent in one go; larger ones stream."""
 SANDBOX_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 
 
@@ -80,12 +82,15 @@ async def serve_blob(request: Request, store: BlobStore, key: str, record: Artif
             return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     size = record.size_bytes or 0
     byte_range = parse_range(request.headers.get("range"), size)
-    if byte_range is None:
-        headers["Content-Length"] = str(size)
-        body = await run_in_threadpool(store.read, key)
-        return StreamingResponse(body, media_type=record.mime_type, headers=headers)
-    start, end = byte_range
-    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    headers["Content-Length"] = str(end - start + 1)
+    status, (start, end) = (200, (0, size - 1)) if byte_range is None else (206, byte_range)
+    if byte_range is not None:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    length = end - start + 1
+    if length <= SMALL_BODY:
+        # one thread hop for the whole body instead of one per streamed chunk
+        data = await run_in_threadpool(store.read_all, key, start, end)
+        return Response(data, status_code=status, media_type=record.mime_type, headers=headers)
+    headers["Content-Length"] = str(length)
     body = await run_in_threadpool(store.read, key, start, end)
-    return StreamingResponse(body, status_code=206, media_type=record.mime_type, headers=headers)
+    return StreamingResponse(body, status_code=status, media_type=record.mime_type,
+                             headers=headers)

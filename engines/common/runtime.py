@@ -24,5 +24,6 @@ class Runtime:
     nexus: NexusBackend
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    """Async on purpose: a sync dependency would cost a thread-pool hop per request."""
     return request.app.state.runtime

@@ -14,6 +14,7 @@ from typing import Any
 
 import jwt
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from engines.common.errors import Forbidden, ServiceUnavailable, Unauthorized
 from engines.common.identity import RequestContext, get_request_context
@@ -146,11 +147,19 @@ def _caller(request: Request, *, write: bool) -> Caller:
     return Caller(auth=auth, ctx=ctx, role=role)
 
 
-def reader(request: Request) -> Caller:
+async def _checked_caller(request: Request, *, write: bool) -> Caller:
+    """HS256 checks are microseconds: run them on the loop, saving a thread hop per
+    request. A JWKS verifier may fetch keys over the network, so it gets a thread."""
+    if request.app.state.verifier.jwks is None:
+        return _caller(request, write=write)
+    return await run_in_threadpool(_caller, request, write=write)
+
+
+async def reader(request: Request) -> Caller:
     """Dependency: any member of the tenant, viewers included."""
-    return _caller(request, write=False)
+    return await _checked_caller(request, write=False)
 
 
-def writer(request: Request) -> Caller:
+async def writer(request: Request) -> Caller:
     """Dependency: members, admins and owners."""
-    return _caller(request, write=True)
+    return await _checked_caller(request, write=True)

@@ -47,7 +47,6 @@ class _Ingest:
         self.size += len(chunk)
         if self.size > self.limit:
             raise too_large(self.limit)
-        self.digest.update(chunk)
         self.batch += chunk
 
     def take_batch(self) -> bytes:
@@ -56,11 +55,14 @@ class _Ingest:
         return data
 
     def write_batch(self, data: bytes) -> None:
+        """Runs in a worker thread: hashing (GIL released) overlaps receiving."""
+        self.digest.update(data)
         if self.writer is None:
             self.writer = self.store.open_writer(self.key, self.content_type)
         self.writer.write(data)
 
     def finish(self, data: bytes) -> None:
+        self.digest.update(data)
         if self.writer is None:
             self.store.put_bytes(self.key, data, self.content_type)
             return
