@@ -68,7 +68,7 @@ def check_keyframes(frames: Any, *, max_depth: int) -> None:
         if type(data) is not dict:
             raise KeyframeError(f"keyframes[{index}].data: must be an object")
         for value in frame.values():
-            if type(value) in _CONTAINERS and json_depth(value) + 2 > max_depth:
+            if type(value) in _CONTAINERS and json_depth(value) + 3 > max_depth:
                 raise KeyframeError(f"keyframes[{index}]: JSON nesting deeper than {max_depth}")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from conftest import JPEG, new_canvas
 from engines.canvas_artifacts.tests.helpers import (
     assert_error,
@@ -59,3 +61,18 @@ def test_keys_are_scoped_to_tenant_and_env(stack):
                                Idempotency_Key="shared"))
     assert len({a["id"], b["id"], c["id"]}) == 3
     assert (b["tenant_id"], c["env"]) == (other, "prod")
+
+
+def test_concurrent_retries_with_one_key_make_exactly_one_artifact(stack):
+    tenant = new_tenant()
+    canvas = new_canvas()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(
+            lambda _: create_preview(stack, canvas, tenant=tenant, Idempotency_Key="race"),
+            range(8)))
+    bodies = [created(r) for r in responses]
+    assert all(body == bodies[0] for body in bodies)
+    listed = stack.client.get(url(canvas), headers=stack.headers(tenant)).json()["items"]
+    assert [r["id"] for r in listed] == [bodies[0]["id"]]
+    assert row_counts(stack, tenant)["canvas_artifacts"] == 1
+    assert len([k for k in blob_keys(stack) if canvas in k]) == 1
