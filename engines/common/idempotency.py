@@ -30,6 +30,7 @@ from starlette.responses import Response
 
 from engines.common.errors import BadRequest, Conflict
 from engines.common.identity import RequestContext
+from engines.db.engine import write_transaction
 from engines.db.metadata import UtcDateTime, metadata
 
 idempotency_keys = Table(
@@ -89,7 +90,7 @@ def write_once(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str,
     different request raises Conflict. Other failures propagate.
     """
     try:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             if claim is not None:
                 _store(conn, claim, body_sha256, status, body)
             write(conn)
