@@ -142,25 +142,58 @@ def _frames(data: bytes) -> list[dict[str, Any]]:
     return orjson.loads(b"[" + data + b"]") if data else []
 
 
-def read_window(index: dict[str, Any], read: ReadRange, from_ms: int,
-                to_ms: int) -> dict[str, Any]:
-    """cut_window() computed from the segments that matter, not the whole blob."""
+def _last_snapshot_before(segments: list[Segment], first: int, read: ReadRange,
+                          ) -> list[dict[str, Any]]:
+    """The last snapshot of the segments before `first`, as a one-item list (or empty)."""
+    for segment in reversed(segments[:first]):
+        if segment.snap_start >= 0:
+            return _frames(read(segment.snap_start, segment.snap_end))
+    return []
+
+
+def read_window(index: dict[str, Any], read: ReadRange, from_ms: int, to_ms: int) -> bytes:
+    """cut_window() as JSON bytes, computed from the segments that matter.
+
+    Segments strictly inside the window are copied through as raw bytes; only
+    the two edge segments (and at most one earlier snapshot) are parsed, so
+    the work is a copy of what is returned plus two segments of parsing.
+    """
     segments = [Segment(*s) for s in index["segments"]]
-    envelope = orjson.loads(read(0, index["head"]) + b"]}")
+    head = read(0, index["head"])
     firsts = [s.t_first for s in segments]
     lasts = [s.t_last for s in segments]
     # keyframes at or after from_ms start in the first segment ending at or after it;
     # everything before that segment is earlier than from_ms
     first = bisect_left(lasts, from_ms)
     stop = bisect_right(firsts, to_ms)
-    if not segments or first >= stop:
-        frames: list[dict[str, Any]] = []
+    if stop - first > 2 and segments[first + 1].t_first > from_ms:
+        return _spliced_window(segments, first, stop, head, read, from_ms, to_ms)
+    frames = _frames(read(segments[first].start, segments[stop - 1].end)) if first < stop else []
+    if not any(f["type"] == "snapshot" and f["t_ms"] <= from_ms for f in frames):
+        frames = [*_last_snapshot_before(segments, first, read), *frames]
+    envelope = orjson.loads(head + b"]}")
+    return orjson.dumps(cut_window({**envelope, "keyframes": frames}, from_ms, to_ms))
+
+
+def _spliced_window(segments: list[Segment], first: int, stop: int, head: bytes,
+                    read: ReadRange, from_ms: int, to_ms: int) -> bytes:
+    """Window over 3+ segments: parse the edges, splice the middle as bytes.
+
+    Every keyframe of segments first+1 .. stop-2 lies in the window (their
+    times are bounded by the edge segments), and none is at exactly from_ms
+    (checked by the caller), so the snapshot to start from is in the left edge
+    segment or before it.
+    """
+    left = _frames(read(segments[first].start, segments[first].end))
+    right = _frames(read(segments[stop - 1].start, segments[stop - 1].end))
+    middle = read(segments[first + 1].start, segments[stop - 2].end)
+    snapshots = [f for f in left if f["type"] == "snapshot" and f["t_ms"] <= from_ms]
+    if snapshots:
+        prefix = [snapshots[-1]] if snapshots[-1]["t_ms"] < from_ms else []
     else:
-        frames = _frames(read(segments[first].start, segments[stop - 1].end))
-    needs_snapshot = not any(f["type"] == "snapshot" and f["t_ms"] <= from_ms for f in frames)
-    if needs_snapshot:
-        for segment in reversed(segments[:first]):
-            if segment.snap_start >= 0:
-                frames = [*_frames(read(segment.snap_start, segment.snap_end)), *frames]
-                break
-    return cut_window({**envelope, "keyframes": frames}, from_ms, to_ms)
+        prefix = _last_snapshot_before(segments, first, read)
+    parts = [orjson.dumps(f) for f in prefix]
+    parts += [orjson.dumps(f) for f in left if f["t_ms"] >= from_ms]
+    parts.append(middle)
+    parts += [orjson.dumps(f) for f in right if f["t_ms"] <= to_ms]
+    return head + b",".join(parts) + b"]}"

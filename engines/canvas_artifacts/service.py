@@ -395,7 +395,7 @@ def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) 
 
 
 def _replay_window(rt: Runtime, record: ArtifactRecord, key: str, low: int,
-                   high: int) -> dict[str, Any]:
+                   high: int) -> bytes:
     with rt.engine.connect() as conn:
         index = repo.get_replay_index(conn, record)
     if index is None:
@@ -424,7 +424,7 @@ async def content(rt: Runtime, request: Request, record: ArtifactRecord, *,
         if high < low:
             raise Unprocessable("to_ms must be >= from_ms", code="request.invalid")
         window = await run_in_threadpool(_replay_window, rt, record, key, low, high)
-        return Response(orjson.dumps(window), media_type="application/json",
+        return Response(window, media_type="application/json",
                         headers={"X-Content-Type-Options": "nosniff"})
     serve_mode = rt.settings.media_serve_mode
     ttl = rt.settings.presign_ttl_seconds if serve_mode == "redirect" else None

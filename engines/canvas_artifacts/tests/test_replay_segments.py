@@ -44,7 +44,8 @@ class CountingReader:
 def test_window_from_segments_equals_cut_of_whole_document(doc, a, span) -> None:
     blob, index = encode_replay(doc)
     assert orjson.loads(blob) == doc
-    assert read_window(index, CountingReader(blob), a, a + span) == cut_window(doc, a, a + span)
+    window = read_window(index, CountingReader(blob), a, a + span)
+    assert orjson.loads(window) == cut_window(doc, a, a + span)
 
 
 def test_window_reads_a_small_fraction_of_a_large_replay(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,7 +55,7 @@ def test_window_reads_a_small_fraction_of_a_large_replay(monkeypatch: pytest.Mon
     monkeypatch.setattr(replay, "SEGMENT_BYTES", 64 * 1024)
     blob, index = encode_replay(doc)
     reader = CountingReader(blob)
-    window = read_window(index, reader, 10_500, 10_700)
+    window = orjson.loads(read_window(index, reader, 10_500, 10_700))
     assert [f["t_ms"] for f in window["keyframes"]] == [10_000, *range(10_500, 10_701)]
     assert reader.bytes_read < len(blob) * 0.05
 
@@ -63,11 +64,12 @@ def test_window_after_the_last_keyframe_keeps_the_last_snapshot() -> None:
     doc = {"rev": 1, "keyframes": [{"t_ms": 0, "type": "snapshot", "data": {}},
                                    {"t_ms": 5, "type": "commit", "data": {}}]}
     blob, index = encode_replay(doc)
-    assert read_window(index, CountingReader(blob), 100, 200)["keyframes"] == [doc["keyframes"][0]]
+    window = orjson.loads(read_window(index, CountingReader(blob), 100, 200))
+    assert window["keyframes"] == [doc["keyframes"][0]]
 
 
 def test_empty_replay_encodes_and_windows() -> None:
     doc = {"rev": 0, "keyframes": []}
     blob, index = encode_replay(doc)
     assert orjson.loads(blob) == doc
-    assert read_window(index, CountingReader(blob), 0, 10) == doc
+    assert orjson.loads(read_window(index, CountingReader(blob), 0, 10)) == doc
