@@ -200,3 +200,17 @@ def test_verifier_errors_are_unauthorized(verifier: TokenVerifier) -> None:
     for token in ("", "a", "a.b.c", jwt.encode(claims(exp=1), SIGNING_KEY, algorithm="HS256")):
         with pytest.raises(Unauthorized):
             verifier.verify(token)
+
+
+def test_cached_verification_never_outlives_the_token() -> None:
+    """Verified tokens are cached; an expired one is refused all the same."""
+    settings = Settings(auth_jwt_signing=SIGNING_KEY)
+    verifier = TokenVerifier(settings)
+    now = int(time.time())
+    token = jwt.encode({"sub": "u_ana", "tenant_ids": ["t_acme"], "exp": now + 1},
+                       SIGNING_KEY, algorithm="HS256")
+    assert verifier.verify(token).actor_id == "u_ana"
+    assert verifier.verify(token).actor_id == "u_ana"
+    time.sleep(max(0.0, now + 2.1 - time.time()))
+    with pytest.raises(Unauthorized):
+        verifier.verify(token)
