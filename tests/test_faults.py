@@ -398,14 +398,13 @@ class TerminatedMidTransaction(SqlNexusBackend):
     are written on that transaction; PostgreSQL must discard them all.
     """
 
-    def __init__(self, admin_url: str) -> None:
+    def __init__(self, admin_url: str, times: int) -> None:
         self.admin_url = admin_url
-        self.armed = True
+        self.times = times
         self.killed: list[int] = []
 
     def record(self, tx: Connection, document: NexusDocument, event: DatasetEvent) -> None:
-        if self.armed:
-            self.armed = False
+        if len(self.killed) < self.times:
             pid = tx.execute(text("SELECT pg_backend_pid()")).scalar_one()
             admin = sqlalchemy.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
             try:
@@ -419,14 +418,30 @@ class TerminatedMidTransaction(SqlNexusBackend):
 
 
 @pytest.mark.postgres
-def test_postgres_connection_dropped_mid_transaction(make_stack, pg_admin_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_postgres_connection_dropped_mid_transaction_is_retried_once(  # type: ignore[no-untyped-def]
+        make_stack, pg_admin_url: str) -> None:
+    """One lost connection costs a retry on a fresh connection, not the request."""
     tenant = new_tenant()
-    nexus = TerminatedMidTransaction(pg_admin_url)
+    nexus = TerminatedMidTransaction(pg_admin_url, times=1)
+    stack = make_stack("s3-postgres", nexus=nexus)
+    response = post_preview(stack, tenant, png(128 * 1024))
+    assert len(nexus.killed) == 1
+    assert response.status_code == 201, response.text
+    artifact = response.json()
+    with stack.runtime.engine.connect() as conn:
+        assert len(stack.runtime.nexus.documents_for(conn, tenant, "dev", artifact["id"])) == 1
+
+
+@pytest.mark.postgres
+def test_postgres_connection_dropped_twice_is_503_and_keeps_nothing(  # type: ignore[no-untyped-def]
+        make_stack, pg_admin_url: str) -> None:
+    tenant = new_tenant()
+    nexus = TerminatedMidTransaction(pg_admin_url, times=2)
     stack = make_stack("s3-postgres", nexus=nexus)
     writes = watch_s3_writes(stack)
     request_id = "req-pg-dropped"
     response = post_preview(stack, tenant, png(128 * 1024), **{"X-Request-Id": request_id})
-    assert len(nexus.killed) == 1
+    assert len(nexus.killed) == 2
     assert assert_unavailable(response, request_id)["code"] == "metadata.write_failed"
     assert_no_rows(stack.runtime.engine, tenant)
     assert_blob_written_then_deleted(stack, writes)

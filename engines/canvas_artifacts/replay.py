@@ -156,7 +156,8 @@ def read_window(index: dict[str, Any], read: ReadRange, from_ms: int, to_ms: int
 
     Segments strictly inside the window are copied through as raw bytes; only
     the two edge segments (and at most one earlier snapshot) are parsed, so
-    the work is a copy of what is returned plus two segments of parsing.
+    the work is a copy of what is returned plus two segments of parsing, in
+    two or three ranged reads (envelope, the window's span, maybe a snapshot).
     """
     segments = [Segment(*s) for s in index["segments"]]
     head = read(0, index["head"])
@@ -184,9 +185,11 @@ def _spliced_window(segments: list[Segment], first: int, stop: int, head: bytes,
     (checked by the caller), so the snapshot to start from is in the left edge
     segment or before it.
     """
-    left = _frames(read(segments[first].start, segments[first].end))
-    right = _frames(read(segments[stop - 1].start, segments[stop - 1].end))
-    middle = read(segments[first + 1].start, segments[stop - 2].end)
+    base = segments[first].start
+    span = read(base, segments[stop - 1].end)  # one ranged read: each costs a round trip on S3
+    left = _frames(span[: segments[first].end - base])
+    right = _frames(span[segments[stop - 1].start - base:])
+    middle = span[segments[first + 1].start - base: segments[stop - 2].end - base]
     snapshots = [f for f in left if f["type"] == "snapshot" and f["t_ms"] <= from_ms]
     if snapshots:
         prefix = [snapshots[-1]] if snapshots[-1]["t_ms"] < from_ms else []

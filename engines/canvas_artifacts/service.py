@@ -60,6 +60,7 @@ from engines.common.jsonutil import json_depth, loads, parse_json, too_deep
 from engines.common.runtime import Runtime
 from engines.config import Settings
 from engines.dataset.events.schemas import DatasetEvent
+from engines.db.engine import retry_on_disconnect
 from engines.identity.auth import Caller
 from engines.media_v2 import repository as media_repo
 from engines.media_v2.models import DerivedArtifact
@@ -337,6 +338,7 @@ def _not_found() -> NotFound:
     return NotFound("artifact not found", code="canvas.not_found")
 
 
+@retry_on_disconnect
 def get_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
                  artifact_id: str) -> ArtifactRecord:
     with rt.engine.connect() as conn:
@@ -362,6 +364,7 @@ def decode_cursor(cursor: str | None) -> str | None:
     return value
 
 
+@retry_on_disconnect
 def list_artifacts(rt: Runtime, ctx: RequestContext, canvas_id: str, *, kind: str | None,
                    rev: int | None, limit: int, cursor: str | None) -> ArtifactList:
     before = decode_cursor(cursor)
@@ -373,6 +376,7 @@ def list_artifacts(rt: Runtime, ctx: RequestContext, canvas_id: str, *, kind: st
     return ArtifactList(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
 
 
+@retry_on_disconnect
 def latest_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
                     kind: str) -> ArtifactRecord:
     with rt.engine.connect() as conn:
@@ -382,6 +386,7 @@ def latest_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
     return record
 
 
+@retry_on_disconnect
 def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) -> dict[str, Any]:
     with rt.engine.connect() as conn:
         record = repo.get_record(conn, ctx.tenant_id, ctx.env, canvas_id, artifact_id)
@@ -394,6 +399,7 @@ def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) 
             "events": [e.model_dump(mode="json") for e in events]}
 
 
+@retry_on_disconnect
 def _replay_window(rt: Runtime, record: ArtifactRecord, key: str, low: int,
                    high: int) -> bytes:
     with rt.engine.connect() as conn:

@@ -30,7 +30,7 @@ from starlette.responses import Response
 
 from engines.common.errors import BadRequest, Conflict
 from engines.common.identity import RequestContext
-from engines.db.engine import write_transaction
+from engines.db.engine import retry_on_disconnect, write_transaction
 from engines.db.metadata import UtcDateTime, metadata
 
 idempotency_keys = Table(
@@ -81,6 +81,7 @@ def _store(conn: Connection, claim: IdempotencyClaim, body_sha256: str, status: 
     })
 
 
+@retry_on_disconnect
 def write_once(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str, status: int,
                body: bytes, write: Callable[[Connection], None]) -> Response | None:
     """Run write(conn) in one transaction that also claims the key.

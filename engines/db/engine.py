@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from engines.config import Settings
+
+log = logging.getLogger("engines.db")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -21,6 +28,28 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.close()
+
+
+def retry_on_disconnect(fn: Callable[P, T]) -> Callable[P, T]:
+    """Run a unit of database work; if the connection died under it, run it once more.
+
+    A dead connection (server restart, failover, a killed backend) is
+    invalidated by SQLAlchemy and the retry gets a fresh one from the pool.
+    The work must be a whole transaction, so a retry repeats it from the
+    start; a second failure propagates and becomes a 503.
+    """
+
+    @functools.wraps(fn)
+    def once_more(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.warning("database connection lost in %s; retrying once", fn.__name__)
+            return fn(*args, **kwargs)
+
+    return once_more
 
 
 def write_transaction(engine: Engine) -> contextlib.AbstractContextManager[Connection]:

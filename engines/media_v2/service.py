@@ -20,6 +20,7 @@ from engines.common.idempotency import IdempotencyClaim, claim_from, write_once
 from engines.common.identity import RequestContext
 from engines.common.ids import new_id
 from engines.common.runtime import Runtime
+from engines.db.engine import retry_on_disconnect
 from engines.media_v2 import repository as repo
 from engines.media_v2.models import (
     ArtifactCreate,
@@ -118,6 +119,7 @@ def _asset_not_found() -> NotFound:
     return NotFound("asset not found", code="media_v2.asset_not_found")
 
 
+@retry_on_disconnect
 def get_asset(rt: Runtime, ctx: RequestContext, asset_id: str) -> AssetDetail:
     with rt.engine.connect() as conn:
         asset = repo.get_asset(conn, ctx.tenant_id, ctx.env, asset_id)
@@ -126,6 +128,7 @@ def get_asset(rt: Runtime, ctx: RequestContext, asset_id: str) -> AssetDetail:
         return AssetDetail(asset=asset, artifacts=repo.artifacts_of(conn, asset))
 
 
+@retry_on_disconnect
 def list_assets(rt: Runtime, ctx: RequestContext, *, limit: int,
                 before_id: str | None) -> AssetList:
     with rt.engine.connect() as conn:
@@ -154,6 +157,7 @@ def register_artifact(rt: Runtime, ctx: RequestContext, asset_id: str, body: Art
     return _created(rt, claim, body_sha256, artifact, write)
 
 
+@retry_on_disconnect
 def get_artifact(rt: Runtime, ctx: RequestContext, artifact_id: str) -> DerivedArtifact:
     with rt.engine.connect() as conn:
         artifact = repo.get_artifact(conn, ctx.tenant_id, ctx.env, artifact_id)
