@@ -9,6 +9,8 @@ store call.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
 
@@ -40,23 +42,29 @@ class _Ingest:
         self.content_type = ""
         self.digest = hashlib.sha256()
         self.size = 0
-        self.batch = bytearray()
+        self.chunks: list[bytes] = []
+        self.batched = 0
         self.writer: BlobWriter | None = None
 
     def add(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.limit:
             raise too_large(self.limit)
-        self.batch += chunk
+        self.chunks.append(chunk)
+        self.batched += len(chunk)
+
+    def head(self, length: int) -> bytes:
+        return b"".join(self.chunks)[:length]
 
     def take_batch(self) -> bytes:
-        data = bytes(self.batch)
-        self.batch.clear()
+        """The received chunks as one buffer: the only copy the bytes go through."""
+        data = b"".join(self.chunks)
+        self.chunks.clear()
+        self.batched = 0
         return data
 
     def write_batch(self, data: bytes) -> None:
-        """Runs in a worker thread: hashing (GIL released) overlaps receiving."""
-        self.digest.update(data)
+        """Runs in a worker thread, beside the hashing of the same batch."""
         if self.writer is None:
             self.writer = self.store.open_writer(self.key, self.content_type)
         self.writer.write(data)
@@ -74,6 +82,15 @@ class _Ingest:
             self.writer.abort()
 
 
+async def _drain(lanes: list[asyncio.Future[None]]) -> None:
+    """Wait for every lane of the batch in flight, then raise the first failure."""
+    if lanes:
+        await asyncio.gather(*lanes, return_exceptions=True)
+        for lane in lanes:
+            lane.result()
+        lanes.clear()
+
+
 async def ingest(store: BlobStore, chunks: AsyncIterator[bytes], *, limit: int,
                  head_check: HeadCheck, key_for: KeyFor) -> tuple[StoredBlob, str]:
     """Write the stream; returns the blob and its checked content type.
@@ -83,22 +100,31 @@ async def ingest(store: BlobStore, chunks: AsyncIterator[bytes], *, limit: int,
     down, cancellation) aborts the write before propagating.
     """
     job = _Ingest(store, limit)
+    lanes: list[asyncio.Future[None]] = []
     try:
         async for chunk in chunks:
             if not chunk:
                 continue
             job.add(chunk)
-            if not job.key and len(job.batch) >= HEAD_BYTES:
-                job.content_type = head_check(bytes(job.batch[:HEAD_BYTES]))
+            if not job.key and job.batched >= HEAD_BYTES:
+                job.content_type = head_check(job.head(HEAD_BYTES))
                 job.key = key_for(job.content_type)
-            if len(job.batch) >= BATCH_BYTES:
-                await run_in_threadpool(job.write_batch, job.take_batch())
+            if job.batched >= BATCH_BYTES:
+                # receive the next batch while this one is hashed and written, each
+                # in its own worker thread (both release the GIL); one batch in flight
+                data = job.take_batch()
+                await _drain(lanes)
+                lanes = [asyncio.ensure_future(run_in_threadpool(job.digest.update, data)),
+                         asyncio.ensure_future(run_in_threadpool(job.write_batch, data))]
+        await _drain(lanes)
         if not job.key:
-            job.content_type = head_check(bytes(job.batch))
+            job.content_type = head_check(job.head(HEAD_BYTES))
             job.key = key_for(job.content_type)
         await run_in_threadpool(job.finish, job.take_batch())
     except BaseException:
         with anyio.CancelScope(shield=True):
+            with contextlib.suppress(Exception):
+                await _drain(lanes)
             await run_in_threadpool(job.abort)
         raise
     blob = StoredBlob(key=job.key, uri=store.uri_for(job.key), size=job.size,
