@@ -61,12 +61,22 @@ class LocalBlobStore(BlobStore):
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._prefix = f"{self.root}{os.sep}"
+
+    def _inside(self, path: str) -> str | None:
+        """The key of an absolute path under the root, or None if it escapes.
+
+        normpath folds `..` textually, without the per-component lstat calls of
+        resolve(): keys are built by us from validated ids, so no symlink in the
+        tree is ours to follow, and this runs on every request.
+        """
+        normal = os.path.normpath(path)
+        return normal[len(self._prefix):] if normal.startswith(self._prefix) else None
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root) or path == self.root:
+        if self._inside(os.path.join(self._prefix, key)) is None:
             raise ValueError("key escapes the storage root")
-        return path
+        return Path(os.path.normpath(os.path.join(self._prefix, key)))
 
     def uri_for(self, key: str) -> str:
         return self._path(key).as_uri()
@@ -75,10 +85,7 @@ class LocalBlobStore(BlobStore):
         parsed = urlparse(uri)
         if parsed.scheme != "file":
             return None
-        path = Path(unquote(parsed.path)).resolve()
-        if not path.is_relative_to(self.root) or path == self.root:
-            return None
-        return path.relative_to(self.root).as_posix()
+        return self._inside(unquote(parsed.path)) or None
 
     def open_writer(self, key: str, content_type: str) -> BlobWriter:
         return LocalBlobWriter(self._path(key))
