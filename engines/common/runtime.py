@@ -6,7 +6,7 @@ state, so any number of replicas can run side by side.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from sqlalchemy import Engine
@@ -22,6 +22,8 @@ class Runtime:
     engine: Engine
     store: BlobStore
     nexus: NexusBackend
+    known_assets: set[str] = field(default_factory=set)
+    """Canvas asset ids this process has seen committed: their insert-if-absent is skipped."""
 
 
 async def get_runtime(request: Request) -> Runtime:
