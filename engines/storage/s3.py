@@ -83,7 +83,8 @@ class S3BlobWriter(BlobWriter):
         self.client, self.bucket, self.key = client, bucket, key
         self.content_type = content_type
         self.part_size = part_size
-        self.buffer = bytearray()
+        self.chunks: list[bytes] = []
+        self.buffered = 0
         self.upload_id: str | None = None
         self.parts: list[dict[str, object]] = []
 
@@ -97,28 +98,48 @@ class S3BlobWriter(BlobWriter):
                                            UploadId=self.upload_id, Body=data)["ETag"]
         self.parts.append({"PartNumber": number, "ETag": etag})
 
+    def _take(self) -> bytes:
+        """The buffered chunks as one part: a single copy of the bytes."""
+        part = b"".join(self.chunks)
+        self.chunks.clear()
+        self.buffered = 0
+        return part
+
     def write(self, data: bytes) -> None:
-        self.buffer += data
-        while len(self.buffer) >= self.part_size:
-            part = bytes(self.buffer[: self.part_size])
-            del self.buffer[: self.part_size]
-            self._upload_part(part)
+        # parts may differ in size (all but the last >= 5 MiB), so a part is
+        # whatever has arrived once part_size is reached: no slicing, no extra copy
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered < self.part_size:
+            return
+        joined = self._take()
+        if len(joined) < 2 * self.part_size:
+            self._upload_part(joined)
+            return
+        # one very large write (an in-process client): cut it into part_size parts
+        view = memoryview(joined)
+        whole = len(joined) - len(joined) % self.part_size
+        for start in range(0, whole, self.part_size):
+            self._upload_part(bytes(view[start:start + self.part_size]))
+        if whole < len(joined):
+            self.chunks.append(bytes(view[whole:]))
+            self.buffered = len(joined) - whole
 
     def commit(self) -> None:
         if self.upload_id is None:
             with _translated(self.key):
-                self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer),
+                self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self._take(),
                                        ContentType=self.content_type)
             return
-        if self.buffer:
-            self._upload_part(bytes(self.buffer))
+        if self.buffered:
+            self._upload_part(self._take())
         with _translated(self.key):
             self.client.complete_multipart_upload(
                 Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                 MultipartUpload={"Parts": self.parts})
 
     def abort(self) -> None:
-        self.buffer.clear()
+        self.chunks.clear()
         if self.upload_id is not None:
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key,

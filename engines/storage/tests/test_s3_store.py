@@ -107,12 +107,14 @@ def test_writer_buffers_small_writes_into_one_put(store: S3BlobStore, s3, bucket
 def test_large_write_uploads_parts_while_receiving(store: S3BlobStore, s3, bucket: str) -> None:
     data = png_body(2 * PART + 123)
     writer = store.open_writer(KEY, "image/png")
-    writer.write(data[:PART + 10])
+    writer.write(data[:PART - 10])
+    writer.write(data[PART - 10:PART + 10])  # crosses part_size: goes up as one part
     writer.write(data[PART + 10:2 * PART + 20])
 
     [upload] = open_uploads(s3, bucket)
     parts = s3.list_parts(Bucket=bucket, Key=KEY, UploadId=upload["UploadId"])["Parts"]
-    assert [p["Size"] for p in parts] == [PART, PART], "full parts go up before commit"
+    assert [p["Size"] for p in parts] == [PART + 10, PART + 10], \
+        "a part goes up as soon as part_size is buffered, before commit"
     assert object_keys(s3, bucket) == [], "no object is visible until commit"
 
     writer.write(data[2 * PART + 20:])
