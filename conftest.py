@@ -8,6 +8,7 @@ once per stack: `local-sqlite` and `s3-postgres`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -78,15 +79,24 @@ def drop_pg_database(admin_url: str, url: str) -> None:
     admin.dispose()
 
 
-@pytest.fixture(scope="session")
-def pg_url(pg_admin_url: str) -> Iterator[str]:
-    """One migrated throwaway database for the session, dropped at the end."""
-    url = create_pg_database(pg_admin_url)
+@contextlib.contextmanager
+def migrated_pg_database(admin_url: str) -> Iterator[str]:
+    """A fresh database migrated to head, dropped afterwards; yields its URL."""
+    url = create_pg_database(admin_url)
     engine = build_engine(Settings(database_url=url))
     upgrade(engine)
     engine.dispose()
-    yield url
-    drop_pg_database(pg_admin_url, url)
+    try:
+        yield url
+    finally:
+        drop_pg_database(admin_url, url)
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """One migrated throwaway database for the session."""
+    with migrated_pg_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -18,10 +18,7 @@ import boto3
 import pytest
 from sqlalchemy import text
 
-from conftest import PNG, Stack, create_pg_database, drop_pg_database, new_canvas
-from engines.config import Settings
-from engines.db.engine import build_engine
-from engines.db.migrate import upgrade
+from conftest import PNG, Stack, migrated_pg_database, new_canvas
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 
@@ -143,12 +140,8 @@ def test_silent_database_gives_503_not_a_hang(make_stack, blackhole_port: int) -
 @pytest.fixture
 def own_database(pg_admin_url: str) -> Iterator[str]:
     """A migrated database of this test's own, so killing its connections harms no one else."""
-    url = create_pg_database(pg_admin_url)
-    engine = build_engine(Settings(database_url=url))
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    drop_pg_database(pg_admin_url, url)
+    with migrated_pg_database(pg_admin_url) as url:
+        yield url
 
 
 def kill_connections(admin_url: str, url: str) -> int:

@@ -149,31 +149,6 @@ def test_key_and_uri_layout(store: LocalBlobStore, tmp_path: Path) -> None:
 # ---- through the HTTP API (local-sqlite stack) -----------------------------
 
 
-def test_ranged_and_conditional_fetch(make_stack) -> None:  # type: ignore[no-untyped-def]
-    stack = make_stack("local-sqlite")
-    data = png_body(100_000)
-    canvas = new_canvas()
-    record = stack.client.post(f"/canvas/{canvas}/artifacts/preview?rev=1", content=data,
-                               headers={**stack.headers(), "Content-Type": "image/png"}).json()
-    url = f"/canvas/{canvas}/artifacts/{record['id']}/content"
-    etag = f'"{record["sha256"]}"'
-
-    part = stack.client.get(url, headers={**stack.headers(), "Range": "bytes=100-1099"})
-    assert part.status_code == 206
-    assert part.content == data[100:1100]
-    assert part.headers["content-range"] == f"bytes 100-1099/{len(data)}"
-    tail = stack.client.get(url, headers={**stack.headers(), "Range": "bytes=-500"})
-    assert tail.status_code == 206 and tail.content == data[-500:]
-    beyond = stack.client.get(url, headers={**stack.headers(), "Range": f"bytes={len(data)}-"})
-    assert beyond.status_code == 416
-
-    cached = stack.client.get(url, headers={**stack.headers(), "If-None-Match": etag})
-    assert cached.status_code == 304 and cached.content == b""
-    full = stack.client.get(url, headers={**stack.headers(), "If-None-Match": '"other"'})
-    assert full.status_code == 200 and full.content == data
-    assert full.headers["etag"] == etag
-
-
 def test_redirect_mode_falls_back_to_proxy_without_presigning(make_stack) -> None:  # type: ignore[no-untyped-def]
     stack = make_stack("local-sqlite", media_serve_mode="redirect")
     canvas = new_canvas()
