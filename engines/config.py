@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     auth_jwks_cache_seconds: int = 300
     # an unknown `kid` refetches the JWKS at most this often, so forged kids cannot hammer the IdP
     auth_jwks_refresh_cooldown_seconds: float = 30.0
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: str | None = None
     dev_key_file: Path = Path("./var/dev-signing-key")
 
     max_preview_bytes: int = 25 * MIB

@@ -67,6 +67,14 @@ class TokenVerifier:
             if settings.auth_jwks_url else None
         )
         self._verified: dict[str, tuple[AuthContext, float]] = {}
+        # an OIDC issuer signs tokens for many clients: pin the issuer and audience
+        self.issuer = settings.auth_jwt_issuer
+        self.audience = settings.auth_jwt_audience
+        self.required_claims = ["sub"]
+        if self.issuer:
+            self.required_claims.append("iss")
+        if self.audience:
+            self.required_claims.append("aud")
         # a revoked JWKS key must stop working when the key set is refetched
         self.verified_ttl = min(VERIFIED_TTL, settings.auth_jwks_cache_seconds) \
             if self.jwks else VERIFIED_TTL
@@ -114,7 +122,9 @@ class TokenVerifier:
             raise Unauthorized("token algorithm not accepted")
         try:
             claims = jwt.decode(token, self._key_for(token, alg), algorithms=[alg],
-                                options={"require": ["sub"], "verify_aud": False})
+                                issuer=self.issuer, audience=self.audience,
+                                options={"require": self.required_claims,
+                                         "verify_aud": self.audience is not None})
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("token expired") from exc
         except jwt.ImmatureSignatureError as exc:

@@ -235,3 +235,16 @@ def test_issuer_with_no_usable_keys_is_503(make_stack, issuer, rsa_keys) -> None
     response = call(stack, rs256(rsa_keys["k1"], "k1"))
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "auth.jwks_unavailable"
+
+
+def test_issuer_and_audience_are_enforced_when_configured(make_stack, issuer, rsa_keys) -> None:  # type: ignore[no-untyped-def]
+    issuer.publish(("k1", rsa_keys["k1"]))
+    stack = jwks_stack(make_stack, issuer, auth_jwt_issuer="https://idp.example/pool",
+                       auth_jwt_audience="canvas-api")
+    good = rs256(rsa_keys["k1"], "k1", iss="https://idp.example/pool", aud="canvas-api")
+    assert call(stack, good).status_code == 200
+    for bad in (rs256(rsa_keys["k1"], "k1", iss="https://evil.example", aud="canvas-api"),
+                rs256(rsa_keys["k1"], "k1", iss="https://idp.example/pool", aud="other-app"),
+                rs256(rsa_keys["k1"], "k1", aud="canvas-api"),
+                rs256(rsa_keys["k1"], "k1", iss="https://idp.example/pool")):
+        assert call(stack, bad).status_code == 401
