@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Connection, Index, String, Table, insert, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    String,
+    Table,
+    bindparam,
+    insert,
+    select,
+)
 
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.db.metadata import JsonDoc, UtcDateTime, metadata
@@ -70,11 +80,26 @@ def _scoped(tenant_id: str, env: str, canvas_id: str):  # type: ignore[no-untype
                                           c.canvas_id == canvas_id)
 
 
+def _record(row) -> ArtifactRecord:  # type: ignore[no-untyped-def]
+    """A row we wrote ourselves, validated on the way in: no second validation on the way out."""
+    return ArtifactRecord.model_construct(**row)
+
+
+_c = canvas_artifacts.c
+_IN_CANVAS = select(*_RECORD_COLUMNS).where(
+    _c.tenant_id == bindparam("tenant_id"), _c.env == bindparam("env"),
+    _c.canvas_id == bindparam("canvas_id"))
+# built once: the two lookups every content GET and `latest` make
+_GET_RECORD = _IN_CANVAS.where(_c.id == bindparam("artifact_id"))
+_LATEST_RECORD = _IN_CANVAS.where(_c.kind == bindparam("kind")).order_by(
+    _c.rev.desc(), _c.id.desc()).limit(1)
+
+
 def get_record(conn: Connection, tenant_id: str, env: str, canvas_id: str,
                artifact_id: str) -> ArtifactRecord | None:
-    row = conn.execute(_scoped(tenant_id, env, canvas_id)
-                       .where(canvas_artifacts.c.id == artifact_id)).mappings().first()
-    return ArtifactRecord.model_validate(dict(row)) if row else None
+    row = conn.execute(_GET_RECORD, {"tenant_id": tenant_id, "env": env, "canvas_id": canvas_id,
+                                     "artifact_id": artifact_id}).mappings().first()
+    return _record(row) if row else None
 
 
 def list_records(conn: Connection, tenant_id: str, env: str, canvas_id: str, *,
@@ -89,17 +114,11 @@ def list_records(conn: Connection, tenant_id: str, env: str, canvas_id: str, *,
     if before_id is not None:
         query = query.where(c.id < before_id)
     rows = conn.execute(query.order_by(c.id.desc()).limit(limit)).mappings()
-    return [ArtifactRecord.model_validate(dict(r)) for r in rows]
+    return [_record(r) for r in rows]
 
 
 def latest_record(conn: Connection, tenant_id: str, env: str, canvas_id: str,
                   kind: str) -> ArtifactRecord | None:
-    c = canvas_artifacts.c
-    row = conn.execute(_scoped(tenant_id, env, canvas_id).where(c.kind == kind)
-                       .order_by(c.rev.desc(), c.id.desc()).limit(1)).mappings().first()
-    return ArtifactRecord.model_validate(dict(row)) if row else None
-
-
-def all_uris(conn: Connection) -> set[str]:
-    """Every blob URI a committed record points to, for `engines gc`."""
-    return set(conn.execute(select(canvas_artifacts.c.uri)).scalars())
+    row = conn.execute(_LATEST_RECORD, {"tenant_id": tenant_id, "env": env,
+                                        "canvas_id": canvas_id, "kind": kind}).mappings().first()
+    return _record(row) if row else None
