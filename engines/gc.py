@@ -78,10 +78,11 @@ def collect(store: BlobStore, engine: Engine, *, older_than: timedelta, apply: b
                 store.discard_incomplete(info)
                 report.deleted += 1
             continue
-        if store.uri_for(info.key) in referenced:
+        uri = store.uri_for(info.key)
+        if uri in referenced:
             continue
         report.orphan_blobs.append(info.key)
-        if apply and not _still_referenced(engine, store.uri_for(info.key)):
+        if apply and not _still_referenced(engine, uri):
             store.delete(info.key)
             report.deleted += 1
     for artifact_id, uri in _records_with_blobs(engine):

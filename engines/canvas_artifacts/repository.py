@@ -74,12 +74,6 @@ def get_replay_index(conn: Connection, record: ArtifactRecord) -> dict[str, obje
     )).scalar_one_or_none()
 
 
-def _scoped(tenant_id: str, env: str, canvas_id: str):  # type: ignore[no-untyped-def]
-    c = canvas_artifacts.c
-    return select(*_RECORD_COLUMNS).where(c.tenant_id == tenant_id, c.env == env,
-                                          c.canvas_id == canvas_id)
-
-
 def _record(row) -> ArtifactRecord:  # type: ignore[no-untyped-def]
     """A row we wrote ourselves, validated on the way in: no second validation on the way out."""
     return ArtifactRecord.model_construct(**row)
@@ -105,15 +99,15 @@ def get_record(conn: Connection, tenant_id: str, env: str, canvas_id: str,
 def list_records(conn: Connection, tenant_id: str, env: str, canvas_id: str, *,
                  kind: str | None, rev: int | None, before_id: str | None,
                  limit: int) -> list[ArtifactRecord]:
-    c = canvas_artifacts.c
-    query = _scoped(tenant_id, env, canvas_id)
+    query = _IN_CANVAS
     if kind is not None:
-        query = query.where(c.kind == kind)
+        query = query.where(_c.kind == kind)
     if rev is not None:
-        query = query.where(c.rev == rev)
+        query = query.where(_c.rev == rev)
     if before_id is not None:
-        query = query.where(c.id < before_id)
-    rows = conn.execute(query.order_by(c.id.desc()).limit(limit)).mappings()
+        query = query.where(_c.id < before_id)
+    rows = conn.execute(query.order_by(_c.id.desc()).limit(limit),
+                        {"tenant_id": tenant_id, "env": env, "canvas_id": canvas_id}).mappings()
     return [_record(r) for r in rows]
 
 

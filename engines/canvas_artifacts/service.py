@@ -25,7 +25,6 @@ from fastapi import Request
 from pydantic import ValidationError
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.responses import RedirectResponse, Response
 
 from engines.canvas_artifacts import repository as repo
@@ -47,13 +46,20 @@ from engines.canvas_artifacts.replay import (
 from engines.canvas_artifacts.sniff import EXTENSIONS, head_checker
 from engines.common import idempotency
 from engines.common.body import (
-    limited_receive,
     read_limited,
+    read_upload,
     reject_declared_oversize,
+    request_media_type,
     require_json,
     upload_chunks,
 )
-from engines.common.errors import ApiError, NotFound, ServiceUnavailable, Unprocessable
+from engines.common.errors import (
+    ApiError,
+    NotFound,
+    ServiceUnavailable,
+    Unprocessable,
+    first_error_message,
+)
 from engines.common.identity import RequestContext
 from engines.common.ids import new_id
 from engines.common.jsonutil import json_depth, loads, parse_json, too_deep
@@ -201,24 +207,20 @@ def canvas_asset_id(tenant_id: str, env: str, canvas_id: str) -> str:
 
 async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of) -> Payload:  # type: ignore[no-untyped-def]
     limit = rt.settings.max_preview_bytes
-    content_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    content_type = request_media_type(request)
     if content_type == "application/json":
         raw = await read_limited(request, min(limit, 64 * 1024))
         data = parse_json(raw, max_depth=rt.settings.max_json_depth)
         try:
             ref = RenderRef.model_validate(data)
         except ValidationError as exc:
-            raise Unprocessable(_first_error(exc), code="preview.invalid_render_ref") from exc
+            raise Unprocessable(first_error_message(exc),
+                                code="preview.invalid_render_ref") from exc
         check_uri_in_scope(rt.settings.raw_bucket, caller.ctx, ref.uri)
         return Payload(uri=ref.uri, mime_type=ref.mime_type,
                        body_sha256=hashlib.sha256(raw).hexdigest(), meta={"render_ref": True})
     if content_type == "multipart/form-data":
-        form = await Request(request.scope, limited_receive(request, limit)).form(
-            max_files=1, max_fields=8)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise Unprocessable("multipart body needs a file field named 'file'",
-                                code="preview.missing_file")
+        upload = await read_upload(request, limit, code="preview.missing_file")
         check = head_checker(upload.content_type)
         chunks = upload_chunks(upload)
     else:
@@ -228,18 +230,6 @@ async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of
     blob, mime = await ingest(rt.store, chunks, limit=limit, head_check=check,
                               key_for=lambda mime: key_of(EXTENSIONS[mime]))
     return Payload(uri=blob.uri, mime_type=mime, body_sha256=blob.sha256, blob=blob)
-
-
-def _first_error(exc: ValidationError) -> str:
-    """The first problem as `path: message`, with list indices written `keyframes[3]`.
-
-    Field errors and the cross-keyframe ordering check then name the offending
-    keyframe the same way, so a client can point at it without parsing two styles.
-    """
-    err = exc.errors()[0]
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.get("loc", ()))
-    message = str(err.get("msg")).removeprefix("Value error, ")
-    return f"{where.lstrip('.')}: {message}" if where else message
 
 
 def _key_maker(ctx: RequestContext, canvas_id: str, kind: str, artifact_id: str):  # type: ignore[no-untyped-def]
@@ -292,7 +282,7 @@ def prepare_replay(raw: bytes, settings: Settings) -> PreparedReplay:
         doc = ReplayDocument.model_validate(envelope)
         check_keyframes(frames, max_depth=settings.max_json_depth)
     except ValidationError as exc:
-        raise Unprocessable(_first_error(exc), code="replay.invalid") from exc
+        raise Unprocessable(first_error_message(exc), code="replay.invalid") from exc
     except KeyframeError as exc:
         raise Unprocessable(str(exc), code="replay.invalid") from exc
     encoded, index = encode_replay(data)
@@ -329,7 +319,7 @@ async def create_audit(rt: Runtime, caller: Caller, request: Request, canvas_id:
         try:
             report = AuditReport.model_validate(data)
         except ValidationError as exc:
-            raise Unprocessable(_first_error(exc), code="audit.invalid") from exc
+            raise Unprocessable(first_error_message(exc), code="audit.invalid") from exc
         document = raw
     else:
         document = orjson.dumps(placeholder_audit())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from engines.common.body import media_type
 from engines.common.errors import UnsupportedMediaType
 
 EXTENSIONS = {
@@ -46,10 +47,6 @@ MAGIC: dict[str, Callable[[bytes], bool]] = {
 }
 
 
-def base_type(content_type: str | None) -> str:
-    return (content_type or "").split(";", 1)[0].strip().lower()
-
-
 def sniff(head: bytes) -> str | None:
     for mime, matches in MAGIC.items():
         if matches(head):
@@ -59,7 +56,7 @@ def sniff(head: bytes) -> str | None:
 
 def head_checker(declared: str | None) -> Callable[[bytes], str]:
     """A check for `ingest`: the declared type, confirmed by the first bytes."""
-    declared_type = base_type(declared)
+    declared_type = media_type(declared)
     generic = declared_type in ("", "application/octet-stream")
     if not generic and declared_type not in MAGIC:
         raise UnsupportedMediaType(f"unsupported preview type {declared_type!r}; use one of "

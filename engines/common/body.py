@@ -9,15 +9,24 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engines.common.errors import ApiError, UnsupportedMediaType
+from engines.common.errors import ApiError, Unprocessable, UnsupportedMediaType
 from engines.storage.ingest import too_large
 
 UPLOAD_CHUNK = 1024 * 1024
 
 
+def media_type(content_type: str | None) -> str:
+    """`Image/PNG; charset=x` -> `image/png`: the part every check compares."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def request_media_type(request: Request) -> str:
+    return media_type(request.headers.get("content-type"))
+
+
 def require_json(request: Request) -> None:
     """JSON routes take JSON: anything else declared is 415, not a parse attempt."""
-    content_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    content_type = request_media_type(request)
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedMediaType("send the body as application/json")
 
@@ -32,21 +41,6 @@ def reject_declared_oversize(request: Request, limit: int) -> None:
     length = declared_length(request)
     if length is not None and length > limit:
         raise too_large(limit)
-
-
-async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
-    reject_declared_oversize(request, limit)
-    seen = 0
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > limit:
-            raise too_large(limit)
-        yield chunk
-
-
-async def read_limited(request: Request, limit: int) -> bytes:
-    parts = [chunk async for chunk in limited_stream(request, limit)]
-    return b"".join(parts)
 
 
 def limited_receive(request: Request, limit: int) -> Receive:
@@ -68,6 +62,21 @@ def limited_receive(request: Request, limit: int) -> Receive:
         return message
 
     return guarded
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The whole body, for JSON routes; over limit is 413 as soon as it shows."""
+    return await Request(request.scope, limited_receive(request, limit)).body()
+
+
+async def read_upload(request: Request, limit: int, *, code: str) -> UploadFile:
+    """The multipart field `file`, parsed under the body limit (422 `code` if absent)."""
+    form = await Request(request.scope, limited_receive(request, limit)).form(max_files=1,
+                                                                              max_fields=8)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise Unprocessable("multipart body needs a file field named 'file'", code=code)
+    return upload
 
 
 async def upload_chunks(upload: UploadFile) -> AsyncIterator[bytes]:

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -125,6 +125,18 @@ def error_response(request: Request, status: int, code: str, message: str,
     body = {"error": {"code": code, "message": message, "request_id": request_id_of(request)}}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json",
                     headers=headers)
+
+
+def first_error_message(exc: ValidationError) -> str:
+    """A body model's first problem as `path: message`, list indices as `keyframes[3]`.
+
+    Field errors and model-level checks then name the offending item the same
+    way, so a client can point at it without parsing two styles.
+    """
+    err = exc.errors()[0]
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.get("loc", ()))
+    message = str(err.get("msg")).removeprefix("Value error, ")
+    return f"{where.lstrip('.')}: {message}" if where else message
 
 
 def _validation_message(exc: RequestValidationError) -> str:

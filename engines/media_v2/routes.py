@@ -10,12 +10,13 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from engines.common.body import read_limited, require_json
+from engines.common.body import read_limited, request_media_type, require_json
 from engines.common.errors import (
     AUTHENTICATED_ERRORS,
     Unprocessable,
     UnsupportedMediaType,
     error_responses,
+    first_error_message,
 )
 from engines.common.idempotency import claim_from
 from engines.common.jsonutil import OrjsonResponse, parse_json
@@ -51,9 +52,7 @@ async def _json_body(request: Request, rt: Runtime, model):  # type: ignore[no-u
     try:
         return model.model_validate(data), hashlib.sha256(raw).hexdigest()
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        raise Unprocessable(f"{where}: {err.get('msg')}", code="media_v2.invalid") from exc
+        raise Unprocessable(first_error_message(exc), code="media_v2.invalid") from exc
 
 
 def _dump(model) -> Response:  # type: ignore[no-untyped-def]
@@ -68,7 +67,7 @@ def _dump(model) -> Response:  # type: ignore[no-untyped-def]
             "file": {"type": "string", "format": "binary"}}}}}}})
 async def create_asset(request: Request, rt: Rt, caller: Writer) -> Response:
     """A multipart `file` upload, or JSON registering an existing source URI."""
-    content_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    content_type = request_media_type(request)
     if content_type == "multipart/form-data":
         return await service.create_asset_upload(rt, caller.ctx, caller.auth.actor_id, request)
     if content_type == "application/json":

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from engines.common.body import limited_receive, upload_chunks
+from engines.common.body import read_upload, upload_chunks
 from engines.common.errors import NotFound, Unprocessable
 from engines.common.idempotency import IdempotencyClaim, claim_from, write_once
 from engines.common.identity import RequestContext
@@ -76,12 +76,7 @@ def _check_part_headers(upload: UploadFile) -> None:
 async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
                               request: Request) -> Response:
     limit = rt.settings.max_preview_bytes
-    form = await Request(request.scope, limited_receive(request, limit)).form(max_files=1,
-                                                                              max_fields=8)
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise Unprocessable("multipart body needs a file field named 'file'",
-                            code="media_v2.missing_file")
+    upload = await read_upload(request, limit, code="media_v2.missing_file")
     _check_part_headers(upload)
     asset_id = new_id("ma")
     key = media_key(ctx.tenant_id, ctx.env, asset_id, upload.filename)
