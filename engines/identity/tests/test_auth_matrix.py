@@ -7,7 +7,6 @@ families (canvas artifacts and media_v2), because both mount the same
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from conftest import SIGNING_KEY, Stack, local_settings, make_bucket, new_canvas, s3_pg_settings
 from engines.app import build_runtime, create_app
+from engines.identity.tests.claims import claims
 
 
 @pytest.fixture(scope="module", params=["local-sqlite", "s3-postgres"])
@@ -71,15 +71,6 @@ WRITES = [r for r in ROUTES if r.write]
 
 def routing(tenant: str = "t_acme", env: str = "dev") -> dict[str, str]:
     return {"X-Tenant-Id": tenant, "X-Env": env, "X-Project-Id": "p_main"}
-
-
-def claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    values: dict[str, Any] = {"sub": "u_ana", "tenant_ids": ["t_acme"],
-                              "default_tenant_id": "t_acme", "role_map": {"t_acme": "member"},
-                              "iat": now, "exp": now + 600}
-    values.update(overrides)
-    return {k: v for k, v in values.items() if v is not None}
 
 
 def bearer(token: str) -> dict[str, str]:

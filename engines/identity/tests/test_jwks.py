@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from conftest import SIGNING_KEY, Stack
+from engines.identity.tests.claims import claims
 
 RS = ["RS256"]
 
@@ -80,14 +81,6 @@ def issuer() -> Iterator[Issuer]:
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
-
-
-def claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    values = {"sub": "u_ana", "tenant_ids": ["t_acme"], "role_map": {"t_acme": "member"},
-              "iat": now, "exp": now + 600}
-    values.update(overrides)
-    return values
 
 
 def rs256(key: rsa.RSAPrivateKey, kid: str | None, **overrides: Any) -> str:

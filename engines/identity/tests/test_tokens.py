@@ -21,6 +21,7 @@ from conftest import SIGNING_KEY, Stack
 from engines.common.errors import Unauthorized
 from engines.config import Settings
 from engines.identity.auth import TokenVerifier
+from engines.identity.tests.claims import claims
 
 READ = "/media-v2/assets"
 WRITE = "/media-v2/assets"
@@ -43,15 +44,6 @@ def hand_token(header: str, payload: str, key: str = SIGNING_KEY) -> str:
     """A token from raw segments, correctly HS256-signed with the test key."""
     signing_input = f"{header}.{payload}"
     return f"{signing_input}.{hs256(signing_input, key)}"
-
-
-def claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    values: dict[str, Any] = {"sub": "u_ana", "tenant_ids": ["t_acme"],
-                              "default_tenant_id": "t_acme", "role_map": {"t_acme": "member"},
-                              "iat": now, "exp": now + 600}
-    values.update(overrides)
-    return {k: v for k, v in values.items() if v is not None}
 
 
 def headers(token: str, tenant: str = "t_acme") -> dict[str, str]:

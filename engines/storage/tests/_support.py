@@ -15,8 +15,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from starlette.types import ASGIApp, Message
 
 from conftest import PNG
+from engines.canvas_artifacts.sniff import head_checker
+from engines.storage.base import BlobStore, StoredBlob
+from engines.storage.ingest import ingest
 
 MIB = 1024 * 1024
+KEY = "tenants/t_acme/dev/canvas/c_1/preview/art_1.png"
 
 
 def png_body(size: int) -> bytes:
@@ -26,6 +30,13 @@ def png_body(size: int) -> bytes:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def ingest_png(store: BlobStore, body: AsyncIterator[bytes],
+               limit: int = 64 * MIB) -> tuple[StoredBlob, str]:
+    """Run `ingest` of a PNG body under KEY, outside any server."""
+    return asyncio.run(ingest(store, body, limit=limit, head_check=head_checker("image/png"),
+                              key_for=lambda _mime: KEY))
 
 
 def stream_upload(app: ASGIApp, path: str, query: str, headers: dict[str, str],

@@ -7,29 +7,26 @@ directory itself.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from conftest import PNG, new_canvas
-from engines.canvas_artifacts.sniff import head_checker
 from engines.common.errors import PayloadTooLarge
 from engines.storage.base import BlobNotFound
-from engines.storage.ingest import ingest
 from engines.storage.keys import canvas_key
 from engines.storage.local import LocalBlobStore
 from engines.storage.tests._support import (
+    KEY,
     MIB,
     chunks_then_fail,
+    ingest_png,
     png_body,
     sha256,
     status_of,
     stream_upload,
 )
-
-KEY = "tenants/t_acme/dev/canvas/c_1/preview/art_1.png"
 
 
 @pytest.fixture
@@ -76,11 +73,6 @@ def test_abort_leaves_no_file(store: LocalBlobStore) -> None:
     assert files_under(store.root) == []
 
 
-def _ingest(store: LocalBlobStore, body: AsyncIterator[bytes], limit: int = 64 * MIB):  # type: ignore[no-untyped-def]
-    return asyncio.run(ingest(store, body, limit=limit, head_check=head_checker("image/png"),
-                              key_for=lambda _mime: KEY))
-
-
 def test_ingest_streams_and_hashes(store: LocalBlobStore) -> None:
     data = png_body(3 * MIB + 7)
 
@@ -88,7 +80,7 @@ def test_ingest_streams_and_hashes(store: LocalBlobStore) -> None:
         for i in range(0, len(data), 64 * 1024):
             yield data[i:i + 64 * 1024]
 
-    blob, mime = _ingest(store, body())
+    blob, mime = ingest_png(store, body())
 
     assert (blob.key, blob.uri, mime) == (KEY, store.uri_for(KEY), "image/png")
     assert (blob.size, blob.sha256) == (len(data), sha256(data))
@@ -98,25 +90,16 @@ def test_ingest_streams_and_hashes(store: LocalBlobStore) -> None:
 def test_ingest_body_failing_midstream_leaves_nothing(store: LocalBlobStore) -> None:
     chunks = [png_body(MIB)] + [b"x" * MIB] * 4
     with pytest.raises(ConnectionResetError):
-        _ingest(store, chunks_then_fail(chunks, ConnectionResetError("client went away")))
+        ingest_png(store, chunks_then_fail(chunks, ConnectionResetError("client went away")))
     assert files_under(store.root) == []
 
 
 def test_ingest_over_limit_leaves_nothing(store: LocalBlobStore) -> None:
     chunks = [png_body(MIB)] + [b"x" * MIB] * 8
     with pytest.raises(PayloadTooLarge):
-        _ingest(store, chunks_then_fail(chunks, AssertionError("limit not enforced")),
+        ingest_png(store, chunks_then_fail(chunks, AssertionError("limit not enforced")),
                 limit=3 * MIB)
     assert files_under(store.root) == []
-
-
-def test_ranged_reads(store: LocalBlobStore) -> None:
-    data = png_body(1000)
-    store.put_bytes(KEY, data, "image/png")
-
-    assert b"".join(store.read(KEY, 10, 19)) == data[10:20]
-    assert b"".join(store.read(KEY, 990)) == data[990:]
-    assert b"".join(store.read(KEY, 0, 0)) == data[:1]
 
 
 def test_unfinished_writes_are_listed_and_discarded_for_gc(store: LocalBlobStore) -> None:

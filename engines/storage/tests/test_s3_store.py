@@ -9,7 +9,6 @@ exact key/URI layout.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -19,16 +18,16 @@ import httpx
 import pytest
 
 from conftest import PNG, new_canvas
-from engines.canvas_artifacts.sniff import head_checker
 from engines.common.errors import PayloadTooLarge
 from engines.config import Settings
 from engines.storage.base import BlobNotFound, StorageUnavailable
-from engines.storage.ingest import ingest
 from engines.storage.keys import canvas_key
 from engines.storage.s3 import S3BlobStore
 from engines.storage.tests._support import (
+    KEY,
     MIB,
     chunks_then_fail,
+    ingest_png,
     png_body,
     sha256,
     status_of,
@@ -74,7 +73,6 @@ def assert_bucket_empty(s3, bucket: str) -> None:  # type: ignore[no-untyped-def
     assert open_uploads(s3, bucket) == []
 
 
-KEY = "tenants/t_acme/dev/canvas/c_1/preview/art_1.png"
 
 
 # ---- store level ----------------------------------------------------------
@@ -147,11 +145,6 @@ def test_abort_before_any_part_leaves_nothing(store: S3BlobStore, s3, bucket: st
     assert_bucket_empty(s3, bucket)
 
 
-def _ingest(store: S3BlobStore, body, limit: int = 64 * MIB):  # type: ignore[no-untyped-def]
-    return asyncio.run(ingest(store, body, limit=limit, head_check=head_checker("image/png"),
-                              key_for=lambda _mime: KEY))
-
-
 def test_ingest_streams_and_hashes(store: S3BlobStore, s3, bucket: str) -> None:
     data = png_body(3 * PART)
 
@@ -159,7 +152,7 @@ def test_ingest_streams_and_hashes(store: S3BlobStore, s3, bucket: str) -> None:
         for i in range(0, len(data), 64 * 1024):
             yield data[i:i + 64 * 1024]
 
-    blob, mime = _ingest(store, body())
+    blob, mime = ingest_png(store, body())
 
     assert (blob.key, blob.uri, mime) == (KEY, f"s3://{bucket}/{KEY}", "image/png")
     assert (blob.size, blob.sha256) == (len(data), sha256(data))
@@ -171,7 +164,7 @@ def test_ingest_body_failing_midstream_aborts_the_upload(store: S3BlobStore, s3,
                                                           bucket: str) -> None:
     chunks = [png_body(MIB)] + [b"x" * MIB] * (2 * PART // MIB + 1)
     with pytest.raises(ConnectionResetError):
-        _ingest(store, chunks_then_fail(chunks, ConnectionResetError("client went away")))
+        ingest_png(store, chunks_then_fail(chunks, ConnectionResetError("client went away")))
     assert_bucket_empty(s3, bucket)
 
 
@@ -179,18 +172,9 @@ def test_ingest_over_limit_after_parts_aborts_the_upload(store: S3BlobStore, s3,
                                                           bucket: str) -> None:
     chunks = [png_body(MIB)] + [b"x" * MIB] * 20
     with pytest.raises(PayloadTooLarge):
-        _ingest(store, chunks_then_fail(chunks, AssertionError("limit not enforced")),
+        ingest_png(store, chunks_then_fail(chunks, AssertionError("limit not enforced")),
                 limit=2 * PART + MIB)
     assert_bucket_empty(s3, bucket)
-
-
-def test_ranged_reads(store: S3BlobStore) -> None:
-    data = png_body(1000)
-    store.put_bytes(KEY, data, "image/png")
-
-    assert b"".join(store.read(KEY, 10, 19)) == data[10:20]
-    assert b"".join(store.read(KEY, 990)) == data[990:]
-    assert b"".join(store.read(KEY, 0, 0)) == data[:1]
 
 
 def test_missing_key_and_delete(store: S3BlobStore) -> None:
