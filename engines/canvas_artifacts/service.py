@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
 import orjson
 from fastapi import Request
 from pydantic import ValidationError
@@ -73,7 +72,7 @@ from engines.media_v2.models import DerivedArtifact
 from engines.media_v2.service import ensure_canvas_asset
 from engines.nexus.schemas import NexusDocument, NexusKind
 from engines.storage.base import StoredBlob
-from engines.storage.ingest import ingest, ingest_bytes
+from engines.storage.ingest import discard, ingest, ingest_bytes
 from engines.storage.keys import canvas_key
 from engines.storage.uris import check_uri_in_scope
 
@@ -143,13 +142,8 @@ def _metadata_writer(rt: Runtime, record: ArtifactRecord,
 
 
 async def _discard(rt: Runtime, payload: Payload) -> None:
-    if payload.blob is None:
-        return
-    with anyio.CancelScope(shield=True):
-        try:
-            await run_in_threadpool(rt.store.delete, payload.blob.key)
-        except Exception:  # noqa: BLE001 - gc finds what compensation could not remove
-            log.exception("could not delete orphan blob %s", payload.blob.uri)
+    if payload.blob is not None:
+        await discard(rt.store, payload.blob.key)
 
 
 async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, canvas_id: str,

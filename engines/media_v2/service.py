@@ -30,7 +30,7 @@ from engines.media_v2.models import (
     DerivedArtifact,
     MediaAsset,
 )
-from engines.storage.ingest import ingest
+from engines.storage.ingest import discard, ingest
 from engines.storage.keys import media_key
 from engines.storage.uris import check_uri_in_scope
 
@@ -94,10 +94,10 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
             _created, rt, claim_from(request, ctx), fingerprint, asset,
             lambda conn: repo.insert_asset(conn, asset))
     except BaseException:
-        await run_in_threadpool(rt.store.delete, blob.key)
+        await discard(rt.store, blob.key)
         raise
     if response.headers.get("idempotent-replayed"):
-        await run_in_threadpool(rt.store.delete, blob.key)
+        await discard(rt.store, blob.key)
     return response
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -19,6 +20,8 @@ from starlette.concurrency import run_in_threadpool
 
 from engines.common.errors import PayloadTooLarge
 from engines.storage.base import BlobStore, BlobWriter, StoredBlob
+
+log = logging.getLogger("engines.storage")
 
 BATCH_BYTES = 1024 * 1024
 HEAD_BYTES = 512
@@ -130,6 +133,19 @@ async def ingest(store: BlobStore, chunks: AsyncIterator[bytes], *, limit: int,
     blob = StoredBlob(key=job.key, uri=store.uri_for(job.key), size=job.size,
                       sha256=job.digest.hexdigest())
     return blob, job.content_type
+
+
+async def discard(store: BlobStore, key: str) -> None:
+    """Delete a blob whose records were not written; even under cancellation.
+
+    A failure is logged, not raised: the request already has its answer, and
+    `engines gc` removes what compensation could not.
+    """
+    with anyio.CancelScope(shield=True):
+        try:
+            await run_in_threadpool(store.delete, key)
+        except Exception:  # noqa: BLE001 - see docstring
+            log.exception("could not delete orphan blob %s", key)
 
 
 async def ingest_bytes(store: BlobStore, key: str, data: bytes, content_type: str) -> StoredBlob:
