@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engines.canvas_artifacts.router import router as canvas_router
+from engines.canvas_artifacts.signed_router import router as signed_router
 from engines.common.body import BodyIdleTimeoutMiddleware
 from engines.common.errors import install_error_handlers
 from engines.common.identity import TraceHeadersMiddleware
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_error_handlers(app)
     app.include_router(canvas_router)
     app.include_router(media_router)
+    app.include_router(signed_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -6,13 +6,15 @@ SQLite), so `engines serve` works on a fresh machine with no env vars at all.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
 
@@ -57,6 +59,21 @@ class Settings(BaseSettings):
     max_keyframes: int = 1_000_000
     max_json_depth: int = 64
 
+    # signed content URLs and image variants (issue 11)
+    url_signing_key: str | None = None
+    public_base_url: str | None = None
+    image_transforms: bool = True
+    image_sizes: Annotated[list[int], NoDecode] = [64, 128, 256, 512, 1024, 2048]
+    max_image_pixels: int = 50_000_000
+
+    @field_validator("image_sizes", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """IMAGE_SIZES=64,128,256 as an operator writes it, not as a JSON list."""
+        if isinstance(value, str):
+            return [int(part) for part in value.split(",") if part.strip()]
+        return value
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
@@ -77,11 +94,20 @@ class Settings(BaseSettings):
             path.chmod(0o600)
         return path.read_text().strip()
 
+    def url_key(self) -> bytes:
+        """The signed-URL HMAC key: URL_SIGNING_KEY, else derived from (never equal to)
+        the JWT key, so a signed URL can never be replayed as a token or vice versa."""
+        if self.url_signing_key:
+            return self.url_signing_key.encode()
+        return hmac.new(self.signing_key().encode(), b"engines/signed-url/v1",
+                        hashlib.sha256).digest()
+
     def masked(self) -> dict[str, object]:
         """The settings in effect with secrets hidden, for `engines doctor`."""
         shown = self.model_dump(mode="json")
-        if shown.get("auth_jwt_signing"):
-            shown["auth_jwt_signing"] = "***"
+        for secret in ("auth_jwt_signing", "url_signing_key"):
+            if shown.get(secret):
+                shown[secret] = "***"
         shown["database_url"] = _mask_url_password(self.database_url)
         return shown
 

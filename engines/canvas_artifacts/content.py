@@ -11,6 +11,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.canvas_artifacts.sniff import ACTIVE_TYPES
 from engines.common.errors import ApiError
+from engines.config import Settings
 from engines.storage.base import BlobStore
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -68,6 +69,11 @@ def payload_headers(record: ArtifactRecord, inline: bool) -> dict[str, str]:
             ext = record.uri.rsplit(".", 1)[-1]
             headers["Content-Disposition"] = f'attachment; filename="{record.id}.{ext}"'
     return headers
+
+
+def presign_ttl(settings: Settings) -> int | None:
+    """How long a presigned URL lives when content is redirected; None when it is proxied."""
+    return settings.presign_ttl_seconds if settings.media_serve_mode == "redirect" else None
 
 
 async def serve_blob(request: Request, store: BlobStore, key: str, record: ArtifactRecord, *,

@@ -18,6 +18,7 @@ from engines.canvas_artifacts.models import (
     ReplayDocument,
 )
 from engines.canvas_artifacts.sniff import MAGIC
+from engines.canvas_artifacts.variants import VariantQuery, variant_query
 from engines.common.errors import AUTHENTICATED_ERRORS, error_responses
 from engines.common.jsonutil import OrjsonResponse
 from engines.common.runtime import Runtime, get_runtime
@@ -125,11 +126,14 @@ async def get_content(request: Request, canvas_id: CanvasId, artifact_id: Artifa
                       caller: Reader,
                       from_ms: Annotated[int | None, Query(ge=0)] = None,
                       to_ms: Annotated[int | None, Query(ge=0)] = None,
-                      disposition: Literal["attachment", "inline"] = "attachment") -> Response:
-    """Bytes with ETag/Range/If-None-Match; replay windows with from_ms/to_ms."""
+                      disposition: Literal["attachment", "inline"] = "attachment",
+                      variant: Annotated[VariantQuery | None, Depends(variant_query)] = None,
+                      ) -> Response:
+    """Bytes with ETag/Range/If-None-Match; replay windows with from_ms/to_ms; image
+    variants of raster previews with w/h (IMAGE_SIZES), format, q."""
     record = await run_in_threadpool(service.get_artifact, rt, caller.ctx, canvas_id, artifact_id)
     return await service.content(rt, request, record, from_ms=from_ms, to_ms=to_ms,
-                                 inline=disposition == "inline")
+                                 inline=disposition == "inline", variant=variant)
 
 
 @router.get("/{artifact_id}/lineage", responses=_RESPONSES)

@@ -27,7 +27,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from engines.canvas_artifacts import repository as repo
-from engines.canvas_artifacts.content import serve_blob
+from engines.canvas_artifacts import variants
+from engines.canvas_artifacts.content import presign_ttl, serve_blob
 from engines.canvas_artifacts.models import (
     ArtifactList,
     ArtifactRecord,
@@ -408,8 +409,11 @@ def _replay_window(rt: Runtime, record: ArtifactRecord, key: str, low: int,
 
 
 async def content(rt: Runtime, request: Request, record: ArtifactRecord, *,
-                  from_ms: int | None, to_ms: int | None, inline: bool) -> Response:
-    """The payload: bytes, a replay window, or a redirect for render-refs."""
+                  from_ms: int | None, to_ms: int | None, inline: bool,
+                  variant: variants.VariantQuery | None = None) -> Response:
+    """The payload: bytes, an image variant, a replay window, or a redirect for render-refs."""
+    if variant is not None:
+        return await variants.serve_variant(rt, request, record, variant, inline=inline)
     key = rt.store.key_for(record.uri)
     if record.meta.get("render_ref"):
         # an s3:// ref in our own bucket is not followable by a browser: presign it
@@ -429,6 +433,5 @@ async def content(rt: Runtime, request: Request, record: ArtifactRecord, *,
         window = await run_in_threadpool(_replay_window, rt, record, key, low, high)
         return Response(window, media_type="application/json",
                         headers={"X-Content-Type-Options": "nosniff"})
-    serve_mode = rt.settings.media_serve_mode
-    ttl = rt.settings.presign_ttl_seconds if serve_mode == "redirect" else None
-    return await serve_blob(request, rt.store, key, record, inline=inline, presign_ttl=ttl)
+    return await serve_blob(request, rt.store, key, record, inline=inline,
+                            presign_ttl=presign_ttl(rt.settings))

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 AssetKind = Literal["video", "audio", "image", "other"]
 ArtifactKind = Literal[
     "thumbnail", "proxy", "waveform", "transcript", "audio_stem", "render", "visual_meta",
-    "canvas_preview", "canvas_replay", "canvas_audit",
+    "canvas_preview", "canvas_replay", "canvas_audit", "canvas_preview_variant",
 ]
 
 

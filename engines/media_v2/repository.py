@@ -57,8 +57,10 @@ def insert_asset(conn: Connection, asset: MediaAsset, *, if_absent: bool = False
     conn.execute(insert_ignore(conn, assets) if if_absent else insert(assets), values)
 
 
-def insert_artifact(conn: Connection, artifact: DerivedArtifact) -> None:
-    conn.execute(insert(artifacts), artifact.model_dump())
+def insert_artifact(conn: Connection, artifact: DerivedArtifact, *,
+                    if_absent: bool = False) -> None:
+    values = artifact.model_dump()
+    conn.execute(insert_ignore(conn, artifacts) if if_absent else insert(artifacts), values)
 
 
 def get_asset(conn: Connection, tenant_id: str, env: str, asset_id: str) -> MediaAsset | None:
@@ -90,5 +92,20 @@ def artifacts_of(conn: Connection, asset: MediaAsset) -> list[DerivedArtifact]:
     rows = conn.execute(select(artifacts).where(
         artifacts.c.parent_asset_id == asset.id, artifacts.c.tenant_id == asset.tenant_id,
         artifacts.c.env == asset.env,
+    ).order_by(artifacts.c.id)).mappings()
+    return [DerivedArtifact.model_validate(dict(r)) for r in rows]
+
+
+def artifacts_with_id_prefix(conn: Connection, tenant_id: str, env: str, kind: str,
+                             prefix: str) -> list[DerivedArtifact]:
+    """Artifacts whose id starts with an alphanumeric `prefix` followed by lower-case hex.
+
+    A primary-key range scan rather than LIKE, which PostgreSQL can only answer
+    from the index under the C collation. Every id in range is the prefix plus
+    [0-9a-f] characters, and those sort below "g" in any collation.
+    """
+    rows = conn.execute(select(artifacts).where(
+        artifacts.c.id >= prefix, artifacts.c.id < prefix + "g",
+        artifacts.c.tenant_id == tenant_id, artifacts.c.env == env, artifacts.c.kind == kind,
     ).order_by(artifacts.c.id)).mappings()
     return [DerivedArtifact.model_validate(dict(r)) for r in rows]
