@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +59,7 @@ class Options:
     upload_s3: int
     workers: int
     admin_pg_url: str
+    only: list[str]
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -75,6 +77,7 @@ def options_from(args: argparse.Namespace) -> Options:
         upload_s3=64 * MIB if quick else 256 * MIB,
         workers=args.workers or os.cpu_count() or 1,
         admin_pg_url=args.pg_admin_url,
+        only=args.only.split(",") if args.only else [],
     )
 
 
@@ -108,6 +111,20 @@ def replay_body(target: int, keyframes: int) -> tuple[bytes, int]:
     pad = max(0, (target - base) // keyframes)
     body = document("x" * pad)
     return body, keyframes
+
+
+def gradient_png(side: int, seed: int = 0) -> bytes:
+    """A real side x side PNG (a smooth gradient, so it is small like a canvas snapshot)."""
+    import io
+
+    from PIL import Image
+
+    x = Image.linear_gradient("L").resize((side, side))
+    image = Image.merge("RGB", (x, x.transpose(Image.Transpose.ROTATE_90),
+                                Image.new("L", (side, side), seed % 256)))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
 
 
 # ---- HTTP helpers ----------------------------------------------------------------
@@ -499,6 +516,74 @@ class Bench:
         self.row("", "p99 ms", s["p99_ms"], note=f"{s['rps']:.0f} req/s")
         self.row("", "server CPU ms/req", s["cpu_ms_per_req"])
 
+    def scenario_thumbnails(self) -> None:
+        """Issue 11: first render, stored-variant GETs, and a render burst beside reads."""
+        canvas, query = "c_bench_thumbs", "w=256&format=webp"
+
+        def preview(body: bytes, mime: str = "image/png") -> dict[str, Any]:
+            return self.svc.json("POST", f"/canvas/{canvas}/artifacts/preview?rev=1", body, 201,
+                                 {"Content-Type": mime})
+
+        def content(record: dict[str, Any], q: str = "") -> str:
+            return f"/canvas/{canvas}/artifacts/{record['id']}/content" + (f"?{q}" if q else "")
+
+        title = "first render: 256 px WebP of a 2048 px PNG"
+        self.say(title)
+        times = []
+        for i in range(self.opts.iterations):
+            source = gradient_png(2048, i)
+            record = preview(source)
+            t0 = time.perf_counter()
+            status, thumb = self.svc.call("GET", content(record, query))
+            times.append(time.perf_counter() - t0)
+            if status != 200:
+                raise RuntimeError(f"first render: {status} {thumb[:300]!r}")
+        self.raw["first_render_s"] = times
+        self.row(title, "ms", 1000 * sum(times) / len(times),
+                 note=f"absolute; mean of {len(times)} sequential first GETs, "
+                      f"PNG {len(source) // 1024} KiB -> WebP {len(thumb)} B")
+
+        c = self.opts.concurrency
+        title = f"thumbnail GET, stored variant (c={c})"
+        self.say(title)
+        same_size = preview(thumb, "image/webp")  # the variant's bytes as a plain preview: same size
+        s, b = self.alternate(
+            "thumbnail_get",
+            self.job("service", method="GET", path=content(record, query), concurrency=c,
+                     expect=200),
+            self.job("service", method="GET", path=content(same_size), concurrency=c,
+                     expect=200))
+        self.row(title, "req/s", s["rps"], b["rps"],
+                 f"baseline: plain /content GET of a {len(thumb)} B preview (same bytes)")
+        self.row("", "p99 ms", s["p99_ms"], b["p99_ms"])
+        self.row("", "server CPU ms/req", s["cpu_ms_per_req"], b["cpu_ms_per_req"])
+
+        burst = 200
+        title = f"record GET p99 during a {burst}-thumbnail burst"
+        self.say(title)
+        sources = [preview(gradient_png(1024, i)) for i in range(burst)]
+        reader = self.job("service", method="GET",
+                          path=f"/canvas/{canvas}/artifacts/{same_size['id']}", concurrency=1,
+                          expect=200)
+        quiet = self.measured({**reader, "duration": 2.0, "return_latencies": True})
+        renders = self.job("service", method="GET", paths=[content(r, query) for r in sources],
+                           concurrency=burst, count=burst, expect=200)
+        with contextlib.ExitStack() as stack:
+            pool = stack.enter_context(ThreadPoolExecutor(1))
+            started = time.perf_counter()
+            storm = pool.submit(load, renders)
+            during = load({**reader, "duration": 2.0, "return_latencies": True})
+            stormed = storm.result()
+            storm_s = time.perf_counter() - started
+        self.raw["thumbnail_burst"] = {"burst": stormed, "during": during, "quiet": quiet,
+                                       "burst_s": storm_s}
+        if stormed["error_count"]:
+            self.notes.append(f"thumbnail burst: {stormed['error_count']} errors, e.g. "
+                              f"{stormed['errors'][:1]}")
+        self.row(title, "p99 ms", during["p99_ms"], quiet["p99_ms"],
+                 f"baseline: same GET, no burst; {burst} first renders of 1024 px PNGs "
+                 f"took {storm_s:.1f}s, {stormed['ok']} ok")
+
     def scenario_upload(self) -> None:
         size = self.upload_size
         label = f"{size // GIB} GiB" if size >= GIB else f"{size // MIB} MiB"
@@ -589,7 +674,10 @@ class Bench:
             # inflated by what a worker kept after parsing a 50 MiB replay; rows are
             # printed in the issue's order all the same.
             plan = ((0, self.scenario_preview), (2, self.scenario_list),
-                    (3, self.scenario_upload), (1, self.scenario_replay))
+                    (3, self.scenario_upload), (1, self.scenario_replay),
+                    (4, self.scenario_thumbnails))
+            plan = tuple(p for p in plan if not self.opts.only
+                         or p[1].__name__.removeprefix("scenario_") in self.opts.only)
             for group, scenario in plan:
                 self.group = group
                 try:
@@ -691,6 +779,10 @@ def targets(result: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
                     f"{mem['after']['sum_hwm_mib']:.0f} MiB"))
         value = up["service"]["mib_per_s"] / (up["service"]["size"] / up["raw_s"] / MIB)
         out.append(("upload MiB/s >= 0.5x raw write", value >= 0.5, f"{value:.2f}x"))
+    value = ratio("thumbnail_get", "rps")
+    out.append(("thumbnail GET of a stored variant >= 0.8x plain content GET (issue 11)",
+                None if value is None else value >= 0.8,
+                "-" if value is None else f"{value:.2f}x"))
     value = ratio("replay_window", "mean_ms")
     out.append(("replay window <= 10% of full fetch", None if value is None else value <= 0.1,
                 "-" if value is None else f"{100 * value:.0f}%"))
@@ -714,6 +806,8 @@ def main(argv: list[str] | None = None) -> int:
         "BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
         help="where the throwaway database is created and dropped")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results")
+    parser.add_argument("--only", default="",
+                        help="comma-separated scenarios: preview,list,upload,replay,thumbnails")
     args = parser.parse_args(argv)
     opts = options_from(args)
     combos = list(COMBOS) if args.combo == "both" else [args.combo]

@@ -246,8 +246,8 @@ def render(data: bytes, spec: VariantSpec, max_pixels: int) -> Rendered:
             # JPEG can decode at 1/2, 1/4, 1/8 scale: ask for the smallest that still covers
             raw_target = target[::-1] if orientation in (5, 6, 7, 8) else target
             source.draft(None, raw_target)
-            image = ImageOps.exif_transpose(source)
-            image = _rgb_or_rgba(image, spec.format)
+            ImageOps.exif_transpose(source, in_place=True)  # no copy of the full-size pixels
+            image = _rgb_or_rgba(source, spec.format)
             image.thumbnail(target, Image.Resampling.LANCZOS)
             image.info.clear()  # encoders copy some metadata (comments, ICC) from info
             out = io.BytesIO()
