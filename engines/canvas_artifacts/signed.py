@@ -21,6 +21,7 @@ import time
 from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
+import orjson
 from fastapi import Request
 from pydantic import BaseModel, Field, ValidationError
 
@@ -54,10 +55,9 @@ class SignedUrl(BaseModel):
 
 def _signature(key: bytes, tenant_id: str, env: str, canvas_id: str, artifact_id: str,
                params: dict[str, str], exp: str) -> str:
-    fields = [tenant_id, env, canvas_id, artifact_id,
-              *(f"{name}={params.get(name, '')}" for name in VARIANT_PARAMS), exp]
-    # NUL never occurs in a path segment or query value we accept, so fields cannot shift
-    message = "\x00".join(["engines-signed-url-v1", *fields]).encode()
+    fields = ["engines-signed-url-v1", tenant_id, env, canvas_id, artifact_id,
+              *(params.get(name) for name in VARIANT_PARAMS), exp]
+    message = orjson.dumps(fields)  # a JSON array: no way to shift text between fields
     digest = hmac.new(key, message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 

@@ -132,6 +132,7 @@ def test_every_signed_field_is_tamper_proof(stack):
     plain = _signed(stack, record)
     assert_error(stack.client.get(_with(plain, w="64")), 403, "signed_url.invalid")
     assert_error(stack.client.get(_with(plain, format="webp")), 403, "signed_url.invalid")
+    assert_error(stack.client.get(_with(plain, w="")), 403, "signed_url.invalid")
 
 
 def test_expired_url_is_403_and_deleted_artifact_is_404(stack):
