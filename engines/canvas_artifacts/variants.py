@@ -283,10 +283,11 @@ _limiter: anyio.CapacityLimiter | None = None
 
 
 def render_limiter() -> anyio.CapacityLimiter:
-    """Process-wide: at most one render per core, whatever the request concurrency.
+    """Process-wide: at most one variant made per core, whatever the request concurrency.
 
-    Waiting requests wait on the event loop, not in worker threads, so a burst
-    of renders never takes the thread pool that other requests need.
+    A slot covers the whole miss (source read, render, store, record), so the
+    requests waiting for one wait on the event loop and hold no worker thread
+    or database connection that other requests need.
     """
     global _limiter
     if _limiter is None:
@@ -303,24 +304,28 @@ async def _render_and_store(rt: Runtime, record: ArtifactRecord, spec: VariantSp
     if source_key is None:
         raise ServiceUnavailable("the artifact's blob is not in the configured store",
                                  code="storage.foreign_uri")
-    data = await run_in_threadpool(rt.store.read_all, source_key)
-    rendered = await anyio.to_thread.run_sync(render, data, spec, rt.settings.max_image_pixels,
-                                              limiter=render_limiter())
-    sha256 = hashlib.sha256(rendered.data).hexdigest()
-    # the final write is atomic in both stores: a reader never sees half a variant
-    blob = await ingest_bytes(rt.store, variant_key(record, spec, sha256), rendered.data,
-                              spec.mime_type)
-    derived = DerivedArtifact(
-        id=variant_id, parent_asset_id=record.media_asset_id, tenant_id=record.tenant_id,
-        env=record.env, kind=VARIANT_KIND, uri=blob.uri, created_at=datetime.now(UTC),
-        meta={"source_artifact_id": record.id, "canvas_id": record.canvas_id,
-              "w": spec.w, "h": spec.h, "format": spec.format, "q": spec.q,
-              "width": rendered.width, "height": rendered.height,
-              "mime_type": spec.mime_type, "sha256": blob.sha256,
-              "size_bytes": blob.size})
-    # On a failed insert the blob stays: a concurrent identical render may own the same
-    # key. An unreferenced one is an orphan for `engines gc`.
-    winner = await run_in_threadpool(_record, rt, derived)
+    async with render_limiter():
+        # a request for the same variant may have stored it while this one waited
+        stored = await run_in_threadpool(_find, rt, record.tenant_id, record.env, variant_id)
+        if stored is not None:
+            return stored
+        data = await run_in_threadpool(rt.store.read_all, source_key)
+        rendered = await run_in_threadpool(render, data, spec, rt.settings.max_image_pixels)
+        sha256 = hashlib.sha256(rendered.data).hexdigest()
+        # the final write is atomic in both stores: a reader never sees half a variant
+        blob = await ingest_bytes(rt.store, variant_key(record, spec, sha256), rendered.data,
+                                  spec.mime_type)
+        derived = DerivedArtifact(
+            id=variant_id, parent_asset_id=record.media_asset_id, tenant_id=record.tenant_id,
+            env=record.env, kind=VARIANT_KIND, uri=blob.uri, created_at=datetime.now(UTC),
+            meta={"source_artifact_id": record.id, "canvas_id": record.canvas_id,
+                  "w": spec.w, "h": spec.h, "format": spec.format, "q": spec.q,
+                  "width": rendered.width, "height": rendered.height,
+                  "mime_type": spec.mime_type, "sha256": blob.sha256,
+                  "size_bytes": blob.size})
+        # On a failed insert the blob stays: a concurrent identical render may own the same
+        # key. An unreferenced one is an orphan for `engines gc`.
+        winner = await run_in_threadpool(_record, rt, derived)
     if winner.uri != blob.uri:
         await discard(rt.store, blob.key)  # a concurrent render with other bytes won
     return winner

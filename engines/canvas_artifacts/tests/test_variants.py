@@ -220,6 +220,24 @@ def test_concurrent_first_requests_store_one_good_variant(stack):
     assert len(_variant_keys(stack, record)) == 1
 
 
+def test_requests_waiting_for_a_render_slot_reuse_the_variant_rendered_meanwhile(
+        stack, monkeypatch):
+    record = _preview(stack, png(400, 200), "image/png")
+    calls = []
+    real = variants.render
+
+    def counted(data, spec, max_pixels):  # type: ignore[no-untyped-def]
+        calls.append(spec)
+        return real(data, spec, max_pixels)
+
+    monkeypatch.setattr(variants, "render", counted)
+    monkeypatch.setattr(variants, "_limiter", anyio.CapacityLimiter(1))
+    monkeypatch.setattr(variants, "_known", {})
+    responses = _concurrently(stack, record, "?w=64", 6)
+    assert {r.status_code for r in responses} == {200}
+    assert len(calls) == 1
+
+
 def test_racing_renders_with_different_bytes_keep_one_consistent_variant(stack, monkeypatch):
     """Both requests miss the record and render; the loser's blob is removed, and what
     is served matches the record (size, ETag) whichever won."""
