@@ -16,10 +16,14 @@ the winner's blob; it deletes its own instead.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import io
 import logging
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -279,7 +283,11 @@ def render(data: bytes, spec: VariantSpec, max_pixels: int) -> Rendered:
                             code="image.corrupt") from exc
 
 
+RENDER_NICE = 10
+"""Render threads run at this nice value: request handling (nice 0) gets the CPU first."""
+
 _limiter: anyio.CapacityLimiter | None = None
+_executor: ThreadPoolExecutor | None = None
 
 
 def render_limiter() -> anyio.CapacityLimiter:
@@ -293,6 +301,22 @@ def render_limiter() -> anyio.CapacityLimiter:
     if _limiter is None:
         _limiter = anyio.CapacityLimiter(os.cpu_count() or 1)
     return _limiter
+
+
+def _lower_priority() -> None:
+    """Linux keeps a nice value per thread: only the render threads are lowered."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RENDER_NICE)
+
+
+def render_executor() -> ThreadPoolExecutor:
+    """The threads that decode and encode (one per core), apart from the request threads,
+    so a burst of first renders slows other requests as little as possible."""
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="render",
+                                       initializer=_lower_priority)
+    return _executor
 
 
 # ---- the request ---------------------------------------------------------------------------
@@ -310,7 +334,8 @@ async def _render_and_store(rt: Runtime, record: ArtifactRecord, spec: VariantSp
         if stored is not None:
             return stored
         data = await run_in_threadpool(rt.store.read_all, source_key)
-        rendered = await run_in_threadpool(render, data, spec, rt.settings.max_image_pixels)
+        rendered = await asyncio.get_running_loop().run_in_executor(
+            render_executor(), render, data, spec, rt.settings.max_image_pixels)
         sha256 = hashlib.sha256(rendered.data).hexdigest()
         # the final write is atomic in both stores: a reader never sees half a variant
         blob = await ingest_bytes(rt.store, variant_key(record, spec, sha256), rendered.data,

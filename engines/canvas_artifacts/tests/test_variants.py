@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,6 +45,14 @@ def _preview(stack, body: bytes, mime: str, canvas: str | None = None):  # type:
 
 def _variant_keys(stack, record) -> list[str]:  # type: ignore[no-untyped-def]
     return [k for k in blob_keys(stack) if f"/{record['id']}.v/" in k]
+
+
+def _slots(monkeypatch, n: int) -> None:  # type: ignore[no-untyped-def]
+    """n concurrent variant makers, whatever the machine's core count."""
+    monkeypatch.setattr(variants, "_limiter", anyio.CapacityLimiter(n))
+    executor = ThreadPoolExecutor(n)
+    monkeypatch.setattr(variants, "_executor", executor)
+    monkeypatch.setattr(variants, "_known", {})
 
 
 def _near(pixel: tuple[int, ...], color: tuple[int, int, int]) -> bool:
@@ -231,8 +240,7 @@ def test_requests_waiting_for_a_render_slot_reuse_the_variant_rendered_meanwhile
         return real(data, spec, max_pixels)
 
     monkeypatch.setattr(variants, "render", counted)
-    monkeypatch.setattr(variants, "_limiter", anyio.CapacityLimiter(1))
-    monkeypatch.setattr(variants, "_known", {})
+    _slots(monkeypatch, 1)
     responses = _concurrently(stack, record, "?w=64", 6)
     assert {r.status_code for r in responses} == {200}
     assert len(calls) == 1
@@ -252,7 +260,7 @@ def test_racing_renders_with_different_bytes_keep_one_consistent_variant(stack, 
         return real(data, variants.VariantSpec(spec.w, spec.h, spec.format, quality), max_pixels)
 
     monkeypatch.setattr(variants, "render", racing)
-    monkeypatch.setattr(variants, "_limiter", anyio.CapacityLimiter(2))
+    _slots(monkeypatch, 2)
     responses = _concurrently(stack, record, "?w=128&format=jpeg", 2)
     assert [r.status_code for r in responses] == [200, 200]
     assert len(_variant_keys(stack, record)) == 1
@@ -281,7 +289,7 @@ def test_renders_are_bounded_per_process(local, monkeypatch):
                 active -= 1
 
     monkeypatch.setattr(variants, "render", counting)
-    monkeypatch.setattr(variants, "_limiter", anyio.CapacityLimiter(2))
+    _slots(monkeypatch, 2)
     canvas = new_canvas()
     records = [_preview(local, png(400 + i, 200), "image/png", canvas) for i in range(12)]
     with local.client as client, ThreadPoolExecutor(12) as pool:
@@ -292,10 +300,19 @@ def test_renders_are_bounded_per_process(local, monkeypatch):
     assert 1 <= peak <= 2
 
 
-def test_default_limiter_allows_one_render_per_core(monkeypatch):
+def test_default_limits_allow_one_render_per_core_at_low_priority(monkeypatch):
     monkeypatch.setattr(variants, "_limiter", None)
+    monkeypatch.setattr(variants, "_executor", None)
     monkeypatch.setattr(variants.os, "cpu_count", lambda: 3)
     assert variants.render_limiter().total_tokens == 3
+    executor = variants.render_executor()
+    try:
+        assert executor._max_workers == 3
+        nice = executor.submit(lambda: os.getpriority(os.PRIO_PROCESS,
+                                                      threading.get_native_id())).result()
+        assert nice == os.getpriority(os.PRIO_PROCESS, 0) + variants.RENDER_NICE or nice == 19
+    finally:
+        executor.shutdown()
 
 
 @pytest.mark.s3
