@@ -77,11 +77,13 @@ class VariantQuery(BaseModel):
                 if value is not None}
 
 
-def variant_query(w: Annotated[int | None, Query(ge=1, le=_UNBOUNDED)] = None,
+async def variant_query(w: Annotated[int | None, Query(ge=1, le=_UNBOUNDED)] = None,
                   h: Annotated[int | None, Query(ge=1, le=_UNBOUNDED)] = None,
                   format: FormatName | None = None,
                   q: Annotated[int | None, Query(ge=1, le=100)] = None) -> VariantQuery | None:
-    """Dependency: the variant a `/content` request asks for, None for the stored bytes."""
+    """Dependency: the variant a `/content` request asks for, None for the stored bytes.
+
+    Async so that FastAPI calls it on the loop, not through a thread-pool hop."""
     if w is None and h is None and format is None and q is None:
         return None
     return VariantQuery(w=w, h=h, format=format, q=q)
