@@ -6,9 +6,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
-from engines.canvas_artifacts import service
+from engines.canvas_artifacts import export, lifecycle, service
 from engines.canvas_artifacts.models import (
     ArtifactKindName,
     ArtifactList,
@@ -21,7 +21,7 @@ from engines.canvas_artifacts.sniff import MAGIC
 from engines.common.errors import AUTHENTICATED_ERRORS, error_responses
 from engines.common.jsonutil import OrjsonResponse
 from engines.common.runtime import Runtime, get_runtime
-from engines.identity.auth import Caller, reader, writer
+from engines.identity.auth import Caller, admin, reader, writer
 
 SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
@@ -38,8 +38,14 @@ Rev = Annotated[int, Query(ge=0, le=2**53, description="canvas revision")]
 Rt = Annotated[Runtime, Depends(get_runtime)]
 Reader = Annotated[Caller, Depends(reader)]
 Writer = Annotated[Caller, Depends(writer)]
+Admin = Annotated[Caller, Depends(admin)]
 
 _JSON = "application/json"
+
+
+def _deletion(caller: Caller) -> lifecycle.Deletion:
+    return lifecycle.Deletion("deleted", caller.auth.actor_id, caller.ctx.request_id,
+                              caller.ctx.correlation_id)
 
 
 def _body_doc(schemas: dict[str, Any]) -> dict[str, Any]:
@@ -103,6 +109,29 @@ def list_artifacts(canvas_id: CanvasId, rt: Rt, caller: Reader,
     return OrjsonResponse(page.model_dump(mode="json"))
 
 
+@router.delete("", responses={**_RESPONSES, 200: {
+    "description": "how many artifacts this call deleted",
+    "content": {_JSON: {"schema": {"type": "object", "required": ["deleted"], "properties": {
+        "deleted": {"type": "integer"}}}}}}})
+def delete_canvas_artifacts(canvas_id: CanvasId, rt: Rt, caller: Admin) -> Response:
+    """Every artifact of the canvas in the caller's tenant/env (admin or owner)."""
+    deleted = lifecycle.delete_canvas(rt, caller.ctx.tenant_id, caller.ctx.env, canvas_id,
+                                      _deletion(caller))
+    return OrjsonResponse({"deleted": deleted})
+
+
+@router.get("/export", responses={**_RESPONSES, 200: {
+    "description": "a tar: manifest.jsonl, then each payload at {kind}/{artifact_id}.{ext}",
+    "content": {"application/x-tar": _BINARY}}})
+def export_artifacts(canvas_id: CanvasId, rt: Rt, caller: Reader,
+                     kind: ArtifactKindName | None = None) -> Response:
+    export.has_live_artifacts(rt, caller.ctx, canvas_id)
+    return StreamingResponse(
+        export.stream_export(rt, caller.ctx, canvas_id, kind), media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{canvas_id}-artifacts.tar"',
+                 "X-Content-Type-Options": "nosniff"})
+
+
 @router.get("/latest", response_model=ArtifactRecord, responses=_RESPONSES)
 def latest(canvas_id: CanvasId, kind: ArtifactKindName, rt: Rt, caller: Reader) -> Response:
     record = service.latest_artifact(rt, caller.ctx, canvas_id, kind)
@@ -114,6 +143,16 @@ def get_artifact(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
                  caller: Reader) -> Response:
     record = service.get_artifact(rt, caller.ctx, canvas_id, artifact_id)
     return OrjsonResponse(record.model_dump(mode="json"))
+
+
+@router.delete("/{artifact_id}", status_code=204, responses=_RESPONSES)
+def delete_artifact(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
+                    caller: Writer) -> Response:
+    """The record, content, lineage route and media_v2 artifact answer 404 from now on;
+    the Nexus deletion event stays."""
+    lifecycle.delete_artifact(rt, caller.ctx.tenant_id, caller.ctx.env, canvas_id, artifact_id,
+                              _deletion(caller))
+    return Response(status_code=204)
 
 
 @router.get("/{artifact_id}/content", responses=_CONTENT_RESPONSES, openapi_extra={
