@@ -38,8 +38,9 @@ def install_docs(app: FastAPI) -> None:
             swagger_js_url=asset(request, "swagger-ui-bundle.js"),
             swagger_css_url=asset(request, "swagger-ui.css"),
             swagger_favicon_url=asset(request, "favicon.png"), oauth2_redirect_url=None,
-            # the bearer token entered under "Authorize" survives a page reload
-            swagger_ui_parameters={"persistAuthorization": True})
+            # the bearer token entered under "Authorize" survives a page reload; no
+            # validator badge, which would send the document to a public service
+            swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None})
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
