@@ -32,6 +32,7 @@ from engines.canvas_artifacts.models import (
     ArtifactList,
     ArtifactRecord,
     AuditReport,
+    Lineage,
     RenderRef,
     ReplayDocument,
 )
@@ -389,16 +390,14 @@ def latest_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
 
 
 @retry_on_disconnect
-def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) -> dict[str, Any]:
+def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) -> Lineage:
     with rt.engine.connect() as conn:
         record = repo.get_record(conn, ctx.tenant_id, ctx.env, canvas_id, artifact_id)
         if record is None:
             raise _not_found()
         documents = rt.nexus.documents_for(conn, ctx.tenant_id, ctx.env, artifact_id)
         events = rt.nexus.events_for(conn, ctx.tenant_id, ctx.env, artifact_id)
-    return {"artifact_id": artifact_id,
-            "documents": [d.model_dump(mode="json") for d in documents],
-            "events": [e.model_dump(mode="json") for e in events]}
+    return Lineage(artifact_id=artifact_id, documents=documents, events=events)
 
 
 @retry_on_disconnect
