@@ -193,5 +193,6 @@ def test_head_keeps_the_gets_errors(stack):
     assert stack.client.head(path, headers=stack.headers("t_other")).status_code == 404
     missing = stack.client.head(url(canvas, "/art_missing/content"), headers=stack.headers())
     assert missing.status_code == 404 and missing.content == b""
-    post_only = stack.client.head(url(canvas, "/replay"), headers=stack.headers())
+    post_only = stack.client.head(f"/media-v2/assets/{record['media_asset_id']}/artifacts",
+                                  headers=stack.headers())
     assert post_only.status_code == 405
