@@ -49,6 +49,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         self.in_head = True  # a new connection owes us a request head
         self.head_timer: asyncio.TimerHandle | None = None
+        self.refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -59,25 +60,46 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
         super().data_received(data)
         if not self.in_head or self.transport.is_closing():
             return
         # the head is still incomplete after this read: every byte of it was head
         self.head_bytes += len(data)
         if self.head_bytes > self.head_limit:
-            self._refuse(431, "request.header_too_large",
-                         f"request head exceeds {self.head_limit} bytes")
+            self._refuse_oversize()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.in_head, self.head_bytes = True, 0
-        if self.head_timer is None:
+        if self.head_timer is None and not self.refused:
             self._start_head_clock()
 
     def on_headers_complete(self) -> None:
+        """A head that arrived whole in one read is measured here, before any app sees it."""
         self.in_head = False
         self._stop_head_clock()
+        if self.refused:
+            return
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.head_limit:
+            self._refuse_oversize()
+            return
         super().on_headers_complete()
+
+    # the rest of a refused read still goes through the parser: it must reach no request
+    def on_body(self, body: bytes) -> None:
+        if not self.refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.refused:
+            super().on_message_complete()
+
+    def _refuse_oversize(self) -> None:
+        self._refuse(431, "request.header_too_large",
+                     f"request head exceeds {self.head_limit} bytes")
 
     def _start_head_clock(self) -> None:
         self.head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
@@ -99,6 +121,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         """Answer with the usual error envelope, outside any request, and hang up."""
+        self.refused = True
         self._stop_head_clock()
         body = orjson.dumps({"error": {"code": code, "message": message,
                                        "request_id": uuid.uuid4().hex}})
