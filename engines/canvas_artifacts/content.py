@@ -10,9 +10,9 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.canvas_artifacts.sniff import ACTIVE_TYPES, EXTENSIONS, RASTER_TYPES, sniff
-from engines.common.errors import ApiError
+from engines.common.errors import ApiError, NotFound
 from engines.common.head import is_head
-from engines.storage.base import BlobStore
+from engines.storage.base import BlobNotFound, BlobStore
 from engines.storage.ingest import HEAD_BYTES
 
 _RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
@@ -151,7 +151,12 @@ async def serve_render_ref(request: Request, store: BlobStore, key: str | None,
     """
     if key is None:
         return RedirectResponse(record.uri, status_code=307)
-    mime = sniff(await run_in_threadpool(store.read_all, key, 0, HEAD_BYTES - 1))
+    try:
+        mime = sniff(await run_in_threadpool(store.read_all, key, 0, HEAD_BYTES - 1))
+    except BlobNotFound as exc:
+        # the ref names an object the client was to put there: theirs to fix, not an outage
+        raise NotFound("the render-ref's object does not exist",
+                       code="canvas.render_ref_missing") from exc
     if mime in RASTER_TYPES:
         redirect = await _presigned(store, key, presign_ttl)
         if redirect is not None:

@@ -15,7 +15,13 @@ import pytest
 
 from conftest import HTML, PNG, SVG, Stack, new_canvas
 from engines.canvas_artifacts.content import SANDBOX_CSP
-from engines.canvas_artifacts.tests.helpers import create_preview, create_replay, created, url
+from engines.canvas_artifacts.tests.helpers import (
+    assert_error,
+    create_preview,
+    create_replay,
+    created,
+    url,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -117,3 +123,12 @@ def test_render_ref_to_a_raster_upload_still_redirects(redirecting: Stack) -> No
     assert redirect.status_code == 307
     fetched = httpx.get(redirect.headers["location"])
     assert fetched.content == PNG and fetched.headers["content-type"] == "image/png"
+
+
+def test_render_ref_to_a_missing_object_is_404(redirecting: Stack) -> None:
+    bucket = redirecting.settings.raw_bucket
+    canvas = new_canvas()
+    record = created(redirecting.client.post(
+        url(canvas, "/preview?rev=1"), headers=redirecting.headers(),
+        json={"uri": f"s3://{bucket}/tenants/t_acme/dev/renders/not-yet.png"}))
+    assert_error(_content(redirecting, canvas, record["id"]), 404, "canvas.render_ref_missing")
