@@ -85,12 +85,11 @@ def _unsatisfiable(size: int) -> ApiError:
 _PRIVATE = "private, max-age=0, must-revalidate"
 
 
-def _sandbox(headers: dict[str, str], filename: str, inline: bool) -> dict[str, str]:
+def _sandbox(headers: dict[str, str], filename: str, inline: bool) -> None:
     """What makes active content inert on our origin: no scripts, and a download."""
     headers["Content-Security-Policy"] = SANDBOX_CSP
     if not inline:
         headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return headers
 
 
 def payload_headers(record: ArtifactRecord, inline: bool) -> dict[str, str]:
@@ -103,8 +102,9 @@ def payload_headers(record: ArtifactRecord, inline: bool) -> dict[str, str]:
 
 async def _presigned(store: BlobStore, key: str, ttl: int) -> Response | None:
     url = await run_in_threadpool(store.presign, key, ttl)
-    return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"}) \
-        if url else None
+    if not url:
+        return None
+    return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
 
 
 async def serve_blob(request: Request, store: BlobStore, key: str, record: ArtifactRecord, *,
