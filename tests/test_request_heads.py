@@ -198,6 +198,17 @@ def test_a_slow_download_gets_every_byte_with_a_short_body_idle_timeout(server: 
     assert len(body) == len(data)
     assert hashlib.sha256(body).hexdigest() == hashlib.sha256(data).hexdigest()
 
+    with _connect(server) as sock:  # HEAD on the wire: the length, no body, framing intact
+        sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode())
+        sock.sendall(_get("/healthz", "Connection: close\r\n\r\n"))
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    first, second = reply.split(b"HTTP/1.1 ", 2)[1:]
+    assert first.startswith(b"200") and f"content-length: {len(data)}".encode() in first
+    assert first.endswith(b"\r\n\r\n"), "no body after a HEAD's headers"
+    assert second.startswith(b"200") and second.endswith(b'{"status":"ok"}')
+
 
 # ---- connections -----------------------------------------------------------------------------
 
