@@ -11,6 +11,7 @@ from engines.canvas_artifacts.router import router as canvas_router
 from engines.common.body import BodyIdleTimeoutMiddleware
 from engines.common.docs import install_docs
 from engines.common.errors import install_error_handlers
+from engines.common.head import HeadAsGetMiddleware
 from engines.common.identity import TraceHeadersMiddleware
 from engines.common.jsonutil import OrjsonResponse
 from engines.common.openapi import install_openapi, operation_id
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.verifier = TokenVerifier(settings)
     app.add_middleware(BodyIdleTimeoutMiddleware, seconds=settings.body_idle_timeout)
     app.add_middleware(TraceHeadersMiddleware)
+    app.add_middleware(HeadAsGetMiddleware)
     install_error_handlers(app)
     app.include_router(canvas_router)
     app.include_router(media_router)

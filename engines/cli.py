@@ -24,6 +24,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engines.app import build_runtime
     from engines.db.migrate import upgrade
     from engines.identity.auth import issue_token
+    from engines.server import uvicorn_options
 
     settings = _settings()
     runtime = build_runtime(settings)
@@ -43,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     uvicorn.run("engines.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level, access_log=args.access_log,
-                timeout_keep_alive=30)
+                **uvicorn_options(settings))
     return 0
 
 

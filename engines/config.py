@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     max_replay_bytes: int = 50 * MIB
     max_audit_bytes: int = 5 * MIB
     body_idle_timeout: float = 30.0
+    # request heads and connections, enforced by engines.server's uvicorn protocol
+    max_header_bytes: int = Field(default=64 * 1024, gt=0)
+    header_timeout: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=1000, gt=0)
     max_keyframes: int = 1_000_000
     max_json_depth: int = 64
 

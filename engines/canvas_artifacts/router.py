@@ -177,14 +177,15 @@ def delete_artifact(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
     # Read from the request by serve_blob, so FastAPI cannot see them: listed
     # here so that clients (and the schema fuzz) know they are honoured.
     "parameters": [{"name": name, "in": "header", "required": False,
-                    "schema": {"type": "string"}} for name in ("Range", "If-None-Match")]})
+                    "schema": {"type": "string"}}
+                   for name in ("Range", "If-Range", "If-None-Match")]})
 async def get_artifact_content(request: Request, canvas_id: CanvasId, artifact_id: ArtifactId,
                                rt: Rt, caller: Reader,
                                from_ms: Annotated[int | None, Query(ge=0)] = None,
                                to_ms: Annotated[int | None, Query(ge=0)] = None,
                                disposition: Literal["attachment", "inline"] = "attachment",
                                ) -> Response:
-    """Bytes with ETag/Range/If-None-Match; replay windows with from_ms/to_ms."""
+    """Bytes with ETag/Range/If-Range/If-None-Match; replay windows with from_ms/to_ms."""
     record = await run_in_threadpool(service.get_artifact, rt, caller.ctx, canvas_id, artifact_id)
     return await service.content(rt, request, record, from_ms=from_ms, to_ms=to_ms,
                                  inline=disposition == "inline")

@@ -24,10 +24,10 @@ from fastapi import Request
 from pydantic import ValidationError
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from engines.canvas_artifacts import repository as repo
-from engines.canvas_artifacts.content import serve_blob
+from engines.canvas_artifacts.content import serve_blob, serve_render_ref
 from engines.canvas_artifacts.models import (
     ArtifactList,
     ArtifactRecord,
@@ -416,10 +416,8 @@ async def content(rt: Runtime, request: Request, record: ArtifactRecord, *,
     """The payload: bytes, a replay window, or a redirect for render-refs."""
     key = rt.store.key_for(record.uri)
     if record.meta.get("render_ref"):
-        # an s3:// ref in our own bucket is not followable by a browser: presign it
-        signed = key and await run_in_threadpool(rt.store.presign, key,
-                                                 rt.settings.presign_ttl_seconds)
-        return RedirectResponse(signed or record.uri, status_code=307)
+        return await serve_render_ref(request, rt.store, key, record, inline=inline,
+                                      presign_ttl=rt.settings.presign_ttl_seconds)
     if key is None:
         raise ServiceUnavailable("the artifact's blob is not in the configured store",
                                  code="storage.foreign_uri")

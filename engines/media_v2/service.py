@@ -30,6 +30,7 @@ from engines.media_v2.models import (
     DerivedArtifact,
     MediaAsset,
 )
+from engines.media_v2.upload_type import upload_checker
 from engines.storage.ingest import ingest
 from engines.storage.keys import media_key
 from engines.storage.references import discard_fresh_blob
@@ -83,10 +84,9 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
     _check_part_headers(upload)
     asset_id = new_id("ma")
     key = media_key(ctx.tenant_id, ctx.env, asset_id, upload.filename)
-    content_type = upload.content_type or "application/octet-stream"
-    blob, _ = await ingest(rt.store, upload_chunks(upload), limit=limit,
-                           head_check=lambda _head: content_type, key_for=lambda _t: key,
-                           leases=rt.leases)
+    blob, content_type = await ingest(rt.store, upload_chunks(upload), limit=limit,
+                                      head_check=upload_checker(upload.content_type),
+                                      key_for=lambda _t: key, leases=rt.leases)
     asset = MediaAsset(id=asset_id, tenant_id=ctx.tenant_id, env=ctx.env, user_id=actor_id,
                        kind=_kind_for(content_type), source_uri=blob.uri, size_bytes=blob.size,
                        created_at=datetime.now(UTC),
