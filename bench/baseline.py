@@ -24,6 +24,7 @@ import anyio.to_thread
 import orjson
 
 from engines.config import get_settings
+from engines.server import uvicorn_options
 from engines.storage.base import BlobNotFound
 from engines.storage.factory import build_blob_store
 
@@ -113,10 +114,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8020)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    # The same uvicorn knobs as `engines serve` (see engines/cli.py), access log off.
+    # The same uvicorn knobs as `engines serve` (see engines/server.py), access log off.
     uvicorn.run("bench.baseline:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level="warning", access_log=False,
-                timeout_keep_alive=30)
+                **uvicorn_options(get_settings()))
 
 
 if __name__ == "__main__":

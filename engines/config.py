@@ -9,14 +9,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
+
+
+def _duration_or_none(value: Any) -> Any:
+    """`RETENTION_REPLAY=30d`; unset or empty means keep forever."""
+    from engines.common.durations import parse_duration
+
+    if isinstance(value, str):
+        return parse_duration(value) if value.strip() else None
+    return value
+
+
+Retention = Annotated[timedelta | None, BeforeValidator(_duration_or_none)]
 
 
 class Settings(BaseSettings):
@@ -34,6 +47,8 @@ class Settings(BaseSettings):
     media_local_root: Path = Path("./var/media")
     media_serve_mode: Literal["proxy", "redirect"] = "proxy"
     presign_ttl_seconds: int = 300
+    upload_lease_seconds: float = 60.0
+    gc_max_delete_share: float = Field(default=0.10, ge=0.0, le=1.0)
 
     database_url: str = "sqlite:///./var/engines.db"
     db_pool_size: int = 10
@@ -56,6 +71,10 @@ class Settings(BaseSettings):
     max_replay_bytes: int = 50 * MIB
     max_audit_bytes: int = 5 * MIB
     body_idle_timeout: float = 30.0
+    # request heads and connections, enforced by engines.server's uvicorn protocol
+    max_header_bytes: int = Field(default=64 * 1024, gt=0)
+    header_timeout: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=1000, gt=0)
     max_keyframes: int = 1_000_000
     max_json_depth: int = 64
 
@@ -73,6 +92,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [int(part) for part in value.split(",") if part.strip()]
         return value
+    retention_preview: Retention = None
+    retention_replay: Retention = None
+    retention_audit: Retention = None
+    # the newest artifact of each kind of a canvas survives retention, however old
+    retention_keep_latest: bool = True
+
+    def retention_for(self, kind: str) -> timedelta | None:
+        return {"preview": self.retention_preview, "replay": self.retention_replay,
+                "audit": self.retention_audit}[kind]
 
     @property
     def is_sqlite(self) -> bool:

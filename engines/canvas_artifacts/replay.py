@@ -58,7 +58,8 @@ def check_keyframes(frames: Any, *, max_depth: int) -> None:
                 f"keyframes[{index}].t_ms ({t_ms}) is earlier than keyframes[{index - 1}].t_ms "
                 f"({previous}); t_ms must be non-decreasing")
         previous = t_ms
-        if frame.get("type") not in KEYFRAME_TYPES:
+        kind = frame.get("type")
+        if type(kind) is not str or kind not in KEYFRAME_TYPES:  # a list is not hashable
             raise KeyframeError(f"keyframes[{index}].type: must be one of snapshot, commit, "
                                 "gesture")
         rev = frame.get("rev")

@@ -20,6 +20,8 @@ EXTENSIONS = {
 }
 ACTIVE_TYPES = frozenset({"image/svg+xml", "text/html"})
 """Types a browser would execute scripts in; served sandboxed."""
+RASTER_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+"""The only types ever redirected to the bucket, which serves them without our headers."""
 
 
 def _text_head(head: bytes) -> str | None:

@@ -36,16 +36,18 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts.content import presign_ttl, serve_blob
 from engines.canvas_artifacts.models import ArtifactRecord
-from engines.common.errors import ServiceUnavailable, Unprocessable
+from engines.common.errors import NotFound, ServiceUnavailable, Unprocessable
 from engines.common.runtime import Runtime
 from engines.config import Settings
-from engines.db.engine import retry_on_disconnect
+from engines.db.engine import CommitOutcomeUnknown, retry_on_disconnect, write_transaction
 from engines.media_v2 import repository as media_repo
 from engines.media_v2.models import DerivedArtifact
-from engines.storage.ingest import discard, ingest_bytes
+from engines.storage.ingest import ingest_bytes
 from engines.storage.keys import canvas_key
+from engines.storage.references import discard_fresh_blob
 
 log = logging.getLogger("engines.canvas_artifacts.variants")
 
@@ -182,7 +184,7 @@ def variant_key(record: ArtifactRecord, spec: VariantSpec, sha256: str) -> str:
 
 def variants_of(conn: Connection, tenant_id: str, env: str,
                 artifact_id: str) -> list[DerivedArtifact]:
-    """Every stored variant of one artifact, for DELETE to remove with it."""
+    """Every live stored variant of one artifact, for DELETE to remove with it."""
     found = media_repo.artifacts_with_id_prefix(
         conn, tenant_id, env, VARIANT_KIND, variant_id_prefix(tenant_id, env, artifact_id))
     return [a for a in found if a.meta.get("source_artifact_id") == artifact_id]
@@ -213,14 +215,34 @@ def _find(rt: Runtime, tenant_id: str, env: str, variant_id: str) -> DerivedArti
 
 
 @retry_on_disconnect
-def _record(rt: Runtime, derived: DerivedArtifact) -> DerivedArtifact:
-    """Insert if absent and return whichever record won (ours or a concurrent twin's)."""
-    with rt.engine.begin() as conn:
+def _record(rt: Runtime, record: ArtifactRecord, derived: DerivedArtifact) -> DerivedArtifact:
+    """Insert if absent and return whichever record won (ours or a concurrent twin's).
+
+    Only while the source is live: a delete that ran during the render makes
+    this a 404 rather than a variant nothing would ever remove. A COMMIT
+    whose outcome is unknown is resolved by the read that follows.
+    """
+    with contextlib.suppress(CommitOutcomeUnknown), write_transaction(rt.engine) as conn:
+        if not repo.lock_live_record(conn, record):
+            raise NotFound("artifact not found", code="canvas.not_found")
         media_repo.insert_artifact(conn, derived, if_absent=True)
+    with rt.engine.connect() as conn:
         winner = media_repo.get_artifact(conn, derived.tenant_id, derived.env, derived.id)
     if winner is None:
-        raise ServiceUnavailable("variant record vanished", code="metadata.write_failed")
+        raise ServiceUnavailable("the variant could not be recorded; retry",
+                                 code="metadata.write_failed")
     return _remember(winner)
+
+
+def tombstone_variants(conn: Connection, record: ArtifactRecord, now: datetime) -> list[str]:
+    """Mark a deleted artifact's variants deleted, on the delete's transaction; returns
+    their URIs, whose blobs the delete removes once it has committed."""
+    found = variants_of(conn, record.tenant_id, record.env, record.id)
+    media_repo.mark_artifacts_deleted(conn, record.tenant_id, record.env,
+                                      [v.id for v in found], now)
+    for variant in found:
+        _known.pop(variant.id, None)
+    return [v.uri for v in found]
 
 
 # ---- rendering ---------------------------------------------------------------------------
@@ -352,9 +374,13 @@ async def _render_and_store(rt: Runtime, record: ArtifactRecord, spec: VariantSp
                   "size_bytes": blob.size})
         # On a failed insert the blob stays: a concurrent identical render may own the same
         # key. An unreferenced one is an orphan for `engines gc`.
-        winner = await run_in_threadpool(_record, rt, derived)
-    if winner.uri != blob.uri:
-        await discard(rt.store, blob.key)  # a concurrent render with other bytes won
+        try:
+            winner = await run_in_threadpool(_record, rt, record, derived)
+        except NotFound:
+            await discard_fresh_blob(rt.engine, rt.store, blob.key)
+            raise
+    if winner.uri != blob.uri:  # a concurrent render with other bytes won
+        await discard_fresh_blob(rt.engine, rt.store, blob.key)
     return winner
 
 

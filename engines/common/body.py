@@ -91,6 +91,10 @@ class BodyIdleTimeoutMiddleware:
 
     Each receive() of body bytes gets `seconds`; past that the request fails
     with 408 and whatever was being written is aborted by the upload code.
+    The deadline covers the request body only: once its last message arrived,
+    a receive() is a wait for the client to go away (Starlette's streaming
+    response makes one for the whole download), which takes as long as the
+    client reads.
     """
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
@@ -101,13 +105,19 @@ class BodyIdleTimeoutMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        body_done = False
 
         async def receive_with_deadline() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
             try:
                 async with asyncio.timeout(self.seconds):  # cheaper than an anyio scope
-                    return await receive()
+                    message = await receive()
             except TimeoutError as exc:
                 raise ApiError("request body stalled", code="request.timeout", status=408,
                                headers={"Connection": "close"}) from exc
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
 
         await self.app(scope, receive_with_deadline, send)

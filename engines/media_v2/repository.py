@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -13,6 +15,7 @@ from sqlalchemy import (
     and_,
     insert,
     select,
+    update,
 )
 
 from engines.db.metadata import JsonDoc, UtcDateTime, metadata
@@ -33,6 +36,7 @@ assets = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("meta", JsonDoc, nullable=False),
     Index("ix_media_v2_assets_scope", "tenant_id", "env", "id"),
+    Index("ix_media_v2_assets_source_uri", "source_uri"),
 )
 
 artifacts = Table(
@@ -48,7 +52,9 @@ artifacts = Table(
     Column("track_label", String(128)),
     Column("created_at", UtcDateTime, nullable=False),
     Column("meta", JsonDoc, nullable=False),
+    Column("deleted_at", UtcDateTime),
     Index("ix_media_v2_artifacts_parent", "parent_asset_id", "id"),
+    Index("ix_media_v2_artifacts_uri", "uri"),
 )
 
 
@@ -83,7 +89,7 @@ def get_artifact(conn: Connection, tenant_id: str, env: str,
                  artifact_id: str) -> DerivedArtifact | None:
     row = conn.execute(select(artifacts).where(and_(
         artifacts.c.id == artifact_id, artifacts.c.tenant_id == tenant_id,
-        artifacts.c.env == env,
+        artifacts.c.env == env, artifacts.c.deleted_at.is_(None),
     ))).mappings().first()
     return DerivedArtifact.model_validate(dict(row)) if row else None
 
@@ -91,7 +97,7 @@ def get_artifact(conn: Connection, tenant_id: str, env: str,
 def artifacts_of(conn: Connection, asset: MediaAsset) -> list[DerivedArtifact]:
     rows = conn.execute(select(artifacts).where(
         artifacts.c.parent_asset_id == asset.id, artifacts.c.tenant_id == asset.tenant_id,
-        artifacts.c.env == asset.env,
+        artifacts.c.env == asset.env, artifacts.c.deleted_at.is_(None),
     ).order_by(artifacts.c.id)).mappings()
     return [DerivedArtifact.model_validate(dict(r)) for r in rows]
 
@@ -107,5 +113,15 @@ def artifacts_with_id_prefix(conn: Connection, tenant_id: str, env: str, kind: s
     rows = conn.execute(select(artifacts).where(
         artifacts.c.id >= prefix, artifacts.c.id < prefix + "g",
         artifacts.c.tenant_id == tenant_id, artifacts.c.env == env, artifacts.c.kind == kind,
+        artifacts.c.deleted_at.is_(None),
     ).order_by(artifacts.c.id)).mappings()
     return [DerivedArtifact.model_validate(dict(r)) for r in rows]
+
+
+def mark_artifacts_deleted(conn: Connection, tenant_id: str, env: str, ids: list[str],
+                           now: datetime) -> None:
+    """Tombstones: the rows stay (lineage) but no longer keep their blobs alive."""
+    if ids:
+        conn.execute(update(artifacts).where(
+            artifacts.c.id.in_(ids), artifacts.c.tenant_id == tenant_id,
+            artifacts.c.env == env, artifacts.c.deleted_at.is_(None)).values(deleted_at=now))

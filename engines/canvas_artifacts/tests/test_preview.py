@@ -121,13 +121,13 @@ def test_s3_render_ref_inside_own_prefix_is_accepted_on_s3(make_stack):
     record = created(response)
     assert record["uri"] == target
     stack.runtime.store.client.put_object(Bucket=bucket, Key=target.split("/", 3)[3],
-                                          Body=b"rendered")
+                                          Body=PNG)
     got = stack.client.get(url(canvas, f"/{record['id']}/content"), headers=stack.headers(),
                            follow_redirects=False)
     assert got.status_code == 307
     location = got.headers["location"]
     assert location.startswith(stack.settings.aws_endpoint_url_s3) and "Signature=" in location
-    assert httpx.get(location).content == b"rendered"
+    assert httpx.get(location).content == PNG
 
 
 def _s3_refs(bucket: str | None) -> list[str]:

@@ -8,13 +8,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import delete
 
 from conftest import SVG, new_canvas
 from engines.canvas_artifacts import signed
 from engines.canvas_artifacts.content import SANDBOX_CSP
 from engines.canvas_artifacts.models import ArtifactRecord
-from engines.canvas_artifacts.repository import canvas_artifacts
 from engines.canvas_artifacts.tests.helpers import (
     assert_error,
     create_preview,
@@ -145,8 +143,9 @@ def test_expired_url_is_403_and_deleted_artifact_is_404(stack):
     live = _signed(stack, record)
     thumb = _signed(stack, record, w=64)
     assert _fetch(stack, thumb).status_code == 200
-    with stack.runtime.engine.begin() as conn:
-        conn.execute(delete(canvas_artifacts).where(canvas_artifacts.c.id == record["id"]))
+    deleted = stack.client.delete(url(record["canvas_id"], f"/{record['id']}"),
+                                  headers=stack.headers())
+    assert deleted.status_code == 204, deleted.text
     for gone in (live, thumb):
         response = _fetch(stack, gone)
         assert_error(response, 404, "canvas.not_found")

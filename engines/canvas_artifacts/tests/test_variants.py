@@ -126,6 +126,54 @@ def test_variant_is_stored_once_beside_its_source_and_recorded(stack):
     assert variant.id in {a["id"] for a in asset["artifacts"]}
 
 
+def test_deleting_the_preview_deletes_its_variants(stack):
+    canvas = new_canvas()
+    record = _preview(stack, png(400, 200), "image/png", canvas)
+    other = _preview(stack, png(400, 200), "image/png", canvas)
+    for query in ("?w=64", "?w=128&format=webp", "?h=64&format=jpeg"):
+        assert _get(stack, record, query).status_code == 200
+    assert _get(stack, other, "?w=64").status_code == 200
+    assert len(_variant_keys(stack, record)) == 3
+
+    deleted = stack.client.delete(url(canvas, f"/{record['id']}"), headers=stack.headers())
+    assert deleted.status_code == 204, deleted.text
+    assert _variant_keys(stack, record) == []
+    assert len(_variant_keys(stack, other)) == 1
+    with stack.runtime.engine.connect() as conn:
+        assert variants.variants_of(conn, "t_acme", "dev", record["id"]) == []
+        assert len(variants.variants_of(conn, "t_acme", "dev", other["id"])) == 1
+        rows = conn.execute(media_artifacts.select().where(
+            media_artifacts.c.kind == "canvas_preview_variant",
+            media_artifacts.c.parent_asset_id == record["media_asset_id"])).mappings().all()
+    tombstones = [r for r in rows if r["meta"]["source_artifact_id"] == record["id"]]
+    assert len(tombstones) == 3 and all(r["deleted_at"] is not None for r in tombstones)
+    assert_error(_get(stack, record, "?w=64"), 404, "canvas.not_found")
+    assert _get(stack, other, "?w=64").status_code == 200
+
+
+def test_a_render_racing_a_delete_leaves_no_live_variant(stack, monkeypatch):
+    """The preview is deleted while its variant renders: the request is a 404 and neither
+    a live variant record nor its blob is left behind."""
+    record = _preview(stack, png(400, 200), "image/png")
+    real = variants.render
+
+    def delete_meanwhile(data, spec, max_pixels):  # type: ignore[no-untyped-def]
+        response = stack.client.delete(url(record["canvas_id"], f"/{record['id']}"),
+                                       headers=stack.headers())
+        assert response.status_code == 204, response.text
+        return real(data, spec, max_pixels)
+
+    monkeypatch.setattr(variants, "render", delete_meanwhile)
+    _slots(monkeypatch, 1)
+    with stack.client as client:
+        response = client.get(url(record["canvas_id"], f"/{record['id']}/content?w=64"),
+                              headers=stack.headers())
+    assert_error(response, 404, "canvas.not_found")
+    assert _variant_keys(stack, record) == []
+    with stack.runtime.engine.connect() as conn:
+        assert variants.variants_of(conn, "t_acme", "dev", record["id"]) == []
+
+
 def test_stored_variant_honours_conditional_and_range_requests(stack):
     record = _preview(stack, png(300, 300), "image/png")
     full = _get(stack, record, "?w=128&format=webp")

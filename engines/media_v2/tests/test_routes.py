@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from conftest import PNG, Stack, new_canvas
+from conftest import HTML, JPEG, PNG, SVG, Stack, new_canvas
 from engines.common.ids import new_id
+from engines.media_v2.upload_type import GENERIC
 
 ASSET_FIELDS = {"id", "tenant_id", "env", "user_id", "kind", "source_uri", "size_bytes", "tags",
                 "source_ref", "created_at", "meta"}
@@ -109,7 +110,7 @@ def test_upload_is_stored_under_the_media_key(api: Api) -> None:
 
     key = stored_key(api, asset["source_uri"])
     assert key == f"{api.prefix()}media_v2/{asset['id']}/photo.png"
-    scheme = "s3://" if api.settings.raw_bucket else "file:///"
+    scheme = "s3://" if api.settings.raw_bucket else "local:tenants/"
     assert asset["source_uri"].startswith(scheme)
     assert api.runtime.store.read_all(key) == PNG
 
@@ -118,12 +119,48 @@ def test_upload_is_stored_under_the_media_key(api: Api) -> None:
     assert got.json() == {"asset": asset, "artifacts": []}
 
 
-def test_upload_kind_follows_the_content_type(api: Api) -> None:
-    for content_type, kind in [("video/mp4", "video"), ("audio/mpeg", "audio"),
-                               ("image/jpeg", "image"), ("application/pdf", "other")]:
-        response = upload(api, "f.bin", b"\x00" * 64, content_type)
+MP4 = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64
+MP3 = b"ID3\x04\x00" + b"\x00" * 64
+
+
+def test_upload_kind_follows_the_checked_content_type(api: Api) -> None:
+    for data, content_type, kind in [(MP4, "video/mp4", "video"), (MP3, "audio/mpeg", "audio"),
+                                     (JPEG, "image/jpeg", "image"),
+                                     (b"%PDF-1.7\n", "application/pdf", "other")]:
+        response = upload(api, "f.bin", data, content_type)
         assert response.status_code == 201, response.text
         assert response.json()["kind"] == kind, content_type
+
+
+def _stored_type(api: Api, asset: dict[str, Any]) -> str | None:
+    """The type the store itself would serve the object with (S3), else None."""
+    if not api.settings.raw_bucket:
+        return None
+    head = api.runtime.store.client.head_object(  # type: ignore[attr-defined]
+        Bucket=api.settings.raw_bucket, Key=stored_key(api, asset["source_uri"]))
+    return str(head["ContentType"])
+
+
+def test_upload_type_comes_from_the_bytes(api: Api) -> None:
+    """A declared type is a claim the bytes must back; the stored type is the bytes'."""
+    for declared, data in [("image/png", HTML), ("image/png", JPEG), ("image/svg+xml", PNG),
+                           ("text/html", PNG), ("video/mp4", HTML), ("audio/mpeg", PNG),
+                           ("video/webm", b"\x00" * 64), ("image/gif", b"GIF00a"),
+                           ("text/html", b"\x00\x01binary")]:
+        response = upload(api, "f.bin", data, declared)
+        assert error_of(response, 415)["code"] == "request.content_mismatch", declared
+    assert blobs_under(api, api.prefix()) == []
+
+    for declared, data, stored in [("application/pdf", HTML, "text/html"),
+                                   ("text/plain", SVG, "image/svg+xml"),
+                                   ("application/octet-stream", PNG, "image/png"),
+                                   ("image/svg+xml", SVG, "image/svg+xml"),
+                                   ("image/gif", b"GIF89a" + PNG, "image/gif"),
+                                   ("application/javascript", b"alert(1)", GENERIC)]:
+        asset = upload(api, "f.bin", data, declared).json()
+        assert asset["meta"]["content_type"] == stored, declared
+        assert asset["kind"] == ("image" if stored.startswith("image/") else "other")
+        assert _stored_type(api, asset) in (None, stored)
 
 
 def test_hostile_filenames_are_made_safe(api: Api) -> None:
