@@ -546,7 +546,7 @@ class Bench:
         c = self.opts.concurrency
         title = f"thumbnail GET, stored variant (c={c})"
         self.say(title)
-        same_size = preview(thumb, "image/webp")  # the variant's bytes as a plain preview: same size
+        same_size = preview(thumb, "image/webp")  # the variant's bytes as a plain preview
         s, b = self.alternate(
             "thumbnail_get",
             self.job("service", method="GET", path=content(record, query), concurrency=c,

@@ -7,8 +7,8 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from engines.canvas_artifacts import signed_router
 from engines.canvas_artifacts.router import router as canvas_router
-from engines.canvas_artifacts.signed_router import router as signed_router
 from engines.common.body import BodyIdleTimeoutMiddleware
 from engines.common.docs import install_docs
 from engines.common.errors import install_error_handlers
@@ -48,7 +48,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_error_handlers(app)
     app.include_router(canvas_router)
     app.include_router(media_router)
-    app.include_router(signed_router)
+    app.include_router(signed_router.authenticated)
+    app.include_router(signed_router.public)
     install_openapi(app)
     install_docs(app)
 

@@ -28,7 +28,9 @@ from pydantic import BaseModel, Field, ValidationError
 from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.canvas_artifacts.variants import VariantQuery, check_request
-from engines.common.errors import Forbidden, NotFound
+from engines.common.body import read_limited, require_json
+from engines.common.errors import Forbidden, NotFound, Unprocessable, first_error_message
+from engines.common.jsonutil import parse_json
 from engines.common.runtime import Runtime
 from engines.config import Settings
 from engines.db.engine import retry_on_disconnect
@@ -85,6 +87,22 @@ def issue(settings: Settings, request: Request, record: ArtifactRecord,
     base = (settings.public_base_url or str(request.base_url)).rstrip("/")
     return SignedUrl(url=signed_url(settings, base, record, variant, expires),
                      expires_at=datetime.fromtimestamp(expires, UTC))
+
+
+REQUEST_BYTES = 4096
+"""A signed-url request is a handful of numbers: anything longer is not one."""
+
+
+async def read_request(request: Request) -> SignedUrlRequest:
+    """The optional JSON body of POST .../signed-url (empty: a 300 s URL of the content)."""
+    raw = await read_limited(request, REQUEST_BYTES)
+    if not raw.strip():
+        return SignedUrlRequest()
+    require_json(request)
+    try:
+        return SignedUrlRequest.model_validate(parse_json(raw, max_depth=2))
+    except ValidationError as exc:
+        raise Unprocessable(first_error_message(exc), code="request.invalid") from exc
 
 
 def invalid() -> Forbidden:
