@@ -11,6 +11,7 @@ import anyio
 import httpx
 import orjson
 import pytest
+from PIL import Image
 
 from conftest import HTML, PNG, SVG, new_canvas
 from engines.canvas_artifacts import variants
@@ -25,6 +26,7 @@ from engines.canvas_artifacts.tests.helpers import (
 from engines.canvas_artifacts.tests.images import (
     BLUE,
     RED,
+    encode,
     opened,
     png,
     png_bomb,
@@ -382,3 +384,16 @@ def test_records_and_blobs_of_a_variant_stay_in_scope(stack):
             media_artifacts.c.kind == "canvas_preview_variant",
             media_artifacts.c.parent_asset_id == record["media_asset_id"])).mappings().all()
     assert [(r["tenant_id"], r["env"]) for r in rows] == [("t_acme", "dev")]
+
+
+def test_transparency_is_kept_where_the_format_has_it_and_flattened_on_white_in_jpeg(local):
+    clear = Image.new("RGBA", (200, 100), (0, 0, 0, 0))
+    record = _preview(local, encode(clear, "PNG"), "image/png")
+    for query, mode, pixel in (("?w=64", "RGBA", (0, 0, 0, 0)),
+                               ("?w=64&format=webp", "RGBA", (0, 0, 0, 0)),
+                               ("?w=64&format=jpeg", "RGB", (255, 255, 255))):
+        image = opened(_get(local, record, query).content)
+        assert image.mode == mode, query
+        assert _near(image.getpixel((10, 10)), pixel[:3]), query
+        if mode == "RGBA":
+            assert image.getpixel((10, 10))[3] == 0, query
