@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import hashlib
 import io
-import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -48,8 +47,6 @@ from engines.media_v2.models import DerivedArtifact
 from engines.storage.ingest import ingest_bytes
 from engines.storage.keys import canvas_key
 from engines.storage.references import discard_fresh_blob
-
-log = logging.getLogger("engines.canvas_artifacts.variants")
 
 VARIANT_KIND = "canvas_preview_variant"
 RASTER_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
