@@ -30,6 +30,7 @@ from engines.media_v2.models import (
     DerivedArtifact,
     MediaAsset,
 )
+from engines.observability import metrics
 from engines.storage.ingest import discard, ingest
 from engines.storage.keys import media_key
 from engines.storage.uris import check_uri_in_scope
@@ -76,13 +77,13 @@ def _check_part_headers(upload: UploadFile) -> None:
 async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
                               request: Request) -> Response:
     limit = rt.settings.max_preview_bytes
-    upload = await read_upload(request, limit, code="media_v2.missing_file")
-    _check_part_headers(upload)
-    asset_id = new_id("ma")
-    key = media_key(ctx.tenant_id, ctx.env, asset_id, upload.filename)
-    content_type = upload.content_type or "application/octet-stream"
-    blob, _ = await ingest(rt.store, upload_chunks(upload), limit=limit,
-                           head_check=lambda _head: content_type, key_for=lambda _t: key)
+    async with read_upload(request, limit, code="media_v2.missing_file") as upload:
+        _check_part_headers(upload)
+        asset_id = new_id("ma")
+        key = media_key(ctx.tenant_id, ctx.env, asset_id, upload.filename)
+        content_type = upload.content_type or "application/octet-stream"
+        blob, _ = await ingest(rt.store, upload_chunks(upload), limit=limit,
+                               head_check=lambda _head: content_type, key_for=lambda _t: key)
     asset = MediaAsset(id=asset_id, tenant_id=ctx.tenant_id, env=ctx.env, user_id=actor_id,
                        kind=_kind_for(content_type), source_uri=blob.uri, size_bytes=blob.size,
                        created_at=datetime.now(UTC),
@@ -98,6 +99,8 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
         raise
     if response.headers.get("idempotent-replayed"):
         await discard(rt.store, blob.key)
+    else:
+        metrics.record_created("media_asset", blob.size, tenant=ctx.tenant_id, env=ctx.env)
     return response
 
 

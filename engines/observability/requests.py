@@ -1,0 +1,86 @@
+"""One observation per HTTP request: the metrics it feeds and its log line.
+
+Pure ASGI, outermost of our middleware: it counts body bytes both ways,
+takes the status from the response start, and after the app is done reads
+what routing and `TraceHeadersMiddleware` left in the scope (route template,
+request and correlation ids).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engines.common.identity import ENVS, TENANT_RE
+from engines.observability import metrics, tracing
+from engines.observability.logging import REQUEST_LOGGER
+
+log = logging.getLogger(REQUEST_LOGGER)
+
+
+def route_template(scope: Scope) -> str | None:
+    """`/canvas/{canvas_id}/artifacts/{artifact_id}`, never the raw path (ids are unbounded)."""
+    route = scope.get("route")
+    return getattr(route, "path", None)
+
+
+def _routing_keys(scope: Scope) -> tuple[str | None, str | None]:
+    """Tenant and env as the client sent them, when well-formed (never free text)."""
+    headers = dict(scope.get("headers") or [])
+    tenant = headers.get(b"x-tenant-id", b"").decode("latin-1")
+    env = ENVS.get(headers.get(b"x-env", b"").decode("latin-1").lower())
+    return (tenant if TENANT_RE.match(tenant) and len(tenant) <= 64 else None), env
+
+
+class RequestObserver:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        seen = {"in": 0, "out": 0, "status": 500}
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen["in"] += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                seen["out"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            self._record(scope, seen, time.perf_counter() - started)
+
+    @staticmethod
+    def _record(scope: Scope, seen: dict[str, int], seconds: float) -> None:
+        route = route_template(scope)
+        tenant, env = _routing_keys(scope)
+        state: dict[str, Any] = scope.get("state") or {}
+        metrics.observe_request(method=scope["method"], route=route, status=seen["status"],
+                                seconds=seconds, bytes_in=seen["in"], tenant=tenant, env=env)
+        request_id, correlation_id = state.get("request_id"), state.get("correlation_id")
+        trace_id = tracing.annotate_current_span(request_id, correlation_id)
+        if not log.isEnabledFor(logging.INFO):
+            return
+        fields = {"request_id": request_id, "correlation_id": correlation_id,
+                  "tenant": tenant, "env": env, "method": scope["method"],
+                  "route": route or metrics.UNMATCHED_ROUTE, "status": seen["status"],
+                  "duration_ms": round(seconds * 1000, 2), "bytes_in": seen["in"],
+                  "bytes_out": seen["out"]}
+        if trace_id:
+            fields["trace_id"] = trace_id
+        log.info("%s %s %s", scope["method"], fields["route"], seen["status"],
+                 extra={"fields": fields})
