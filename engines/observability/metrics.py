@@ -12,7 +12,12 @@ turns on the separate `engines_tenant_*` families.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -142,3 +147,29 @@ def exposition() -> bytes:
 async def metrics_endpoint(_request: Request) -> Response:
     """GET /metrics: no token needed, and none revealed (no request data in labels)."""
     return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+@contextlib.contextmanager
+def multiprocess_dir(workers: int) -> Iterator[None]:
+    """With several workers, give them one PROMETHEUS_MULTIPROC_DIR to share.
+
+    Set before uvicorn starts the workers, so each imports prometheus_client
+    in multiprocess mode. An operator's own directory is emptied of a previous
+    run's samples first; otherwise a temporary one is made and removed after.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    if workers <= 1:
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="engines-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)

@@ -21,20 +21,24 @@ from engines.common.runtime import Runtime
 from engines.observability import metrics
 from engines.storage.base import BlobStore
 from engines.storage.local import LocalBlobStore
+from engines.storage.s3 import S3BlobStore
 
 READY_MARKER = "_readyz/marker"
-"""A key that need not exist: asking for it proves the store answers."""
+"""A key that need not exist: asking another store for it proves the store answers."""
 STORAGE_CACHE_SECONDS = 5.0
 
 
 def probe_storage(store: BlobStore) -> None:
-    """Raise if the store cannot answer: S3 is asked for the marker's metadata; a local
-    store's root must be a writable directory (a missing file there proves nothing)."""
-    if isinstance(store, LocalBlobStore):
+    """Raise if the store cannot answer. Read-only and one request at most: S3 gets a
+    HEAD of the bucket (a missing bucket fails it, where a missing key would not); a
+    local store's root must be a writable directory."""
+    if isinstance(store, S3BlobStore):
+        store.client.head_bucket(Bucket=store.bucket)
+    elif isinstance(store, LocalBlobStore):
         if not (store.root.is_dir() and os.access(store.root, os.W_OK | os.X_OK)):
             raise OSError(f"{store.root} is not a writable directory")
-        return
-    store.exists(READY_MARKER)
+    else:
+        store.exists(READY_MARKER)
 
 
 @dataclass
