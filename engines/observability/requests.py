@@ -44,7 +44,7 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        seen = {"in": 0, "out": 0, "status": 500}
+        seen: dict[str, Any] = {"in": 0, "out": 0, "status": 500, "trace_id": None}
 
         async def counting_receive() -> Message:
             message = await receive()
@@ -55,6 +55,10 @@ class RequestObserver:
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
+                # while the request span is surely open: it may end with the last body chunk
+                state = scope.get("state") or {}
+                seen["trace_id"] = tracing.annotate_current_span(state.get("request_id"),
+                                                                 state.get("correlation_id"))
             elif message["type"] == "http.response.body":
                 seen["out"] += len(message.get("body", b""))
             await send(message)
@@ -65,22 +69,21 @@ class RequestObserver:
             self._record(scope, seen, time.perf_counter() - started)
 
     @staticmethod
-    def _record(scope: Scope, seen: dict[str, int], seconds: float) -> None:
+    def _record(scope: Scope, seen: dict[str, Any], seconds: float) -> None:
         route = route_template(scope)
         tenant, env = _routing_keys(scope)
         state: dict[str, Any] = scope.get("state") or {}
         metrics.observe_request(method=scope["method"], route=route, status=seen["status"],
                                 seconds=seconds, bytes_in=seen["in"], tenant=tenant, env=env)
-        request_id, correlation_id = state.get("request_id"), state.get("correlation_id")
-        trace_id = tracing.annotate_current_span(request_id, correlation_id)
         if not log.isEnabledFor(logging.INFO):
             return
-        fields = {"request_id": request_id, "correlation_id": correlation_id,
+        fields = {"request_id": state.get("request_id"),
+                  "correlation_id": state.get("correlation_id"),
                   "tenant": tenant, "env": env, "method": scope["method"],
                   "route": route or metrics.UNMATCHED_ROUTE, "status": seen["status"],
                   "duration_ms": round(seconds * 1000, 2), "bytes_in": seen["in"],
                   "bytes_out": seen["out"]}
-        if trace_id:
-            fields["trace_id"] = trace_id
+        if seen["trace_id"]:
+            fields["trace_id"] = seen["trace_id"]
         log.info("%s %s %s", scope["method"], fields["route"], seen["status"],
                  extra={"fields": fields})
