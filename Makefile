@@ -4,27 +4,35 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8010
+LOG_FORMAT ?= text
 
-.PHONY: install run test bench doctor clean
+.PHONY: install install-test run test bench doctor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
+# runtime dependencies only: what `make run` needs
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv and install the package with its test tools
+# plus the test tools and the optional OpenTelemetry extra (its tests run too)
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,otel]'
+	touch $@
 
-run: install  ## serve on the embedded default (local dir + SQLite) at 127.0.0.1:8010
-	$(BIN)/engines serve --host $(HOST) --port $(PORT)
+install: $(VENV)/.installed  ## create .venv and install the package
 
-test: install  ## lint, then the whole suite: unit, contract (local+SQLite, S3+PostgreSQL), end to end
+install-test: $(VENV)/.installed-test  ## add the test tools
+
+run: install  ## serve on the embedded default (local dir + SQLite) at 127.0.0.1:8010, text logs
+	LOG_FORMAT=$(LOG_FORMAT) $(BIN)/engines serve --host $(HOST) --port $(PORT)
+
+test: install-test  ## lint, then the whole suite: unit, contract (local+SQLite, S3+PostgreSQL), end to end
 	$(BIN)/ruff check engines tests bench conftest.py
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
-bench: install  ## the benchmark table (see bench/README.md)
+bench: install-test  ## the benchmark table (see bench/README.md)
 	$(BIN)/python -m bench.run
 
 doctor: install
