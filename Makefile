@@ -13,7 +13,7 @@ $(BIN)/python:
 
 # runtime dependencies only: what `make run` needs
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	$(BIN)/pip install --quiet --no-compile --disable-pip-version-check -e .
 	touch $@
 
 # plus the test tools and the optional OpenTelemetry extra (its tests run too)

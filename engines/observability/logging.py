@@ -76,8 +76,9 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
+        said = getattr(record, "in_message", ())
         extra = " ".join(f"{key}={value}" for key, value in _fields(record).items()
-                         if value is not None)
+                         if value is not None and key not in said)
         return redact(f"{line} {extra}" if extra else line)
 
 

@@ -26,11 +26,14 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
 from starlette.requests import Request
 from starlette.responses import Response
+
+disable_created_metrics()  # no `*_created` timestamp series: they double every family's size
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED_ROUTE = "<unmatched>"

@@ -86,4 +86,4 @@ class RequestObserver:
         if seen["trace_id"]:
             fields["trace_id"] = seen["trace_id"]
         log.info("%s %s %s", scope["method"], fields["route"], seen["status"],
-                 extra={"fields": fields})
+                 extra={"fields": fields, "in_message": ("method", "route", "status")})

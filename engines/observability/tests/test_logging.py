@@ -43,7 +43,8 @@ def test_one_request_record_with_ids_routing_keys_and_sizes(
     assert line["logger"] == REQUEST_LOGGER and line["level"] == "info"
     assert line["route"] == "/canvas/{canvas_id}/artifacts/preview" and line["status"] == 201
     text = TextFormatter().format(record)
-    assert "POST /canvas/{canvas_id}/artifacts/preview 201" in text and "tenant=t_acme" in text
+    assert "POST /canvas/{canvas_id}/artifacts/preview 201 request_id=" in text
+    assert "tenant=t_acme" in text and "route=" not in text
 
 
 def test_secrets_never_reach_a_formatted_line(local: Stack,
