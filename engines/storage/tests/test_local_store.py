@@ -106,6 +106,7 @@ def test_unfinished_writes_are_listed_and_discarded_for_gc(store: LocalBlobStore
     store.put_bytes(KEY, PNG, "image/png")
     stale = store.open_writer("tenants/t_acme/dev/canvas/c_1/preview/art_2.png", "image/png")
     stale.write(PNG)  # a crashed process: the .part file stays behind
+    stale.fh.close()  # ... and its file handle is gone with it
 
     infos = list(store.iter_blobs("tenants/"))
     assert [(i.key, i.complete) for i in infos if i.complete] == [(KEY, True)]
