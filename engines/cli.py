@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8010")))
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
-    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                       help="one log line per request (LOG_FORMAT: json or text)")
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="print a signed dev token (HS256)")

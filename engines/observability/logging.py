@@ -56,12 +56,12 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 class JsonFormatter(logging.Formatter):
-    """`{"ts", "level", "logger", "message", ...request fields, "exc"?}` on one line."""
+    """`{"ts", "level", "logger", "pid", "message", ...request fields, "exc"?}` on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(), "logger": record.name,
+            "level": record.levelname.lower(), "logger": record.name, "pid": record.process,
             "message": record.getMessage(), **_fields(record)}
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

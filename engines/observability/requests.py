@@ -36,13 +36,16 @@ def _routing_keys(scope: Scope) -> tuple[str | None, str | None]:
 
 
 class RequestObserver:
+    """Wraps the app; HTTP requests are observed, lifespan and websockets pass through."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+        call = self._observed if scope["type"] == "http" else self.app
+        await call(scope, receive, send)
+
+    async def _observed(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         seen: dict[str, Any] = {"in": 0, "out": 0, "status": 500, "trace_id": None}
 
