@@ -69,6 +69,7 @@ def test_make_run_from_a_fresh_clone_serves_and_prints_a_working_curl(tmp_path: 
         assert '"items":[]' in result.stdout
         assert (clone / "var" / "engines.db").exists()
         assert (clone / "var" / "dev-signing-key").exists()
+        assert not (clone / ".venv" / "bin" / "pytest").exists(), "make run: runtime deps only"
 
         # the README's walkthrough, as a newcomer runs it next to `make run` (only the port
         # differs): preview, replay and audit created, fetched and listed

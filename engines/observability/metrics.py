@@ -162,6 +162,7 @@ def multiprocess_dir(workers: int) -> Iterator[None]:
     """
     given = os.environ.get(MULTIPROC_ENV)
     if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
         for stale in Path(given).glob("*.db"):
             stale.unlink()
         yield

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -133,3 +136,23 @@ def test_lifecycle_counters_for_the_deletion_gc_and_retention_code(local: Stack)
         assert value(after, name, **labels) - value(before, name, **labels) == expected, name
     with pytest.raises(ValueError, match="reason"):
         metrics.record_deleted("preview", "purged")
+
+
+def test_several_workers_get_a_shared_directory_that_is_removed_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    with metrics.multiprocess_dir(1):
+        assert metrics.MULTIPROC_ENV not in os.environ, "one worker: plain in-process metrics"
+    with metrics.multiprocess_dir(2):
+        shared = Path(os.environ[metrics.MULTIPROC_ENV])
+        assert shared.is_dir()
+    assert metrics.MULTIPROC_ENV not in os.environ and not shared.exists()
+
+    chosen = tmp_path / "prom"
+    chosen.mkdir()
+    (chosen / "counter_123.db").write_bytes(b"samples of a previous run")
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(chosen))
+    with metrics.multiprocess_dir(2):
+        assert os.environ[metrics.MULTIPROC_ENV] == str(chosen)
+        assert not list(chosen.iterdir()), "stale samples would be summed into the new run"
+    assert chosen.is_dir()
