@@ -14,7 +14,7 @@ import base64
 import binascii
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -73,8 +73,9 @@ from engines.media_v2 import repository as media_repo
 from engines.media_v2.models import DerivedArtifact
 from engines.media_v2.service import ensure_canvas_asset
 from engines.nexus.schemas import NexusDocument, NexusKind
+from engines.observability import metrics
 from engines.storage.base import StoredBlob
-from engines.storage.ingest import ingest, ingest_bytes
+from engines.storage.ingest import HeadCheck, ingest, ingest_bytes
 from engines.storage.keys import canvas_key
 from engines.storage.references import discard_fresh_blob
 from engines.storage.uris import check_uri_in_scope
@@ -185,6 +186,17 @@ async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, c
     return Response(body, status_code=201, media_type="application/json")
 
 
+async def _counted(rt: Runtime, caller: Caller, request: Request, *, kind: str,
+                   **commit: Any) -> Response:
+    """`_commit`, then the created-artifact metrics (an idempotent replay created nothing)."""
+    response = await _commit(rt, caller, request, kind=kind, **commit)
+    if not response.headers.get("idempotent-replayed"):
+        blob = commit["payload"].blob
+        metrics.record_created(kind, blob.size if blob else 0, tenant=caller.ctx.tenant_id,
+                               env=caller.ctx.env)
+    return response
+
+
 KNOWN_ASSETS_MAX = 100_000
 
 
@@ -220,15 +232,18 @@ async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of
         return Payload(uri=uri, mime_type=ref.mime_type,
                        body_sha256=hashlib.sha256(raw).hexdigest(), meta={"render_ref": True})
     if content_type == "multipart/form-data":
-        upload = await read_upload(request, limit, code="preview.missing_file")
-        check = head_checker(upload.content_type)
-        chunks = upload_chunks(upload)
-    else:
-        check = head_checker(content_type)
-        reject_declared_oversize(request, limit)
-        chunks = request.stream()
-    blob, mime = await ingest(rt.store, chunks, limit=limit, head_check=check,
-                              key_for=lambda mime: key_of(EXTENSIONS[mime]), leases=rt.leases)
+        async with read_upload(request, limit, code="preview.missing_file") as upload:
+            return await _stored_preview(rt, upload_chunks(upload),
+                                         head_checker(upload.content_type), key_of)
+    reject_declared_oversize(request, limit)
+    return await _stored_preview(rt, request.stream(), head_checker(content_type), key_of)
+
+
+async def _stored_preview(rt: Runtime, chunks: AsyncIterator[bytes], check: HeadCheck,
+                          key_of) -> Payload:  # type: ignore[no-untyped-def]
+    blob, mime = await ingest(rt.store, chunks, limit=rt.settings.max_preview_bytes,
+                              head_check=check, key_for=lambda mime: key_of(EXTENSIONS[mime]),
+                              leases=rt.leases)
     return Payload(uri=blob.uri, mime_type=mime, body_sha256=blob.sha256, blob=blob)
 
 
@@ -244,7 +259,7 @@ async def create_preview(rt: Runtime, caller: Caller, request: Request, canvas_i
     artifact_id = new_id("art")
     payload = await _preview_payload(rt, caller, request,
                                      _key_maker(caller.ctx, canvas_id, "preview", artifact_id))
-    return await _commit(rt, caller, request, kind="preview", canvas_id=canvas_id, rev=rev,
+    return await _counted(rt, caller, request, kind="preview", canvas_id=canvas_id, rev=rev,
                          artifact_id=artifact_id, payload=payload)
 
 
@@ -300,7 +315,7 @@ async def create_replay(rt: Runtime, caller: Caller, request: Request,
     payload = Payload(uri=blob.uri, mime_type="application/json",
                       body_sha256=hashlib.sha256(raw).hexdigest(), blob=blob,
                       meta=prepared.meta, replay_index=prepared.index)
-    return await _commit(rt, caller, request, kind="replay", canvas_id=canvas_id,
+    return await _counted(rt, caller, request, kind="replay", canvas_id=canvas_id,
                          rev=prepared.doc.rev, artifact_id=artifact_id, payload=payload)
 
 
@@ -330,7 +345,7 @@ async def create_audit(rt: Runtime, caller: Caller, request: Request, canvas_id:
             "warnings": report.summary.warnings, "placeholder": not raw.strip()}
     payload = Payload(uri=blob.uri, mime_type="application/json", body_sha256=body_sha256,
                       blob=blob, meta=meta)
-    return await _commit(rt, caller, request, kind="audit", canvas_id=canvas_id, rev=rev,
+    return await _counted(rt, caller, request, kind="audit", canvas_id=canvas_id, rev=rev,
                          artifact_id=artifact_id, payload=payload)
 
 
