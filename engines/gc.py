@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, select
 
 from engines.canvas_artifacts.repository import canvas_artifacts
+from engines.observability import metrics
 from engines.storage.base import BlobInfo, BlobStore
 from engines.storage.leases import drop_expired, live_leases
 from engines.storage.references import (
@@ -132,3 +133,4 @@ def _apply(store: BlobStore, engine: Engine, report: GcReport, uploads: list[Blo
         report.deleted += 1
     with engine.begin() as conn:
         drop_expired(conn, datetime.now(UTC))
+    metrics.record_gc(report.deleted)
