@@ -47,13 +47,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    from engines.common.identity import ENVS
     from engines.identity.auth import ROLES, issue_token
 
     if args.role not in ROLES:
         print(f"--role must be one of {', '.join(ROLES)}", file=sys.stderr)
         return 2
+    if any(env.lower() not in ENVS for env in args.env or []):
+        print("--env must be one of dev, staging, prod", file=sys.stderr)
+        return 2
+    envs = sorted({ENVS[env.lower()] for env in args.env}) if args.env else None
     print(issue_token(_settings(), sub=args.sub, tenants=args.tenant, role=args.role,
-                      ttl=args.ttl or None))
+                      ttl=args.ttl or None, envs=envs))
     return 0
 
 
@@ -158,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="actor id")
     token.add_argument("--role", default="member")
     token.add_argument("--ttl", type=int, default=3600, help="seconds; 0 for no expiry")
+    token.add_argument("--env", action="append",
+                       help="limit the token to this env; repeat for several (default: all)")
     token.set_defaults(func=cmd_token)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)

@@ -214,3 +214,22 @@ def test_token_rejects_an_unknown_role(tmp_path: Path) -> None:
                      cwd=tmp_path, env={"AUTH_JWT_SIGNING": SIGNING_KEY})
     assert result.returncode == 2
     assert result.stdout == ""
+
+
+def test_token_env_flag_limits_the_token_to_those_envs(tmp_path: Path, make_stack) -> None:  # type: ignore[no-untyped-def]
+    env = {"AUTH_JWT_SIGNING": SIGNING_KEY}
+    result = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", "--env", "dev",
+                     "--env", "stage", cwd=tmp_path, env=env)
+    assert result.returncode == 0, output(result)
+    token = result.stdout.strip()
+    assert jwt.decode(token, SIGNING_KEY, algorithms=["HS256"])["envs"] == ["dev", "staging"]
+
+    stack = make_stack("local-sqlite")
+    headers = {"Authorization": f"Bearer {token}", "X-Tenant-Id": "t_acme",
+               "X-Project-Id": "p_main"}
+    for x_env, status in (("dev", 200), ("staging", 200), ("stage", 200), ("prod", 403)):
+        listed = stack.client.get("/media-v2/assets", headers={**headers, "X-Env": x_env})
+        assert listed.status_code == status, (x_env, listed.text)
+    bad = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", "--env", "qa",
+                  cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and bad.stdout == ""

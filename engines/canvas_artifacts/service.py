@@ -59,7 +59,7 @@ from engines.common.errors import (
     Unprocessable,
     first_error_message,
 )
-from engines.common.identity import RequestContext
+from engines.common.identity import RequestContext, is_safe_id
 from engines.common.ids import new_id
 from engines.common.jsonutil import json_depth, loads, parse_json, too_deep
 from engines.common.runtime import Runtime
@@ -356,7 +356,9 @@ def decode_cursor(cursor: str | None) -> str | None:
         value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise Unprocessable("cursor is not valid", code="request.bad_cursor") from exc
-    if not value or len(value) > 128:
+    # only ids we minted are cursors: anything else (a NUL, control characters, text)
+    # would reach the database, where PostgreSQL refuses what SQLite compares
+    if not is_safe_id(value):
         raise Unprocessable("cursor is not valid", code="request.bad_cursor")
     return value
 
