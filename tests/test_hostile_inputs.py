@@ -85,8 +85,13 @@ def _read_as_subject(sub: str) -> Callable[[Stack], httpx.Response]:
 
 
 def _upload(filename: str, content_type: str = "image/png") -> Callable[[Stack], httpx.Response]:
-    return lambda s: s.client.post("/media-v2/assets", headers=s.headers(),
-                                   files={"file": (filename, PNG, content_type)})
+    """A multipart upload built by hand: httpx would percent-encode a NUL in the filename."""
+    body = (b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\""
+            + filename.encode() + b"\"\r\nContent-Type: " + content_type.encode()
+            + b"\r\n\r\n" + PNG + b"\r\n--b0undary--\r\n")
+    return lambda s: s.client.post(
+        "/media-v2/assets", content=body,
+        headers={**s.headers(), "Content-Type": "multipart/form-data; boundary=b0undary"})
 
 
 @dataclass(frozen=True)
