@@ -149,7 +149,7 @@ async def _discard(rt: Runtime, payload: Payload) -> None:
 async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, canvas_id: str,
                   rev: int, artifact_id: str, payload: Payload) -> Response:
     ctx = caller.ctx
-    claim = idempotency.claim_from(request, ctx)
+    claim = idempotency.claim_from(request, ctx, caller.auth.actor_id)
     blob = payload.blob
     record = ArtifactRecord(
         id=artifact_id, kind=kind, canvas_id=canvas_id, rev=rev, tenant_id=ctx.tenant_id,
