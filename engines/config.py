@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     max_audit_bytes: int = 5 * MIB
     body_idle_timeout: float = 30.0
     max_keyframes: int = 1_000_000
+    # one keyframe is parsed whole: this bounds the memory a replay create can take
+    max_keyframe_bytes: int = 1 * MIB
     max_json_depth: int = 64
 
     @property

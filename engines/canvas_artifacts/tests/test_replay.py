@@ -51,7 +51,8 @@ def test_meta_for_a_replay_that_does_not_start_at_zero(stack):
     frames = [{"t_ms": 250, "type": "commit", "data": {}},
               {"t_ms": 250, "type": "snapshot", "data": {}},
               {"t_ms": 1250, "type": "gesture", "data": {}}]
-    record = created(create_replay(stack, new_canvas(), replay_document(frames, rev=7)))
+    document = replay_document(frames, rev=7, rev_from=2)
+    record = created(create_replay(stack, new_canvas(), document))
     assert record["rev"] == 7
     assert record["meta"]["keyframe_count"] == 3
     assert record["meta"]["duration_ms"] == 1000
