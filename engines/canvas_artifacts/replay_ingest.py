@@ -165,25 +165,56 @@ def _next(raw: bytes, pos: int, allowed: bytes, what: str) -> tuple[int, int]:
     return raw[pos], pos + 1
 
 
+def _whole_keyframes(raw: bytes, pos: int, limit: int) -> tuple[list[Any], int] | None:
+    """The keyframes wholly inside raw[pos:pos+limit], parsed in one call, and the
+    position of the next one; None when no such run is found (the caller goes one by one).
+
+    The run ends at the last `},` in reach. Wrapped in brackets it parses only if
+    that `}` closes a keyframe: a cut inside a string or a nested value leaves the
+    text unbalanced, and JSON tokenises a prefix exactly as it does the whole.
+    """
+    cut = raw.rfind(b"},", pos, pos + limit)
+    if cut < pos:
+        return None
+    try:
+        run = orjson.loads(b"[" + raw[pos:cut + 1] + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    return run, skip_whitespace(raw, cut + 2)
+
+
 def _read_keyframes(raw: bytes, pos: int, frames: KeyframeEncoder) -> int:
-    """Parse, check and encode the keyframes array at raw[pos]; the position after it."""
+    """Parse, check and encode the keyframes array at raw[pos]; the position after it.
+
+    Keyframes are parsed in runs of up to one segment's bytes (one orjson call
+    for many small keyframes), or one at a time when no run is found.
+    """
     limits = frames.limits
     if raw[pos:pos + 1] != b"[":
         raise ReplayError("keyframes: must be a list")
     pos = skip_whitespace(raw, pos + 1)
     if raw[pos:pos + 1] == b"]":
         return pos + 1
+    run_bytes = min(SEGMENT_BYTES, limits.max_keyframe_bytes)
     while True:
-        if frames.count >= limits.max_keyframes:
+        found = _whole_keyframes(raw, pos, run_bytes)
+        if found is not None:
+            run, pos = found
+        else:
+            try:
+                frame, pos = read_value(raw, pos, limits.max_keyframe_bytes)
+            except ValueTooLarge as exc:
+                raise ReplayError(f"keyframes[{frames.count}]: larger than "
+                                  f"{limits.max_keyframe_bytes} bytes",
+                                  code="replay.keyframe_too_large") from exc
+            run = [frame]
+        if frames.count + len(run) > limits.max_keyframes:
             raise ReplayError(f"more than {limits.max_keyframes} keyframes",
                               code="replay.too_many_keyframes")
-        try:
-            frame, pos = read_value(raw, pos, limits.max_keyframe_bytes)
-        except ValueTooLarge as exc:
-            raise ReplayError(f"keyframes[{frames.count}]: larger than "
-                              f"{limits.max_keyframe_bytes} bytes",
-                              code="replay.keyframe_too_large") from exc
-        frames.add(frame)
+        for frame in run:
+            frames.add(frame)
+        if found is not None:
+            continue
         separator, pos = _next(raw, pos, b",]", "',' or ']'")
         if separator == ord("]"):
             return pos
