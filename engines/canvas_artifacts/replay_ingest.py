@@ -241,7 +241,8 @@ def parse_replay(raw: bytes, limits: ReplayLimits) -> ParsedReplay:
         raise ReplayError("replay must be a JSON object")
     envelope: dict[str, Any] = {}
     frames: KeyframeEncoder | None = None
-    budget = ENVELOPE_MAX_BYTES - 2  # the braces
+    # each member costs key, value, ':' and ','; the braces are two bytes, less one comma
+    budget = ENVELOPE_MAX_BYTES - 1
     pos = skip_whitespace(raw, pos + 1)
     closing = raw[pos:pos + 1] == b"}"
     pos += closing
