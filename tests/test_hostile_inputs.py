@@ -58,6 +58,11 @@ def _render_ref(body: dict[str, Any]) -> Callable[[Stack], httpx.Response]:
                                    json=body, headers=s.headers())
 
 
+def _replay(body: dict[str, Any]) -> Callable[[Stack], httpx.Response]:
+    return lambda s: s.client.post(CANVAS.format(canvas=new_canvas()) + "/replay", json=body,
+                                   headers=s.headers())
+
+
 def _asset(body: dict[str, Any]) -> Callable[[Stack], httpx.Response]:
     return lambda s: s.client.post("/media-v2/assets", json=body, headers=s.headers())
 
@@ -119,6 +124,7 @@ CASES = [
     Case("sub with a NUL", _as_subject("u_ana" + NUL), 401),
     Case("sub with a newline", _as_subject("u_ana\nroot"), 401),
     Case("sub with a DEL", _as_subject("u_ana\x7f"), 401),
+    Case("sub with a lone surrogate", _as_subject("u_\ud800"), 401),
     Case("sub of 128 characters is fine", _as_subject("u" * 128), 201),
     # routing and idempotency headers
     Case("X-Project-Id over-long", _preview({"X-Project-Id": "p" * 200}), 400),
@@ -153,6 +159,10 @@ CASES = [
     Case("artifact meta with a NUL", _derived({"meta": {"x": NUL}}), 422),
     Case("artifact start_ms past BIGINT", _derived({"start_ms": 2**63}), 422),
     Case("upload filename with a NUL", _upload("a" + NUL + ".png"), 422),
+    # a replay's document lives in the blob, not in a column: stored as given on both
+    Case("replay with NULs in its summary and keyframe data", _replay({
+        "rev": 1, "summary": {NUL: NUL},
+        "keyframes": [{"t_ms": 0, "type": "commit", "data": {"k" + NUL: "v" + NUL}}]}), 201),
     Case("upload content type with a control character", _upload("a.png", "image/png\x01"),
          422),
 ]
