@@ -9,9 +9,11 @@ from starlette.responses import Response
 
 from engines.canvas_artifacts.router import router as canvas_router
 from engines.common.body import BodyIdleTimeoutMiddleware
+from engines.common.docs import install_docs
 from engines.common.errors import install_error_handlers
 from engines.common.identity import TraceHeadersMiddleware
 from engines.common.jsonutil import OrjsonResponse
+from engines.common.openapi import install_openapi, operation_id
 from engines.common.runtime import Runtime
 from engines.config import Settings, get_settings
 from engines.db.engine import build_engine
@@ -34,7 +36,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     settings = settings or (runtime.settings if runtime else get_settings())
     runtime = runtime or build_runtime(settings)
     app = FastAPI(title="Northstar canvas artifact store", version="0.1.0",
-                  default_response_class=OrjsonResponse)
+                  default_response_class=OrjsonResponse, docs_url=None, redoc_url=None,
+                  generate_unique_id_function=operation_id)
     app.state.runtime = runtime
     app.state.verifier = TokenVerifier(settings)
     app.add_middleware(BodyIdleTimeoutMiddleware, seconds=settings.body_idle_timeout)
@@ -42,6 +45,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_error_handlers(app)
     app.include_router(canvas_router)
     app.include_router(media_router)
+    install_openapi(app)
+    install_docs(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
+from engines.common.durations import parse_duration
 from engines.config import Settings, get_settings
 
 
@@ -121,27 +122,99 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-
-
-def parse_duration(text: str) -> timedelta:
-    match = _DURATION.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError("use a number and s, m, h or d, e.g. 15m")
-    value, unit = int(match.group(1)), match.group(2)
-    names = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-    return timedelta(**{names[unit]: value})
+def duration_arg(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from engines.db.engine import build_engine
+    from engines.app import build_runtime
+    from engines.canvas_artifacts.lifecycle import expire_all
     from engines.gc import collect
-    from engines.storage.factory import build_blob_store
 
     settings = _settings()
-    report = collect(build_blob_store(settings), build_engine(settings),
-                     older_than=args.older_than, apply=args.apply, progress=print)
+    runtime = build_runtime(settings)
+    max_share = settings.gc_max_delete_share if args.max_share is None else args.max_share
+    retention = expire_all(runtime, apply=args.apply, progress=print)
+    report = collect(runtime.store, runtime.engine,
+                     older_than=args.older_than, apply=args.apply, force=args.force,
+                     max_share=max_share, progress=print)
+    verb = "deleted" if args.apply and not report.refused else "would delete"
+    lines = [json.dumps({"action": verb, "reason": reason, "key": key})
+             for reason, key in report.planned()]
+    if args.output:
+        Path(args.output).write_text("".join(f"{line}\n" for line in lines))
+        print(f"gc: {len(lines)} keys listed in {args.output}")
+    if args.verbose:
+        print("\n".join(lines))
+    print(json.dumps({**report.summary(), "retention": retention}, indent=2))
+    if report.refused:
+        print(f"gc: refused: {report.refused}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from engines.canvas_artifacts import retention
+    from engines.common.identity import ENVS, TENANT_RE
+    from engines.db.engine import build_engine, write_transaction
+
+    settings = _settings()
+    engine = build_engine(settings)
+    if args.action == "show":
+        print("configured (RETENTION_*; unset keeps forever):")
+        for kind in retention.KINDS:
+            print(f"  {kind}: {settings.retention_for(kind) or 'forever'}")
+        print(f"  keep latest of each kind per canvas: {settings.retention_keep_latest}")
+        print("tenant overrides:")
+        with engine.connect() as conn:
+            for o in retention.overrides(conn):
+                print(f"  {o.tenant_id} env={o.env} {o.kind}: {o.keep or 'forever'}")
+        return 0
+    if not args.tenant or not TENANT_RE.match(args.tenant) or not args.kind:
+        print("--tenant t_... and --kind are required", file=sys.stderr)
+        return 2
+    env = retention.ALL_ENVS if args.env is None else ENVS.get(args.env)
+    if env is None:
+        print("--env must be one of dev, staging, prod", file=sys.stderr)
+        return 2
+    with write_transaction(engine) as conn:
+        if args.action == "unset":
+            removed = retention.unset_override(conn, args.tenant, env, args.kind)
+            print(f"retention: {'removed' if removed else 'no'} override for {args.tenant} "
+                  f"env={env} {args.kind}")
+            return 0
+        try:
+            keep = None if args.keep == "forever" else parse_duration(args.keep or "")
+        except ValueError as exc:
+            print(f"--keep: {exc} (or 'forever')", file=sys.stderr)
+            return 2
+        retention.set_override(conn, args.tenant, env, args.kind, keep)
+    print(f"retention: {args.tenant} env={env} {args.kind} keeps {keep or 'forever'}")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from engines.common.identity import ENVS, TENANT_RE
+    from engines.db.engine import build_engine
+    from engines.purge import purge
+    from engines.storage.factory import build_blob_store
+
+    if not TENANT_RE.match(args.tenant):
+        print("--tenant must look like t_[a-z0-9_-]+", file=sys.stderr)
+        return 2
+    env = None if args.env is None else ENVS.get(args.env)
+    if args.env is not None and env is None:
+        print("--env must be one of dev, staging, prod", file=sys.stderr)
+        return 2
+    settings = _settings()
+    report = purge(build_blob_store(settings), build_engine(settings), args.tenant, env,
+                   apply=args.apply, progress=print)
     print(json.dumps(report.summary(), indent=2))
+    if not args.apply:
+        print("purge: dry run, nothing removed; add --apply to remove it all")
     return 0
 
 
@@ -172,9 +245,32 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_doctor)
 
     gc = sub.add_parser("gc", help="find (and with --apply remove) orphan blobs")
-    gc.add_argument("--older-than", type=parse_duration, default=timedelta(minutes=15))
+    gc.add_argument("--older-than", type=duration_arg, default=timedelta(minutes=15),
+                    help="grace period for orphans and unfinished uploads (default 15m)")
     gc.add_argument("--apply", action="store_true", help="delete; default is a dry run")
+    gc.add_argument("--force", action="store_true",
+                    help="delete even when more than --max-share of the blobs look orphaned")
+    gc.add_argument("--max-share", type=float, default=None,
+                    help="refuse --apply above this share of orphans (default "
+                         "GC_MAX_DELETE_SHARE, 0.10)")
+    gc.add_argument("--verbose", action="store_true", help="print every key it deletes")
+    gc.add_argument("--output", help="write every key it deletes to this file (JSON lines)")
     gc.set_defaults(func=cmd_gc)
+
+    ret = sub.add_parser("retention", help="per-tenant retention overrides")
+    ret.add_argument("action", choices=["show", "set", "unset"])
+    ret.add_argument("--tenant")
+    ret.add_argument("--env", help="one env; default: every env of the tenant")
+    ret.add_argument("--kind", choices=["preview", "replay", "audit"])
+    ret.add_argument("--keep", help="a duration (90d, 12h, 30m, 45s) or 'forever'")
+    ret.set_defaults(func=cmd_retention)
+
+    pg = sub.add_parser("purge", help="remove every blob and row of a tenant (dry run unless "
+                                      "--apply)")
+    pg.add_argument("--tenant", required=True)
+    pg.add_argument("--env", help="one env; default: every env")
+    pg.add_argument("--apply", action="store_true", help="remove; default is a dry run")
+    pg.set_defaults(func=cmd_purge)
     return parser
 
 

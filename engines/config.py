@@ -7,14 +7,27 @@ SQLite), so `engines serve` works on a fresh machine with no env vars at all.
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+
+
+def _duration_or_none(value: Any) -> Any:
+    """`RETENTION_REPLAY=30d`; unset or empty means keep forever."""
+    from engines.common.durations import parse_duration
+
+    if isinstance(value, str):
+        return parse_duration(value) if value.strip() else None
+    return value
+
+
+Retention = Annotated[timedelta | None, BeforeValidator(_duration_or_none)]
 
 
 class Settings(BaseSettings):
@@ -32,6 +45,8 @@ class Settings(BaseSettings):
     media_local_root: Path = Path("./var/media")
     media_serve_mode: Literal["proxy", "redirect"] = "proxy"
     presign_ttl_seconds: int = 300
+    upload_lease_seconds: float = 60.0
+    gc_max_delete_share: float = Field(default=0.10, ge=0.0, le=1.0)
 
     database_url: str = "sqlite:///./var/engines.db"
     db_pool_size: int = 10
@@ -58,6 +73,16 @@ class Settings(BaseSettings):
     # one keyframe is parsed whole: this bounds the memory a replay create can take
     max_keyframe_bytes: int = 1 * MIB
     max_json_depth: int = 64
+
+    retention_preview: Retention = None
+    retention_replay: Retention = None
+    retention_audit: Retention = None
+    # the newest artifact of each kind of a canvas survives retention, however old
+    retention_keep_latest: bool = True
+
+    def retention_for(self, kind: str) -> timedelta | None:
+        return {"preview": self.retention_preview, "replay": self.retention_replay,
+                "audit": self.retention_audit}[kind]
 
     @property
     def is_sqlite(self) -> bool:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import boto3
 import httpx
@@ -43,7 +42,7 @@ from engines.media_v2.repository import artifacts as media_artifacts
 from engines.nexus.backends.sql import documents as nexus_documents
 from engines.nexus.backends.sql import events as dataset_events
 from engines.storage.base import BlobInfo
-from engines.storage.local import PART_SUFFIX, LocalBlobStore, LocalBlobWriter
+from engines.storage.local import UPLOADS_DIR, LocalBlobStore, LocalBlobWriter
 
 ENGINES = str(Path(sys.executable).with_name("engines"))
 KIB, MIB = 1024, 1024 * 1024
@@ -73,8 +72,10 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def file_of(uri: str) -> Path:
-    return Path(unquote(urlparse(uri).path))
+def file_of(root: Path, uri: str) -> Path:
+    """The file of a `local:` URI under the media root."""
+    assert uri.startswith("local:tenants/"), uri
+    return root / uri.removeprefix("local:")
 
 
 def png(size: int) -> bytes:
@@ -182,7 +183,8 @@ def plan_uploads(rng: random.Random) -> list[Upload]:
 
 
 def part_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob(f"*{PART_SUFFIX}") if p.is_file()]
+    """Unfinished uploads: temporary files in the reserved directory."""
+    return [p for p in (root / UPLOADS_DIR).rglob("*") if p.is_file()]
 
 
 def storage_files(root: Path) -> set[Path]:
@@ -231,14 +233,13 @@ def test_sigkill_with_50_uploads_in_flight_then_gc(tmp_path: Path,
     with engine.connect() as conn:
         uris = set(conn.execute(select(canvas_artifacts.c.uri)).scalars())
     left_parts = part_files(media)
-    orphans = {p for p in storage_files(media) - {file_of(u).resolve() for u in uris}
-               if not p.name.endswith(PART_SUFFIX)}
+    orphans = storage_files(media) - {file_of(media, u).resolve() for u in uris}
     assert left_parts, "the crash left no half-written upload; the test proved nothing"
 
     base = server.start()
     dry = run_gc(env, "--older-than", "0s")
     assert dry["deleted"] == 0 and len(part_files(media)) == len(left_parts)
-    applied = run_gc(env, "--older-than", "0s", "--apply")
+    applied = run_gc(env, "--older-than", "0s", "--apply", "--force")
     assert applied["incomplete_uploads"] == len(left_parts)
     assert applied["orphan_blobs"] == len(orphans)
     assert applied["deleted"] == len(left_parts) + len(orphans)
@@ -256,7 +257,7 @@ def assert_consistent(engine: Engine, media: Path) -> None:
     with engine.connect() as conn:
         records = conn.execute(select(canvas_artifacts)).mappings().all()
         for record in records:
-            path = file_of(record["uri"])
+            path = file_of(media, record["uri"])
             assert path.is_file(), record["id"]
             assert sha256(path.read_bytes()) == record["sha256"], record["id"]
             assert path.stat().st_size == record["size_bytes"]
@@ -266,7 +267,7 @@ def assert_consistent(engine: Engine, media: Path) -> None:
             for table in (nexus_documents, dataset_events):
                 assert conn.execute(select(func.count()).select_from(table).where(
                     table.c.subject_id == record["id"])).scalar_one() == 1, table.name
-    assert storage_files(media) == {file_of(r["uri"]).resolve() for r in records}
+    assert storage_files(media) == {file_of(media, r["uri"]).resolve() for r in records}
     assert part_files(media) == []
 
 
@@ -319,16 +320,18 @@ def test_gc_local(make_stack) -> None:  # type: ignore[no-untyped-def]
     kept_data = png(10 * KIB)
     kept = create(stack, canvas, kept_data)
     lost = create(stack, canvas, png(10 * KIB))
-    file_of(lost["uri"]).unlink()
+    root = store.root
+    file_of(root, lost["uri"]).unlink()
     old_orphan, fresh_orphan = orphan_key(canvas), orphan_key(canvas)
     for key in (old_orphan, fresh_orphan):
         store.put_bytes(key, png(KIB), "image/png")
     writer = store.open_writer(orphan_key(canvas), "image/png")
     writer.write(png(KIB))
-    writer.fh.close()  # a crashed writer: the .part stays
+    writer.fh.close()  # a crashed writer: its temporary file stays
     old_part = writer.tmp
     an_hour_ago = time.time() - 3600
-    for path in (file_of(store.uri_for(old_orphan)), old_part, file_of(kept["uri"])):
+    for path in (file_of(root, store.uri_for(old_orphan)), old_part,
+                 file_of(root, kept["uri"])):
         os.utime(path, (an_hour_ago, an_hour_ago))
 
     dry = run_gc(env)
@@ -336,7 +339,7 @@ def test_gc_local(make_stack) -> None:  # type: ignore[no-untyped-def]
     assert dry["records_missing_blob"] == [lost["id"]]
     assert store.exists(old_orphan) and old_part.exists()
 
-    applied = run_gc(env, "--older-than", "15m", "--apply")
+    applied = run_gc(env, "--older-than", "15m", "--apply", "--force")
     assert (applied["orphan_blobs"], applied["incomplete_uploads"], applied["deleted"]) == (1, 1, 2)
     assert applied["records_missing_blob"] == [lost["id"]]
     assert not store.exists(old_orphan) and not old_part.exists()
@@ -379,7 +382,7 @@ def test_gc_s3(make_stack, s3_endpoint: str) -> None:  # type: ignore[no-untyped
     assert (dry["orphan_blobs"], dry["incomplete_uploads"], dry["deleted"]) == (1, 1, 0)
     assert store.exists(orphan) and uploads() == [unfinished]
 
-    applied = run_gc(env, "--older-than", "0s", "--apply")
+    applied = run_gc(env, "--older-than", "0s", "--apply", "--force")
     assert (applied["orphan_blobs"], applied["incomplete_uploads"], applied["deleted"]) == (1, 1, 2)
     assert applied["records_missing_blob"] == [lost["id"]]
     assert not store.exists(orphan) and uploads() == []
@@ -390,8 +393,9 @@ def test_gc_s3(make_stack, s3_endpoint: str) -> None:  # type: ignore[no-untyped
 
 
 def test_gc_scan_survives_uploads_finishing_mid_scan(make_stack) -> None:  # type: ignore[no-untyped-def]
-    """gc runs beside a live service: an upload that commits after its directory
-    was listed (its .part renamed away) is skipped, not a crash of the scan."""
+    """gc runs beside a live service: an upload that commits after the uploads
+    directory was listed (its temporary file renamed away) is skipped, not a
+    crash of the scan."""
     stack = make_stack("local-sqlite")
     canvas = new_canvas()
     writers: list[LocalBlobWriter] = []
@@ -401,8 +405,8 @@ def test_gc_scan_survives_uploads_finishing_mid_scan(make_stack) -> None:  # typ
         writers.append(writer)
 
     class Busy(LocalBlobStore):
-        def iter_blobs(self, prefix: str) -> Iterator[BlobInfo]:
-            for index, info in enumerate(super().iter_blobs(prefix)):
+        def iter_uploads(self) -> Iterator[BlobInfo]:
+            for index, info in enumerate(super().iter_uploads()):
                 if index == 0:  # the other upload finishes while gc looks at this one
                     for writer in writers:
                         if writer.tmp.name != Path(info.key).name:
@@ -411,4 +415,4 @@ def test_gc_scan_survives_uploads_finishing_mid_scan(make_stack) -> None:  # typ
 
     report = collect(Busy(stack.settings.media_local_root), stack.runtime.engine,
                      older_than=timedelta(0), apply=False)
-    assert report.scanned == 1 and len(report.incomplete_uploads) == 1
+    assert report.scanned == 0 and len(report.incomplete_uploads) == 1

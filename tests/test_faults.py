@@ -72,8 +72,9 @@ def assert_no_rows(engine: Engine, tenant: str) -> None:
 
 
 def blobs(stack: Stack, tenant: str) -> list[BlobInfo]:
-    """Objects, unfinished uploads and .part files under the tenant's prefix."""
-    return list(stack.runtime.store.iter_blobs(f"tenants/{tenant}/"))
+    """Objects under the tenant's prefix, and every unfinished upload."""
+    store = stack.runtime.store
+    return [*store.iter_blobs(f"tenants/{tenant}/"), *store.iter_uploads()]
 
 
 def png(size: int) -> bytes:
@@ -94,7 +95,8 @@ def assert_blob_written_then_deleted(stack: Stack, calls: list[tuple[str, str]])
     """The blob did exist before metadata failed, and compensation removed it."""
     assert [op for op, _ in calls] == ["PutObject", "DeleteObject"], calls
     assert calls[0][1] == calls[1][1]
-    assert list(stack.runtime.store.iter_blobs("")) == []  # the whole bucket is empty
+    store = stack.runtime.store
+    assert [*store.iter_blobs(""), *store.iter_uploads()] == []  # the whole bucket is empty
 
 
 def post_preview(stack: Stack, tenant: str, body: bytes, *, canvas: str | None = None,

@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from engines.dataset.events.schemas import DatasetEvent
+from engines.nexus.schemas import NexusDocument
+
 ArtifactKindName = Literal["preview", "replay", "audit"]
 
 
@@ -37,6 +40,14 @@ class ArtifactRecord(BaseModel):
 class ArtifactList(BaseModel):
     items: list[ArtifactRecord]
     next_cursor: str | None = None
+
+
+class Lineage(BaseModel):
+    """An artifact's Nexus lineage: its document(s) and the events announcing it."""
+
+    artifact_id: str
+    documents: list[NexusDocument]
+    events: list[DatasetEvent]
 
 
 class RenderRef(BaseModel):

@@ -66,7 +66,8 @@ def check_keyframe(index: int, frame: Any, previous_t_ms: int, max_depth: int) -
         raise ReplayError(
             f"keyframes[{index}].t_ms ({t_ms}) is earlier than keyframes[{index - 1}].t_ms "
             f"({previous_t_ms}); t_ms must be non-decreasing")
-    if frame.get("type") not in KEYFRAME_TYPES:
+    kind = frame.get("type")
+    if type(kind) is not str or kind not in KEYFRAME_TYPES:  # a list is not hashable
         raise ReplayError(f"keyframes[{index}].type: must be one of snapshot, commit, gesture")
     rev = frame.get("rev")
     if rev is not None and (type(rev) is not int or not 0 <= rev <= MAX_INT):

@@ -40,6 +40,8 @@ canvas_artifacts = Table(
     Column("media_artifact_id", String(64), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("meta", JsonDoc, nullable=False),
+    # set by a delete or an expiry: the row stays as a tombstone, readers skip it
+    Column("deleted_at", UtcDateTime),
     Index("ix_canvas_artifacts_list", "tenant_id", "env", "canvas_id", "id"),
     Index("ix_canvas_artifacts_kind", "tenant_id", "env", "canvas_id", "kind", "id"),
     Index("ix_canvas_artifacts_latest", "tenant_id", "env", "canvas_id", "kind", "rev", "id"),
@@ -80,9 +82,10 @@ def _record(row) -> ArtifactRecord:  # type: ignore[no-untyped-def]
 
 
 _c = canvas_artifacts.c
-_IN_CANVAS = select(*_RECORD_COLUMNS).where(
-    _c.tenant_id == bindparam("tenant_id"), _c.env == bindparam("env"),
-    _c.canvas_id == bindparam("canvas_id"))
+_LIVE = select(*_RECORD_COLUMNS).where(
+    _c.tenant_id == bindparam("tenant_id"), _c.env == bindparam("env"), _c.deleted_at.is_(None))
+"""Records of the caller's tenant/env that are not deleted: every read starts here."""
+_IN_CANVAS = _LIVE.where(_c.canvas_id == bindparam("canvas_id"))
 # built once: the two lookups every content GET and `latest` make
 _GET_RECORD = _IN_CANVAS.where(_c.id == bindparam("artifact_id"))
 _LATEST_RECORD = _IN_CANVAS.where(_c.kind == bindparam("kind")).order_by(
@@ -116,3 +119,23 @@ def latest_record(conn: Connection, tenant_id: str, env: str, canvas_id: str,
     row = conn.execute(_LATEST_RECORD, {"tenant_id": tenant_id, "env": env,
                                         "canvas_id": canvas_id, "kind": kind}).mappings().first()
     return _record(row) if row else None
+
+
+def records_by_id(conn: Connection, tenant_id: str, env: str,
+                  ids: list[str]) -> list[ArtifactRecord]:
+    if not ids:
+        return []
+    rows = conn.execute(_LIVE.where(_c.id.in_(ids)).order_by(_c.id),
+                        {"tenant_id": tenant_id, "env": env}).mappings()
+    return [_record(r) for r in rows]
+
+
+def records_after(conn: Connection, tenant_id: str, env: str, canvas_id: str, *,
+                  kind: str | None, after_id: str, limit: int) -> list[ArtifactRecord]:
+    """Live records of a canvas in id order, after a key: how exports page through 100k."""
+    query = _IN_CANVAS.where(_c.id > after_id)
+    if kind is not None:
+        query = query.where(_c.kind == kind)
+    rows = conn.execute(query.order_by(_c.id).limit(limit),
+                        {"tenant_id": tenant_id, "env": env, "canvas_id": canvas_id}).mappings()
+    return [_record(r) for r in rows]

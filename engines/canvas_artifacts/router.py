@@ -6,62 +6,76 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
-from engines.canvas_artifacts import service
+from engines.canvas_artifacts import export, lifecycle, service
 from engines.canvas_artifacts.models import (
     ArtifactKindName,
     ArtifactList,
     ArtifactRecord,
     AuditReport,
+    Lineage,
     RenderRef,
     ReplayDocument,
 )
 from engines.canvas_artifacts.sniff import MAGIC
-from engines.common.errors import AUTHENTICATED_ERRORS, error_responses
+from engines.common.errors import AUTHENTICATED_ERRORS, BODY_ERRORS, error_responses
+from engines.common.identity import SAFE_ID_PATTERN
 from engines.common.jsonutil import OrjsonResponse
+from engines.common.openapi import (
+    BINARY,
+    AuthenticatedRoute,
+    FileUpload,
+    body_schema,
+    request_body,
+)
 from engines.common.runtime import Runtime, get_runtime
-from engines.identity.auth import Caller, reader, writer
+from engines.identity.auth import Caller, admin, reader, writer
 
 SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
-router = APIRouter(prefix="/canvas/{canvas_id}/artifacts", tags=["canvas artifacts"])
+router = APIRouter(prefix="/canvas/{canvas_id}/artifacts", tags=["canvas artifacts"],
+                   route_class=AuthenticatedRoute)
 
 
-# SAFE_ID without `..`, written without look-arounds (pydantic's regex engine has none).
 # A plain path parameter, not a dependency that raises: dependencies run before request
 # validation, so an unauthenticated caller must get 401 here, never a 422.
-CANVAS_ID = r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.?$"
-CanvasId = Annotated[str, Path(pattern=CANVAS_ID, max_length=128)]
+CanvasId = Annotated[str, Path(pattern=SAFE_ID_PATTERN, max_length=128)]
 ArtifactId = Annotated[str, Path(pattern=SAFE_ID)]
 Rev = Annotated[int, Query(ge=0, le=2**53, description="canvas revision")]
 Rt = Annotated[Runtime, Depends(get_runtime)]
 Reader = Annotated[Caller, Depends(reader)]
 Writer = Annotated[Caller, Depends(writer)]
+Admin = Annotated[Caller, Depends(admin)]
 
 _JSON = "application/json"
+_OCTETS = "application/octet-stream"
 
 
-def _body_doc(schemas: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": False, "content": schemas}}
+
+def _deletion(caller: Caller) -> lifecycle.Deletion:
+    return lifecycle.Deletion("deleted", caller.auth.actor_id, caller.ctx.request_id,
+                              caller.ctx.correlation_id)
 
 
-_PREVIEW_BODY = _body_doc({
-    **{mime: {"schema": {"type": "string", "format": "binary"}} for mime in MAGIC},
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary"}}}},
-    _JSON: {"schema": RenderRef.model_json_schema()},
-})
+_PREVIEW_BODY = request_body({
+    _OCTETS: {"schema": BINARY},
+    "multipart/form-data": {"schema": body_schema(FileUpload)},
+    _JSON: {"schema": body_schema(RenderRef)},
+}, required=True)
 _RESPONSES = error_responses(*AUTHENTICATED_ERRORS, 404)
-_CREATE_RESPONSES = {**_RESPONSES, **error_responses(409, 413, 415)}
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_CREATE_RESPONSES = {**_RESPONSES, **error_responses(*BODY_ERRORS)}
+_BYTES = {"schema": BINARY}
+# application/octet-stream first: generators read the first type they know, and a
+# client must get bytes back whatever the stored type (a PNG is not text, nor JSON)
 _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_RESPONSES, **error_responses(416),
-    200: {"description": "the payload: preview bytes, or the replay/audit JSON",
-          "content": {**{mime: _BINARY for mime in MAGIC}, _JSON: {"schema": {}}}},
+    200: {"description": "the payload: preview bytes, or the replay/audit JSON; "
+                         "Content-Type names the stored type",
+          "content": {_OCTETS: _BYTES, **{mime: _BYTES for mime in MAGIC}, _JSON: {"schema": {}}}},
     # a slice of a JSON document is not JSON: the type is declared, no body schema
     206: {"description": "one byte range of the payload",
-          "content": {**{mime: _BINARY for mime in MAGIC}, _JSON: {}}},
+          "content": {_OCTETS: _BYTES, **{mime: _BYTES for mime in MAGIC}, _JSON: {}}},
     304: {"description": "not modified (If-None-Match)"},
     307: {"description": "render-ref, or a presigned URL in redirect serve mode"},
 }
@@ -71,12 +85,18 @@ _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
              openapi_extra=_PREVIEW_BODY, responses=_CREATE_RESPONSES)
 async def create_preview(request: Request, canvas_id: CanvasId, rev: Rev, rt: Rt,
                          caller: Writer) -> Response:
-    """Raw image body, multipart `file`, or JSON render-ref `{uri, mime_type}`."""
+    """Raw image bytes, a multipart `file`, or a JSON render-ref `{uri, mime_type}`.
+
+    Raw bytes may be sent as application/octet-stream or under their own type
+    (image/png, image/jpeg, image/webp, image/svg+xml, text/html); the stored
+    type is always read from the bytes, and a declared type must match them.
+    """
     return await service.create_preview(rt, caller, request, canvas_id, rev)
 
 
 @router.post("/replay", status_code=201, response_model=ArtifactRecord,
-             openapi_extra=_body_doc({_JSON: {"schema": ReplayDocument.model_json_schema()}}),
+             openapi_extra=request_body({_JSON: {"schema": body_schema(ReplayDocument)}},
+                                        required=True),
              responses=_CREATE_RESPONSES)
 async def create_replay(request: Request, canvas_id: CanvasId, rt: Rt,
                         caller: Writer) -> Response:
@@ -84,7 +104,8 @@ async def create_replay(request: Request, canvas_id: CanvasId, rt: Rt,
 
 
 @router.post("/audit", status_code=201, response_model=ArtifactRecord,
-             openapi_extra=_body_doc({_JSON: {"schema": AuditReport.model_json_schema()}}),
+             openapi_extra=request_body({_JSON: {"schema": body_schema(AuditReport)}},
+                                        required=False),
              responses=_CREATE_RESPONSES)
 async def create_audit(request: Request, canvas_id: CanvasId, rev: Rev, rt: Rt,
                        caller: Writer) -> Response:
@@ -103,8 +124,32 @@ def list_artifacts(canvas_id: CanvasId, rt: Rt, caller: Reader,
     return OrjsonResponse(page.model_dump(mode="json"))
 
 
+@router.delete("", responses={**_RESPONSES, 200: {
+    "description": "how many artifacts this call deleted",
+    "content": {_JSON: {"schema": {"type": "object", "required": ["deleted"], "properties": {
+        "deleted": {"type": "integer"}}}}}}})
+def delete_canvas_artifacts(canvas_id: CanvasId, rt: Rt, caller: Admin) -> Response:
+    """Every artifact of the canvas in the caller's tenant/env (admin or owner)."""
+    deleted = lifecycle.delete_canvas(rt, caller.ctx.tenant_id, caller.ctx.env, canvas_id,
+                                      _deletion(caller))
+    return OrjsonResponse({"deleted": deleted})
+
+
+@router.get("/export", responses={**_RESPONSES, 200: {
+    "description": "a tar: manifest.jsonl, then each payload at {kind}/{artifact_id}.{ext}",
+    "content": {"application/x-tar": _BYTES}}})
+def export_artifacts(canvas_id: CanvasId, rt: Rt, caller: Reader,
+                     kind: ArtifactKindName | None = None) -> Response:
+    export.has_live_artifacts(rt, caller.ctx, canvas_id)
+    return StreamingResponse(
+        export.stream_export(rt, caller.ctx, canvas_id, kind), media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{canvas_id}-artifacts.tar"',
+                 "X-Content-Type-Options": "nosniff"})
+
+
 @router.get("/latest", response_model=ArtifactRecord, responses=_RESPONSES)
-def latest(canvas_id: CanvasId, kind: ArtifactKindName, rt: Rt, caller: Reader) -> Response:
+def get_latest_artifact(canvas_id: CanvasId, kind: ArtifactKindName, rt: Rt,
+                        caller: Reader) -> Response:
     record = service.latest_artifact(rt, caller.ctx, canvas_id, kind)
     return OrjsonResponse(record.model_dump(mode="json"))
 
@@ -116,23 +161,37 @@ def get_artifact(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
     return OrjsonResponse(record.model_dump(mode="json"))
 
 
-@router.get("/{artifact_id}/content", responses=_CONTENT_RESPONSES, openapi_extra={
+@router.delete("/{artifact_id}", status_code=204, responses=_RESPONSES)
+def delete_artifact(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
+                    caller: Writer) -> Response:
+    """The record, content, lineage route and media_v2 artifact answer 404 from now on;
+    the Nexus deletion event stays."""
+    lifecycle.delete_artifact(rt, caller.ctx.tenant_id, caller.ctx.env, canvas_id, artifact_id,
+                              _deletion(caller))
+    return Response(status_code=204)
+
+
+# response_class=Response: FastAPI would otherwise list application/json first
+@router.get("/{artifact_id}/content", response_class=Response, responses=_CONTENT_RESPONSES,
+            openapi_extra={
     # Read from the request by serve_blob, so FastAPI cannot see them: listed
     # here so that clients (and the schema fuzz) know they are honoured.
     "parameters": [{"name": name, "in": "header", "required": False,
                     "schema": {"type": "string"}} for name in ("Range", "If-None-Match")]})
-async def get_content(request: Request, canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
-                      caller: Reader,
-                      from_ms: Annotated[int | None, Query(ge=0)] = None,
-                      to_ms: Annotated[int | None, Query(ge=0)] = None,
-                      disposition: Literal["attachment", "inline"] = "attachment") -> Response:
+async def get_artifact_content(request: Request, canvas_id: CanvasId, artifact_id: ArtifactId,
+                               rt: Rt, caller: Reader,
+                               from_ms: Annotated[int | None, Query(ge=0)] = None,
+                               to_ms: Annotated[int | None, Query(ge=0)] = None,
+                               disposition: Literal["attachment", "inline"] = "attachment",
+                               ) -> Response:
     """Bytes with ETag/Range/If-None-Match; replay windows with from_ms/to_ms."""
     record = await run_in_threadpool(service.get_artifact, rt, caller.ctx, canvas_id, artifact_id)
     return await service.content(rt, request, record, from_ms=from_ms, to_ms=to_ms,
                                  inline=disposition == "inline")
 
 
-@router.get("/{artifact_id}/lineage", responses=_RESPONSES)
-def get_lineage(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
-                caller: Reader) -> Response:
-    return OrjsonResponse(service.lineage(rt, caller.ctx, canvas_id, artifact_id))
+@router.get("/{artifact_id}/lineage", response_model=Lineage, responses=_RESPONSES)
+def get_artifact_lineage(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
+                         caller: Reader) -> Response:
+    lineage = service.lineage(rt, caller.ctx, canvas_id, artifact_id)
+    return OrjsonResponse(lineage.model_dump(mode="json"))

@@ -32,6 +32,7 @@ from engines.canvas_artifacts.models import (
     ArtifactList,
     ArtifactRecord,
     AuditReport,
+    Lineage,
     RenderRef,
     ReplayDocument,
 )
@@ -67,14 +68,16 @@ from engines.common.runtime import Runtime
 from engines.config import Settings
 from engines.dataset.events.schemas import DatasetEvent
 from engines.db.engine import retry_on_disconnect
+from engines.db.metadata import row_exists
 from engines.identity.auth import Caller
 from engines.media_v2 import repository as media_repo
 from engines.media_v2.models import DerivedArtifact
 from engines.media_v2.service import ensure_canvas_asset
 from engines.nexus.schemas import NexusDocument, NexusKind
 from engines.storage.base import StoredBlob
-from engines.storage.ingest import discard, ingest, ingest_bytes
+from engines.storage.ingest import ingest, ingest_bytes
 from engines.storage.keys import canvas_key
+from engines.storage.references import discard_fresh_blob
 from engines.storage.uris import check_uri_in_scope
 
 log = logging.getLogger("engines.canvas_artifacts")
@@ -144,7 +147,7 @@ def _metadata_writer(rt: Runtime, record: ArtifactRecord,
 
 async def _discard(rt: Runtime, payload: Payload) -> None:
     if payload.blob is not None:
-        await discard(rt.store, payload.blob.key)
+        await discard_fresh_blob(rt.engine, rt.store, payload.blob.key)
 
 
 async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, canvas_id: str,
@@ -163,9 +166,12 @@ async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, c
         media_artifact_id=new_id("mda"), created_at=_now(), meta=payload.meta)
     body = orjson.dumps(record.model_dump(mode="json"))
     try:
-        replayed = await run_in_threadpool(idempotency.write_once, rt.engine, claim,
-                                           payload.body_sha256, 201, body,
-                                           _metadata_writer(rt, record, payload.replay_index))
+        replayed = await run_in_threadpool(
+            idempotency.write_once, rt.engine, claim, payload.body_sha256, 201, body,
+            _metadata_writer(rt, record, payload.replay_index),
+            lambda conn: row_exists(conn, repo.canvas_artifacts, record.id))
+    except idempotency.OutcomeUnknown:
+        raise  # the record may be committed: its blob stays, gc decides when it can read
     except BaseException as exc:
         await _discard(rt, payload)
         if isinstance(exc, Exception) and not isinstance(exc, ApiError):
@@ -211,8 +217,8 @@ async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of
         except ValidationError as exc:
             raise Unprocessable(first_error_message(exc),
                                 code="preview.invalid_render_ref") from exc
-        check_uri_in_scope(rt.settings.raw_bucket, caller.ctx, ref.uri)
-        return Payload(uri=ref.uri, mime_type=ref.mime_type,
+        uri = check_uri_in_scope(rt.settings.raw_bucket, caller.ctx, ref.uri)
+        return Payload(uri=uri, mime_type=ref.mime_type,
                        body_sha256=hashlib.sha256(raw).hexdigest(), meta={"render_ref": True})
     if content_type == "multipart/form-data":
         upload = await read_upload(request, limit, code="preview.missing_file")
@@ -223,7 +229,7 @@ async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of
         reject_declared_oversize(request, limit)
         chunks = request.stream()
     blob, mime = await ingest(rt.store, chunks, limit=limit, head_check=check,
-                              key_for=lambda mime: key_of(EXTENSIONS[mime]))
+                              key_for=lambda mime: key_of(EXTENSIONS[mime]), leases=rt.leases)
     return Payload(uri=blob.uri, mime_type=mime, body_sha256=blob.sha256, blob=blob)
 
 
@@ -302,7 +308,8 @@ async def create_replay(rt: Runtime, caller: Caller, request: Request,
     key = _json_key(caller, canvas_id, "replay", artifact_id)
     size = sum(len(part) for part in prepared.parts)
     blob, _ = await ingest(rt.store, _chunks(prepared.parts), limit=size,
-                           head_check=lambda _head: "application/json", key_for=lambda _mime: key)
+                           head_check=lambda _head: "application/json", key_for=lambda _mime: key,
+                           leases=rt.leases)
     payload = Payload(uri=blob.uri, mime_type="application/json", body_sha256=body_sha256,
                       blob=blob, meta=prepared.meta, replay_index=prepared.index)
     return await _commit(rt, caller, request, kind="replay", canvas_id=canvas_id,
@@ -397,16 +404,14 @@ def latest_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
 
 
 @retry_on_disconnect
-def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) -> dict[str, Any]:
+def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) -> Lineage:
     with rt.engine.connect() as conn:
         record = repo.get_record(conn, ctx.tenant_id, ctx.env, canvas_id, artifact_id)
         if record is None:
             raise _not_found()
         documents = rt.nexus.documents_for(conn, ctx.tenant_id, ctx.env, artifact_id)
         events = rt.nexus.events_for(conn, ctx.tenant_id, ctx.env, artifact_id)
-    return {"artifact_id": artifact_id,
-            "documents": [d.model_dump(mode="json") for d in documents],
-            "events": [e.model_dump(mode="json") for e in events]}
+    return Lineage(artifact_id=artifact_id, documents=documents, events=events)
 
 
 # the head is the envelope plus `{` and `,"keyframes":[`

@@ -98,12 +98,15 @@ class ErrorEnvelope(BaseModel):
 _ERROR_DESCRIPTIONS = {
     400: "missing or malformed routing headers", 401: "missing or invalid bearer token",
     403: "tenant not in the token, or role too low", 404: "not found (or another scope's)",
+    408: "request body stalled longer than BODY_IDLE_TIMEOUT",
     409: "Idempotency-Key reused with a different request", 413: "body over the size limit",
     415: "unsupported or mismatched media type", 416: "range not satisfiable",
     422: "invalid request", 503: "storage or metadata backend unavailable",
 }
 AUTHENTICATED_ERRORS = (400, 401, 403, 422, 503)
 """What any authenticated route can answer: routing headers, token, role, validation, outage."""
+BODY_ERRORS = (408, 409, 413, 415)
+"""What a route that reads a body can add: stalled, idempotency conflict, too large, wrong type."""
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

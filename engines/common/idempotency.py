@@ -4,11 +4,20 @@ The key is claimed inside the same transaction as the records it produced,
 so two concurrent retries cannot both create: the second one's insert
 conflicts on (tenant_id, env, key), it rolls back (its blob is deleted by the
 caller) and it answers with the stored first response.
+
+`write_once` is also where a create's transaction meets a lost connection.
+Lost before COMMIT: nothing was written, so the transaction runs once more.
+Lost during COMMIT: the outcome is unknown, and it is resolved by reading
+whether the create's own rows exist, never by running it again (a rerun
+would find its own committed key and "replay" it, and the caller would then
+discard the blob of a committed record).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,13 +34,15 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.responses import Response
 
-from engines.common.errors import BadRequest, Conflict
+from engines.common.errors import BadRequest, Conflict, ServiceUnavailable
 from engines.common.identity import RequestContext
-from engines.db.engine import retry_on_disconnect, write_transaction
+from engines.db.engine import CommitOutcomeUnknown, write_transaction
 from engines.db.metadata import UtcDateTime, metadata
+
+log = logging.getLogger("engines.idempotency")
 
 idempotency_keys = Table(
     "idempotency_keys", metadata,
@@ -96,25 +107,74 @@ def _store(conn: Connection, claim: IdempotencyClaim, body_sha256: str, status: 
     })
 
 
-@retry_on_disconnect
+class OutcomeUnknown(ServiceUnavailable):
+    """503: the COMMIT's outcome could not be read back; keep what it may reference."""
+
+    code = "metadata.outcome_unknown"
+
+
+RESOLVE_DELAYS = (0.0, 0.2, 1.0, 3.0)
+"""Pauses before each read that resolves an unknown COMMIT outcome."""
+
+Probe = Callable[[Connection], bool]
+"""Given a fresh connection, whether the create's rows are committed."""
+
+
 def write_once(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str, status: int,
-               body: bytes, write: Callable[[Connection], None]) -> Response | None:
+               body: bytes, write: Callable[[Connection], None],
+               committed: Probe) -> Response | None:
     """Run write(conn) in one transaction that also claims the key.
 
     Returns None when the writes committed, or the replayed first response
     (nothing written) when the key was already taken; a reused key with a
-    different request raises Conflict. Other failures propagate.
+    different request raises Conflict. If the COMMIT's outcome cannot be
+    learned, raises OutcomeUnknown: the caller must then keep whatever the
+    rows would reference. Other failures propagate (nothing was committed).
     """
+    try:
+        return _attempt(engine, claim, body_sha256, status, body, write, committed)
+    except DBAPIError as exc:
+        # lost before COMMIT: rolled back, nothing written, so running it again is safe
+        if not exc.connection_invalidated:
+            raise
+        log.warning("database connection lost before COMMIT; running the transaction again")
+    return _attempt(engine, claim, body_sha256, status, body, write, committed)
+
+
+def _attempt(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str, status: int,
+             body: bytes, write: Callable[[Connection], None],
+             committed: Probe) -> Response | None:
     try:
         with write_transaction(engine) as conn:
             if claim is not None:
                 _store(conn, claim, body_sha256, status, body)
             write(conn)
+    except CommitOutcomeUnknown:
+        return _resolve(engine, committed)
     except IntegrityError as exc:
         if claim is None or not _is_key_conflict(exc):
             raise
         return _replay(engine, claim, body_sha256)
     return None
+
+
+def _resolve(engine: Engine, committed: Probe) -> None:
+    """Learn an unknown COMMIT's outcome by reading: None if it committed."""
+    for delay in RESOLVE_DELAYS:
+        time.sleep(delay)
+        try:
+            with engine.connect() as conn:
+                done = committed(conn)
+        except DBAPIError:
+            log.warning("could not read back a create whose COMMIT reply was lost")
+            continue
+        if done:
+            log.warning("COMMIT reply lost, but the rows are there: the create succeeded")
+            return None
+        raise ServiceUnavailable("the database connection was lost; nothing was stored",
+                                 code="metadata.write_failed")
+    raise OutcomeUnknown("the database connection was lost while committing and the "
+                         "outcome could not be read back; retry with the same Idempotency-Key")
 
 
 def _replay(engine: Engine, claim: IdempotencyClaim, body_sha256: str) -> Response:

@@ -17,7 +17,10 @@ from engines.common.errors import BadRequest, NotFound
 
 TENANT_RE = re.compile(r"^t_[a-z0-9_-]+$")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_TRACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# ID_RE without `..`, written without look-arounds (pydantic's regex engine has none):
+# what is_safe_id accepts, as one pattern for path parameters and the OpenAPI document.
+SAFE_ID_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.?$"
+TRACE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 ENVS = {"dev": "dev", "staging": "staging", "stage": "staging", "prod": "prod"}
 
 
@@ -87,7 +90,7 @@ def assert_context_matches(ctx: RequestContext, tenant_id: str, env: str, what: 
 def _trace_id(value: bytes | None) -> str:
     if value:
         text = value.decode("latin-1")
-        if _TRACE_RE.match(text):
+        if TRACE_ID_RE.match(text):
             return text
     return uuid.uuid4().hex
 

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from engines.config import Settings
 from engines.nexus.backends.base import NexusBackend
 from engines.storage.base import BlobStore
+from engines.storage.leases import UploadLeases
 
 
 @dataclass
@@ -24,6 +25,10 @@ class Runtime:
     nexus: NexusBackend
     known_assets: set[str] = field(default_factory=set)
     """Canvas asset ids this process has seen committed: their insert-if-absent is skipped."""
+    leases: UploadLeases = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.leases = UploadLeases(self.engine, self.settings.upload_lease_seconds)
 
 
 async def get_runtime(request: Request) -> Runtime:

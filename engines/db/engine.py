@@ -52,30 +52,45 @@ def retry_on_disconnect(fn: Callable[P, T]) -> Callable[P, T]:
     return once_more
 
 
-def write_transaction(engine: Engine) -> contextlib.AbstractContextManager[Connection]:
-    """engine.begin(), with SQLite writers in this process queued on a lock.
+class CommitOutcomeUnknown(Exception):
+    """COMMIT was sent but its reply never came: the writes may or may not be durable.
 
-    SQLite allows one writer at a time; a writer that finds the database
-    locked sleeps in SQLite's busy handler with growing back-off (up to
-    100 ms a nap), which is what made p99 spike under concurrent creates.
-    Queuing threads on a Python lock hands the write lock over at once; only
-    writers in other processes still meet the busy handler.
+    Such a transaction is resolved by reading what it wrote, never by running
+    it again, and nothing it may have referenced is deleted meanwhile.
     """
-    if engine.dialect.name != "sqlite":
-        return engine.begin()
-    return _locked_begin(engine, _sqlite_write_lock(str(engine.url)))
+
+
+@contextlib.contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction; a failure of the COMMIT itself raises CommitOutcomeUnknown.
+
+    Any failure before COMMIT rolls back: nothing was written. SQLite writers
+    in this process are queued on a lock: SQLite allows one writer at a time,
+    and a writer that finds the database locked sleeps in SQLite's busy
+    handler with growing back-off (up to 100 ms a nap), which made p99 spike
+    under concurrent creates. The lock hands the write lock over at once;
+    only writers in other processes still meet the busy handler.
+    """
+    lock = _sqlite_write_lock(str(engine.url)) if engine.dialect.name == "sqlite" \
+        else contextlib.nullcontext()
+    with lock, engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(DBAPIError):
+                transaction.rollback()
+            raise
+        try:
+            transaction.commit()
+        except DBAPIError as exc:
+            raise CommitOutcomeUnknown(str(exc.orig or exc)) from exc
 
 
 @functools.cache
 def _sqlite_write_lock(url: str) -> threading.Lock:
     """One lock per database file, shared by every engine on it in this process."""
     return threading.Lock()
-
-
-@contextlib.contextmanager
-def _locked_begin(engine: Engine, lock: threading.Lock) -> Iterator[Connection]:
-    with lock, engine.begin() as conn:
-        yield conn
 
 
 def build_engine(settings: Settings, url: str | None = None) -> Engine:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator
+from sqlalchemy import JSON, Connection, DateTime, MetaData, Table, TypeDecorator, select
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
@@ -27,3 +27,8 @@ class UtcDateTime(TypeDecorator[object]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+def row_exists(conn: Connection, table: Table, row_id: str) -> bool:
+    """Whether a row with this id is committed (how a lost COMMIT reply is resolved)."""
+    return conn.execute(select(table.c.id).where(table.c.id == row_id)).first() is not None

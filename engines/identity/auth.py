@@ -227,3 +227,15 @@ async def reader(request: Request) -> Caller:
 async def writer(request: Request) -> Caller:
     """Dependency: members, admins and owners."""
     return await _checked_caller(request, write=True)
+
+
+ADMIN_ROLES = frozenset({"admin", "owner"})
+
+
+async def admin(request: Request) -> Caller:
+    """Dependency: admins and owners, for tenant-wide operations (bulk delete, webhooks)."""
+    caller = await _checked_caller(request, write=True)
+    if caller.role not in ADMIN_ROLES:
+        raise Forbidden(f"role {caller.role} cannot do this; admin or owner needed",
+                        code="auth.role_forbidden")
+    return caller

@@ -33,6 +33,7 @@ assets = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("meta", JsonDoc, nullable=False),
     Index("ix_media_v2_assets_scope", "tenant_id", "env", "id"),
+    Index("ix_media_v2_assets_source_uri", "source_uri"),
 )
 
 artifacts = Table(
@@ -48,7 +49,9 @@ artifacts = Table(
     Column("track_label", String(128)),
     Column("created_at", UtcDateTime, nullable=False),
     Column("meta", JsonDoc, nullable=False),
+    Column("deleted_at", UtcDateTime),
     Index("ix_media_v2_artifacts_parent", "parent_asset_id", "id"),
+    Index("ix_media_v2_artifacts_uri", "uri"),
 )
 
 
@@ -81,7 +84,7 @@ def get_artifact(conn: Connection, tenant_id: str, env: str,
                  artifact_id: str) -> DerivedArtifact | None:
     row = conn.execute(select(artifacts).where(and_(
         artifacts.c.id == artifact_id, artifacts.c.tenant_id == tenant_id,
-        artifacts.c.env == env,
+        artifacts.c.env == env, artifacts.c.deleted_at.is_(None),
     ))).mappings().first()
     return DerivedArtifact.model_validate(dict(row)) if row else None
 
@@ -89,6 +92,6 @@ def get_artifact(conn: Connection, tenant_id: str, env: str,
 def artifacts_of(conn: Connection, asset: MediaAsset) -> list[DerivedArtifact]:
     rows = conn.execute(select(artifacts).where(
         artifacts.c.parent_asset_id == asset.id, artifacts.c.tenant_id == asset.tenant_id,
-        artifacts.c.env == asset.env,
+        artifacts.c.env == asset.env, artifacts.c.deleted_at.is_(None),
     ).order_by(artifacts.c.id)).mappings()
     return [DerivedArtifact.model_validate(dict(r)) for r in rows]

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from engines.common.body import read_limited, request_media_type, require_json
 from engines.common.errors import (
     AUTHENTICATED_ERRORS,
+    BODY_ERRORS,
     Unprocessable,
     UnsupportedMediaType,
     error_responses,
@@ -20,6 +21,7 @@ from engines.common.errors import (
 )
 from engines.common.idempotency import IdempotencyClaim, claim_from
 from engines.common.jsonutil import OrjsonResponse, parse_json
+from engines.common.openapi import AuthenticatedRoute, FileUpload, body_schema, request_body
 from engines.common.runtime import Runtime, get_runtime
 from engines.identity.auth import Caller, reader, writer
 from engines.media_v2 import service
@@ -35,7 +37,7 @@ from engines.media_v2.models import (
 SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 JSON_LIMIT = 1024 * 1024
 
-router = APIRouter(prefix="/media-v2", tags=["media_v2"])
+router = APIRouter(prefix="/media-v2", tags=["media_v2"], route_class=AuthenticatedRoute)
 Rt = Annotated[Runtime, Depends(get_runtime)]
 Reader = Annotated[Caller, Depends(reader)]
 Writer = Annotated[Caller, Depends(writer)]
@@ -64,12 +66,11 @@ def _dump(model) -> Response:  # type: ignore[no-untyped-def]
 
 
 @router.post("/assets", status_code=201, response_model=MediaAsset,
-             responses=error_responses(*AUTHENTICATED_ERRORS, 409, 413, 415), openapi_extra={
-    "requestBody": {"required": True, "content": {
-        "application/json": {"schema": AssetCreate.model_json_schema()},
-        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "string", "format": "binary"}}}}}}})
-async def create_asset(request: Request, rt: Rt, caller: Writer) -> Response:
+             responses=error_responses(*AUTHENTICATED_ERRORS, *BODY_ERRORS),
+             openapi_extra=request_body({
+                 "application/json": {"schema": body_schema(AssetCreate)},
+                 "multipart/form-data": {"schema": body_schema(FileUpload)}}, required=True))
+async def create_media_asset(request: Request, rt: Rt, caller: Writer) -> Response:
     """A multipart `file` upload, or JSON registering an existing source URI."""
     content_type = request_media_type(request)
     if content_type == "multipart/form-data":
@@ -82,26 +83,27 @@ async def create_asset(request: Request, rt: Rt, caller: Writer) -> Response:
 
 
 @router.get("/assets", response_model=AssetList, responses=_READ_ERRORS)
-def list_assets(rt: Rt, caller: Reader, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+def list_media_assets(rt: Rt, caller: Reader, limit: Annotated[int, Query(ge=1, le=200)] = 50,
                 cursor: Annotated[str | None, Query(pattern=SAFE_ID)] = None) -> Response:
     return _dump(service.list_assets(rt, caller.ctx, limit=limit, before_id=cursor))
 
 
 @router.get("/assets/{asset_id}", response_model=AssetDetail, responses=_GET_ERRORS)
-def get_asset(asset_id: Id, rt: Rt, caller: Reader) -> Response:
+def get_media_asset(asset_id: Id, rt: Rt, caller: Reader) -> Response:
     return _dump(service.get_asset(rt, caller.ctx, asset_id))
 
 
 @router.post("/assets/{asset_id}/artifacts", status_code=201, response_model=DerivedArtifact,
-             responses=error_responses(*AUTHENTICATED_ERRORS, 404, 409, 413, 415),
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": ArtifactCreate.model_json_schema()}}}})
-async def register_artifact(asset_id: Id, request: Request, rt: Rt, caller: Writer) -> Response:
+             responses=error_responses(*AUTHENTICATED_ERRORS, 404, *BODY_ERRORS),
+             openapi_extra=request_body(
+                 {"application/json": {"schema": body_schema(ArtifactCreate)}}, required=True))
+async def register_media_artifact(asset_id: Id, request: Request, rt: Rt,
+                                  caller: Writer) -> Response:
     body, sha = await _json_body(request, rt, ArtifactCreate)
     return await run_in_threadpool(service.register_artifact, rt, caller.ctx, asset_id, body,
                                    _claim(request, caller), sha)
 
 
 @router.get("/artifacts/{artifact_id}", response_model=DerivedArtifact, responses=_GET_ERRORS)
-def get_artifact(artifact_id: Id, rt: Rt, caller: Reader) -> Response:
+def get_media_artifact(artifact_id: Id, rt: Rt, caller: Reader) -> Response:
     return _dump(service.get_artifact(rt, caller.ctx, artifact_id))

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 import orjson
 from fastapi import Request
-from pydantic import BaseModel
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -16,11 +15,12 @@ from starlette.responses import Response
 
 from engines.common.body import read_upload, upload_chunks
 from engines.common.errors import NotFound, Unprocessable
-from engines.common.idempotency import IdempotencyClaim, claim_from, write_once
+from engines.common.idempotency import IdempotencyClaim, OutcomeUnknown, claim_from, write_once
 from engines.common.identity import RequestContext
 from engines.common.ids import new_id
 from engines.common.runtime import Runtime
 from engines.db.engine import retry_on_disconnect
+from engines.db.metadata import row_exists
 from engines.media_v2 import repository as repo
 from engines.media_v2.models import (
     ArtifactCreate,
@@ -30,8 +30,9 @@ from engines.media_v2.models import (
     DerivedArtifact,
     MediaAsset,
 )
-from engines.storage.ingest import discard, ingest
+from engines.storage.ingest import ingest
 from engines.storage.keys import media_key
+from engines.storage.references import discard_fresh_blob
 from engines.storage.uris import check_uri_in_scope
 
 _KIND_BY_PREFIX = {"video/": "video", "audio/": "audio", "image/": "image"}
@@ -53,11 +54,13 @@ def _kind_for(content_type: str | None) -> str:
     return "other"
 
 
-def _created(rt: Runtime, claim: IdempotencyClaim | None, body_sha256: str, model: BaseModel,
-             write: Callable[[Connection], None]) -> Response:
+def _created(rt: Runtime, claim: IdempotencyClaim | None, body_sha256: str,
+             model: MediaAsset | DerivedArtifact, write: Callable[[Connection], None]) -> Response:
     """Commit write(conn) with the idempotency claim; 201 with the model, or the replay."""
     body = orjson.dumps(model.model_dump(mode="json"))
-    replayed = write_once(rt.engine, claim, body_sha256, 201, body, write)
+    table = repo.assets if isinstance(model, MediaAsset) else repo.artifacts
+    replayed = write_once(rt.engine, claim, body_sha256, 201, body, write,
+                          lambda conn: row_exists(conn, table, model.id))
     return replayed or Response(body, status_code=201, media_type="application/json")
 
 
@@ -82,7 +85,8 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
     key = media_key(ctx.tenant_id, ctx.env, asset_id, upload.filename)
     content_type = upload.content_type or "application/octet-stream"
     blob, _ = await ingest(rt.store, upload_chunks(upload), limit=limit,
-                           head_check=lambda _head: content_type, key_for=lambda _t: key)
+                           head_check=lambda _head: content_type, key_for=lambda _t: key,
+                           leases=rt.leases)
     asset = MediaAsset(id=asset_id, tenant_id=ctx.tenant_id, env=ctx.env, user_id=actor_id,
                        kind=_kind_for(content_type), source_uri=blob.uri, size_bytes=blob.size,
                        created_at=datetime.now(UTC),
@@ -93,19 +97,21 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
         response = await run_in_threadpool(
             _created, rt, claim_from(request, ctx, actor_id), fingerprint, asset,
             lambda conn: repo.insert_asset(conn, asset))
+    except OutcomeUnknown:
+        raise  # the asset may be committed: its blob stays, gc decides when it can read
     except BaseException:
-        await discard(rt.store, blob.key)
+        await discard_fresh_blob(rt.engine, rt.store, blob.key)
         raise
     if response.headers.get("idempotent-replayed"):
-        await discard(rt.store, blob.key)
+        await discard_fresh_blob(rt.engine, rt.store, blob.key)
     return response
 
 
 def create_asset_json(rt: Runtime, ctx: RequestContext, actor_id: str, body: AssetCreate,
                       claim: IdempotencyClaim | None, body_sha256: str) -> Response:
-    check_uri_in_scope(rt.settings.raw_bucket, ctx, body.source_uri)
+    source_uri = check_uri_in_scope(rt.settings.raw_bucket, ctx, body.source_uri)
     asset = MediaAsset(id=new_id("ma"), tenant_id=ctx.tenant_id, env=ctx.env, user_id=actor_id,
-                       kind=body.kind, source_uri=body.source_uri, tags=body.tags,
+                       kind=body.kind, source_uri=source_uri, tags=body.tags,
                        created_at=datetime.now(UTC), meta=body.meta)
     return _created(rt, claim, body_sha256, asset, lambda conn: repo.insert_asset(conn, asset))
 
@@ -135,12 +141,12 @@ def list_assets(rt: Runtime, ctx: RequestContext, *, limit: int,
 
 def register_artifact(rt: Runtime, ctx: RequestContext, asset_id: str, body: ArtifactCreate,
                       claim: IdempotencyClaim | None, body_sha256: str) -> Response:
-    check_uri_in_scope(rt.settings.raw_bucket, ctx, body.uri)
+    uri = check_uri_in_scope(rt.settings.raw_bucket, ctx, body.uri)
     if body.start_ms is not None and body.end_ms is not None and body.end_ms < body.start_ms:
         raise Unprocessable("end_ms must be >= start_ms", code="media_v2.bad_range")
     artifact = DerivedArtifact(id=new_id("mda"), parent_asset_id=asset_id,
                                tenant_id=ctx.tenant_id, env=ctx.env, kind=body.kind,
-                               uri=body.uri, start_ms=body.start_ms, end_ms=body.end_ms,
+                               uri=uri, start_ms=body.start_ms, end_ms=body.end_ms,
                                track_label=body.track_label,
                                created_at=datetime.now(UTC), meta=body.meta)
 

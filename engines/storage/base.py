@@ -40,7 +40,13 @@ class BlobInfo:
 
 
 class BlobWriter(abc.ABC):
-    """A write in progress: nothing is visible under the key until `commit`."""
+    """A write in progress: nothing is visible under the key until `commit`.
+
+    `lease_key` names the unfinished upload as `iter_uploads` reports it, so
+    a lease taken on it keeps gc away while bytes are still arriving.
+    """
+
+    lease_key: str
 
     @abc.abstractmethod
     def write(self, data: bytes) -> None: ...
@@ -80,11 +86,15 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def iter_blobs(self, prefix: str) -> Iterator[BlobInfo]:
-        """Every object (and unfinished upload) under prefix, for `engines gc`."""
+        """Every finished object under prefix, for `engines gc`."""
+
+    @abc.abstractmethod
+    def iter_uploads(self) -> Iterator[BlobInfo]:
+        """Every unfinished upload: they live where no finished object can."""
 
     @abc.abstractmethod
     def discard_incomplete(self, info: BlobInfo) -> None:
-        """Remove an unfinished upload reported by `iter_blobs`."""
+        """Remove an unfinished upload reported by `iter_uploads`."""
 
     @abc.abstractmethod
     def describe(self) -> str:

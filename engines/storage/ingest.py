@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -20,8 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from engines.common.errors import PayloadTooLarge
 from engines.storage.base import BlobStore, BlobWriter, StoredBlob
-
-log = logging.getLogger("engines.storage")
+from engines.storage.leases import UploadLeases
 
 BATCH_BYTES = 1024 * 1024
 HEAD_BYTES = 512
@@ -94,21 +93,45 @@ async def _drain(lanes: list[asyncio.Future[None]]) -> None:
         lanes.clear()
 
 
+class _Keepalive:
+    """Renews the upload's lease while bytes keep arriving (see `leases`)."""
+
+    def __init__(self, leases: UploadLeases | None) -> None:
+        self.leases = leases
+        self.due = time.monotonic() + (leases.interval if leases else 0)
+        self.held: str | None = None
+
+    async def tick(self, writer: BlobWriter | None) -> None:
+        if self.leases is None or writer is None or time.monotonic() < self.due:
+            return
+        self.due = time.monotonic() + self.leases.interval
+        self.held = writer.lease_key
+        await run_in_threadpool(self.leases.renew, writer.lease_key)
+
+    async def release(self) -> None:
+        if self.leases is not None and self.held is not None:
+            await run_in_threadpool(self.leases.release, self.held)
+
+
 async def ingest(store: BlobStore, chunks: AsyncIterator[bytes], *, limit: int,
-                 head_check: HeadCheck, key_for: KeyFor) -> tuple[StoredBlob, str]:
+                 head_check: HeadCheck, key_for: KeyFor,
+                 leases: UploadLeases | None = None) -> tuple[StoredBlob, str]:
     """Write the stream; returns the blob and its checked content type.
 
     The first bytes are checked before anything is written. Over the limit
     -> PayloadTooLarge and nothing is kept; any failure (client gone, store
-    down, cancellation) aborts the write before propagating.
+    down, cancellation) aborts the write before propagating. A long upload
+    holds a lease that keeps `engines gc` from sweeping it mid-stream.
     """
     job = _Ingest(store, limit)
     lanes: list[asyncio.Future[None]] = []
+    keepalive = _Keepalive(leases)
     try:
         async for chunk in chunks:
             if not chunk:
                 continue
             job.add(chunk)
+            await keepalive.tick(job.writer)
             if not job.key and job.batched >= HEAD_BYTES:
                 job.content_type = head_check(job.head(HEAD_BYTES))
                 job.key = key_for(job.content_type)
@@ -129,23 +152,12 @@ async def ingest(store: BlobStore, chunks: AsyncIterator[bytes], *, limit: int,
             with contextlib.suppress(Exception):
                 await _drain(lanes)
             await run_in_threadpool(job.abort)
+            await keepalive.release()
         raise
+    await keepalive.release()
     blob = StoredBlob(key=job.key, uri=store.uri_for(job.key), size=job.size,
                       sha256=job.digest.hexdigest())
     return blob, job.content_type
-
-
-async def discard(store: BlobStore, key: str) -> None:
-    """Delete a blob whose records were not written; even under cancellation.
-
-    A failure is logged, not raised: the request already has its answer, and
-    `engines gc` removes what compensation could not.
-    """
-    with anyio.CancelScope(shield=True):
-        try:
-            await run_in_threadpool(store.delete, key)
-        except Exception:  # noqa: BLE001 - see docstring
-            log.exception("could not delete orphan blob %s", key)
 
 
 async def ingest_bytes(store: BlobStore, key: str, data: bytes, content_type: str) -> StoredBlob:

@@ -1,8 +1,11 @@
 """Blobs in a local directory: the embedded default.
 
-A write goes to a hidden `.part` file beside its target and is renamed into
-place on commit, so a reader never sees half an object and a crash leaves
-only `.part` files, which `engines gc` removes.
+A write goes to a temporary file in the reserved `_uploads/` directory of
+the root and is renamed into place on commit, so a reader never sees half an
+object and a crash leaves only files in `_uploads/`, which `engines gc`
+removes. Finished objects live under `tenants/`, so no name a user picks can
+make a finished object look unfinished (or the reverse). URIs are
+`local:{key}`, relative to the root: the directory can move.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from engines.storage.base import BlobInfo, BlobNotFound, BlobStore, BlobWriter, StorageUnavailable
+from engines.storage.uris import LOCAL_SCHEME, BlobRef, InvalidBlobUri, parse_blob_uri
 
 _READ_CHUNK = 256 * 1024
-PART_SUFFIX = ".part"
+UPLOADS_DIR = "_uploads"
+"""Reserved for unfinished writes; every finished key starts with `tenants/`."""
 
 
 @contextlib.contextmanager
@@ -31,11 +35,12 @@ def _disk_errors() -> Iterator[None]:
 
 
 class LocalBlobWriter(BlobWriter):
-    def __init__(self, target: Path) -> None:
+    def __init__(self, root: Path, target: Path) -> None:
         self.target = target
-        self.tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{PART_SUFFIX}")
+        self.lease_key = f"{UPLOADS_DIR}/{uuid.uuid4().hex}"
+        self.tmp = root / self.lease_key
         with _disk_errors():
-            target.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp.parent.mkdir(parents=True, exist_ok=True)
             self.fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
 
     def write(self, data: bytes) -> None:
@@ -47,6 +52,8 @@ class LocalBlobWriter(BlobWriter):
             self.fh.flush()
             os.fsync(self.fh.fileno())
             self.fh.close()
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            # a temporary file swept by gc mid-upload fails here: a clean 503, nothing kept
             os.replace(self.tmp, self.target)
 
     def abort(self) -> None:
@@ -79,16 +86,20 @@ class LocalBlobStore(BlobStore):
         return Path(os.path.normpath(os.path.join(self._prefix, key)))
 
     def uri_for(self, key: str) -> str:
-        return self._path(key).as_uri()
+        self._path(key)
+        return BlobRef(LOCAL_SCHEME, "", key).uri
 
     def key_for(self, uri: str) -> str | None:
-        parsed = urlparse(uri)
-        if parsed.scheme != "file":
+        try:
+            ref = parse_blob_uri(uri)
+        except InvalidBlobUri:
             return None
-        return self._inside(unquote(parsed.path)) or None
+        if ref is None or ref.scheme != LOCAL_SCHEME:
+            return None
+        return self._inside(os.path.join(self._prefix, ref.key))
 
     def open_writer(self, key: str, content_type: str) -> BlobWriter:
-        return LocalBlobWriter(self._path(key))
+        return LocalBlobWriter(self.root, self._path(key))
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         try:
@@ -116,7 +127,7 @@ class LocalBlobStore(BlobStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def iter_blobs(self, prefix: str) -> Iterator[BlobInfo]:
+    def _walk(self, prefix: str, *, complete: bool) -> Iterator[BlobInfo]:
         base = self.root / prefix
         if not base.exists():
             return
@@ -131,8 +142,14 @@ class LocalBlobStore(BlobStore):
                     key=path.relative_to(self.root).as_posix(),
                     size=stat.st_size,
                     modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
-                    complete=not name.endswith(PART_SUFFIX),
+                    complete=complete,
                 )
+
+    def iter_blobs(self, prefix: str) -> Iterator[BlobInfo]:
+        return self._walk(prefix, complete=True)
+
+    def iter_uploads(self) -> Iterator[BlobInfo]:
+        return self._walk(UPLOADS_DIR, complete=False)
 
     def discard_incomplete(self, info: BlobInfo) -> None:
         self.delete(info.key)

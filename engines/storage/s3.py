@@ -15,7 +15,6 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config
@@ -23,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from engines.config import Settings
 from engines.storage.base import BlobInfo, BlobNotFound, BlobStore, BlobWriter, StorageUnavailable
+from engines.storage.uris import BlobRef, InvalidBlobUri, parse_blob_uri
 
 log = logging.getLogger("engines.storage.s3")
 _READ_CHUNK = 256 * 1024
@@ -81,6 +81,8 @@ class S3BlobWriter(BlobWriter):
     def __init__(self, client, bucket: str, key: str, content_type: str,  # type: ignore[no-untyped-def]
                  part_size: int) -> None:
         self.client, self.bucket, self.key = client, bucket, key
+        # unfinished multipart uploads are listed apart from objects, under their key
+        self.lease_key = key
         self.content_type = content_type
         self.part_size = part_size
         self.chunks: list[bytes] = []
@@ -160,16 +162,16 @@ class S3BlobStore(BlobStore):
         self.client = client or build_s3_client(settings)
 
     def uri_for(self, key: str) -> str:
-        return f"s3://{self.bucket}/{key}"
+        return BlobRef("s3", self.bucket, key).uri
 
     def key_for(self, uri: str) -> str | None:
-        parsed = urlparse(uri)
-        if parsed.scheme != "s3" or parsed.netloc != self.bucket:
+        try:
+            ref = parse_blob_uri(uri)
+        except InvalidBlobUri:
             return None
-        key = parsed.path.lstrip("/")
-        if not key or ".." in key.split("/"):
+        if ref is None or ref.scheme != "s3" or ref.bucket != self.bucket:
             return None
-        return key
+        return ref.key
 
     def open_writer(self, key: str, content_type: str) -> BlobWriter:
         return S3BlobWriter(self.client, self.bucket, key, content_type, self.part_size)
@@ -205,8 +207,11 @@ class S3BlobStore(BlobStore):
                     Bucket=self.bucket, Prefix=prefix):
                 for obj in page.get("Contents", []):
                     yield BlobInfo(key=obj["Key"], size=obj["Size"], modified=obj["LastModified"])
+
+    def iter_uploads(self) -> Iterator[BlobInfo]:
+        with _translated("multipart uploads"):
             for page in self.client.get_paginator("list_multipart_uploads").paginate(
-                    Bucket=self.bucket, Prefix=prefix):
+                    Bucket=self.bucket):
                 for up in page.get("Uploads", []):
                     active = self._last_activity(up)
                     if active is not None:

@@ -109,7 +109,7 @@ def test_upload_is_stored_under_the_media_key(api: Api) -> None:
 
     key = stored_key(api, asset["source_uri"])
     assert key == f"{api.prefix()}media_v2/{asset['id']}/photo.png"
-    scheme = "s3://" if api.settings.raw_bucket else "file:///"
+    scheme = "s3://" if api.settings.raw_bucket else "local:tenants/"
     assert asset["source_uri"].startswith(scheme)
     assert api.runtime.store.read_all(key) == PNG
 

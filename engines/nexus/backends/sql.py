@@ -40,6 +40,9 @@ class SqlNexusBackend(NexusBackend):
         tx.execute(insert(documents), document.model_dump())
         tx.execute(insert(events), event.model_dump())
 
+    def record_event(self, tx: Connection, event: DatasetEvent) -> None:
+        tx.execute(insert(events), event.model_dump())
+
     def documents_for(self, conn: Connection, tenant_id: str, env: str,
                       subject_id: str) -> list[NexusDocument]:
         rows = conn.execute(select(documents).where(

@@ -1,8 +1,8 @@
 """LocalBlobStore, the embedded default: the local equivalents of the S3 tests.
 
-A write is a hidden `.part` file renamed into place on commit, so "nothing
-visible before commit" and "an abort leaves nothing" are checked on the
-directory itself.
+A write is a temporary file in the reserved `_uploads/` directory, renamed
+into place on commit, so "nothing visible before commit" and "an abort
+leaves nothing" are checked on the directory itself.
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ def files_under(root: Path) -> list[str]:
 def test_put_read_exists_delete(store: LocalBlobStore) -> None:
     uri = store.put_bytes(KEY, PNG, "image/png")
 
-    assert uri == (store.root / KEY).as_uri()
-    assert uri.startswith("file:///")
+    assert uri == f"local:{KEY}", "root-relative: the directory can move"
     assert store.read_all(KEY) == PNG
     assert store.exists(KEY)
     store.delete(KEY)
@@ -58,7 +57,7 @@ def test_nothing_is_visible_before_commit(store: LocalBlobStore) -> None:
     writer.write(PNG[10:])
     assert not store.exists(KEY)
     [part] = files_under(store.root)
-    assert part.endswith(".part")
+    assert part.startswith("_uploads/")
 
     writer.commit()
 
@@ -104,26 +103,30 @@ def test_ingest_over_limit_leaves_nothing(store: LocalBlobStore) -> None:
 
 def test_unfinished_writes_are_listed_and_discarded_for_gc(store: LocalBlobStore) -> None:
     store.put_bytes(KEY, PNG, "image/png")
+    finished_part = "tenants/t_acme/dev/media_v2/ma_1/quarterly.part"
+    store.put_bytes(finished_part, b"a finished upload named like a temporary file", "x/y")
     stale = store.open_writer("tenants/t_acme/dev/canvas/c_1/preview/art_2.png", "image/png")
-    stale.write(PNG)  # a crashed process: the .part file stays behind
+    stale.write(PNG)  # a crashed process: the temporary file stays behind
 
-    infos = list(store.iter_blobs("tenants/"))
-    assert [(i.key, i.complete) for i in infos if i.complete] == [(KEY, True)]
-    [unfinished] = [i for i in infos if not i.complete]
+    finished = list(store.iter_blobs("tenants/"))
+    assert sorted((i.key, i.complete) for i in finished) == [(KEY, True), (finished_part, True)]
+    [unfinished] = list(store.iter_uploads())
+    assert unfinished.key == stale.lease_key and not unfinished.complete
 
     store.discard_incomplete(unfinished)
-    assert files_under(store.root) == [KEY]
+    assert files_under(store.root) == sorted([KEY, finished_part])
 
 
 def test_key_and_uri_layout(store: LocalBlobStore, tmp_path: Path) -> None:
     key = canvas_key("t_acme", "dev", "c_9", "preview", "art_x", "png")
     assert key == "tenants/t_acme/dev/canvas/c_9/preview/art_x.png"
     uri = store.uri_for(key)
-    assert uri == f"file://{store.root}/tenants/t_acme/dev/canvas/c_9/preview/art_x.png"
+    assert uri == "local:tenants/t_acme/dev/canvas/c_9/preview/art_x.png"
     assert store.key_for(uri) == key
     outside = (tmp_path / "elsewhere.png").as_uri()
     for foreign in (outside, f"s3://bucket/{key}", f"https://example.com/{key}",
-                    store.root.as_uri(), f"file://{store.root}/../media-evil/x"):
+                    store.root.as_uri(), (store.root / key).as_uri(), "local:../media-evil/x",
+                    "local:", f"local:{key}/../../x", f"local:/{key}"):
         assert store.key_for(foreign) is None, foreign
     with pytest.raises(ValueError):
         store.uri_for("../escape")
@@ -149,7 +152,7 @@ def test_keys_and_uris_follow_the_design(make_stack) -> None:  # type: ignore[no
     record = stack.client.post(f"/canvas/{canvas}/artifacts/preview?rev=2", content=PNG,
                                headers={**stack.headers(), "Content-Type": "image/png"}).json()
     key = f"tenants/t_acme/dev/canvas/{canvas}/preview/{record['id']}.png"
-    assert record["uri"] == (root / key).as_uri()
+    assert record["uri"] == f"local:{key}"
     assert (root / key).read_bytes() == PNG
 
 
@@ -170,7 +173,8 @@ def test_client_leaving_midupload_leaves_no_file(make_stack) -> None:  # type: i
         before_chunk=before_chunk)
 
     [in_flight] = partial
-    assert len(in_flight) == 1 and in_flight[0].endswith(".part"), "bytes go to disk as they come"
+    assert len(in_flight) == 1 and in_flight[0].startswith("_uploads/"), \
+        "bytes go to disk as they come"
     assert status_of(messages) in (None, 400, 499, 500)
     assert raised is None or type(raised).__name__ == "ClientDisconnect"
     assert files_under(root) == []

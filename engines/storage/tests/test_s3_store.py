@@ -205,9 +205,10 @@ def test_unfinished_uploads_are_listed_and_discarded_for_gc(store: S3BlobStore, 
     stale.write(png_body(PART))  # a crashed process: one part up, never completed
 
     infos = {info.key: info for info in store.iter_blobs("tenants/")}
-    assert infos[KEY].complete and infos[KEY].size == len(PNG)
-    unfinished = [i for i in infos.values() if not i.complete]
-    assert [i.key for i in unfinished] == ["tenants/t_acme/dev/canvas/c_1/preview/art_2.png"]
+    assert list(infos) == [KEY] and infos[KEY].complete and infos[KEY].size == len(PNG)
+    unfinished = list(store.iter_uploads())
+    assert [(i.key, i.complete) for i in unfinished] == [(stale.lease_key, False)]
+    assert stale.lease_key == "tenants/t_acme/dev/canvas/c_1/preview/art_2.png"
 
     store.discard_incomplete(unfinished[0])
     assert open_uploads(s3, bucket) == []
@@ -220,8 +221,13 @@ def test_key_and_uri_layout(store: S3BlobStore, bucket: str) -> None:
     assert store.uri_for(key) == f"s3://{bucket}/tenants/t_acme/dev/canvas/c_9/preview/art_x.png"
     assert store.key_for(store.uri_for(key)) == key
     for foreign in (f"s3://other-bucket/{key}", f"file:///{key}", f"https://{bucket}/{key}",
-                    f"s3://{bucket}/tenants/../secrets", f"s3://{bucket}/"):
+                    f"s3://{bucket}/tenants/../secrets", f"s3://{bucket}/", f"local:{key}",
+                    f"s3://{bucket}/{key}#x", f"s3://{bucket}/{key}?versionId=1",
+                    f"s3://{bucket}/tenants//t_acme/x"):
         assert store.key_for(foreign) is None, foreign
+    # spellings that name the same object resolve to the same key (and so are compared alike)
+    for alias in (f"S3://{bucket}/{key}", f"s3://{bucket}//{key}"):
+        assert store.key_for(alias) == key, alias
 
 
 def test_client_retries_and_timeouts_come_from_settings(s3_endpoint: str, bucket: str) -> None:

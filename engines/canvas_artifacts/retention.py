@@ -1,0 +1,103 @@
+"""Retention: how long each kind of artifact is kept, and which ones are past it.
+
+The configured default per kind (`RETENTION_PREVIEW`, `RETENTION_REPLAY`,
+`RETENTION_AUDIT`; unset keeps forever) is overridden per tenant by the
+operator (`engines retention set`): an override for the tenant's env wins
+over one for all its envs (`*`), which wins over the configuration. A keep
+of 0 is "forever", so a tenant can be exempted from a global default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import BigInteger, Column, Connection, String, Table, and_, delete, exists, select
+from sqlalchemy.orm import aliased
+
+from engines.canvas_artifacts.repository import canvas_artifacts
+from engines.config import Settings
+from engines.db.metadata import UtcDateTime, metadata
+from engines.db.upsert import upsert
+
+KINDS = ("preview", "replay", "audit")
+ALL_ENVS = "*"
+
+retention_overrides = Table(
+    "retention_overrides", metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("env", String(16), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("keep_seconds", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    tenant_id: str
+    env: str
+    kind: str
+    keep: timedelta | None
+    """None: keep forever."""
+
+
+def set_override(conn: Connection, tenant_id: str, env: str, kind: str,
+                 keep: timedelta | None) -> None:
+    seconds = int(keep.total_seconds()) if keep else 0
+    conn.execute(upsert(conn, retention_overrides, ["tenant_id", "env", "kind"]),
+                 {"tenant_id": tenant_id, "env": env, "kind": kind, "keep_seconds": seconds,
+                  "updated_at": datetime.now(UTC)})
+
+
+def unset_override(conn: Connection, tenant_id: str, env: str, kind: str) -> int:
+    t = retention_overrides.c
+    return conn.execute(delete(retention_overrides).where(
+        t.tenant_id == tenant_id, t.env == env, t.kind == kind)).rowcount
+
+
+def overrides(conn: Connection) -> list[Override]:
+    t = retention_overrides.c
+    rows = conn.execute(select(t.tenant_id, t.env, t.kind, t.keep_seconds).order_by(
+        t.tenant_id, t.env, t.kind))
+    return [Override(r.tenant_id, r.env, r.kind,
+                     timedelta(seconds=r.keep_seconds) if r.keep_seconds else None)
+            for r in rows]
+
+
+def effective_keep(settings: Settings, found: list[Override], tenant_id: str, env: str,
+                   kind: str) -> timedelta | None:
+    """The retention in force for one (tenant, env, kind): the most specific rule wins."""
+    by_scope = {(o.env): o.keep for o in found if o.tenant_id == tenant_id and o.kind == kind}
+    for scope in (env, ALL_ENVS):
+        if scope in by_scope:
+            return by_scope[scope]
+    return settings.retention_for(kind)
+
+
+def scopes_with_artifacts(conn: Connection, kind: str) -> list[tuple[str, str]]:
+    """The (tenant, env) pairs holding live artifacts of a kind."""
+    c = canvas_artifacts.c
+    return [tuple(r) for r in conn.execute(select(c.tenant_id, c.env).where(
+        c.kind == kind, c.deleted_at.is_(None)).distinct())]
+
+
+def expired_ids(conn: Connection, tenant_id: str, env: str, kind: str, cutoff: datetime, *,
+                keep_latest: bool, limit: int) -> list[str]:
+    """Up to `limit` live artifacts created before cutoff, oldest ids first.
+
+    With keep_latest, an artifact is only expired when a newer live one of
+    its kind exists on its canvas (newer as `latest` orders: rev, then id),
+    so a canvas never loses its current preview to retention.
+    """
+    c = canvas_artifacts.c
+    query = select(c.id).where(c.tenant_id == tenant_id, c.env == env, c.kind == kind,
+                               c.deleted_at.is_(None), c.created_at < cutoff)
+    if keep_latest:
+        newer = aliased(canvas_artifacts)
+        query = query.where(exists().where(
+            newer.c.tenant_id == c.tenant_id, newer.c.env == c.env,
+            newer.c.canvas_id == c.canvas_id, newer.c.kind == c.kind,
+            newer.c.deleted_at.is_(None),
+            (newer.c.rev > c.rev) | and_(newer.c.rev == c.rev, newer.c.id > c.id)))
+    return list(conn.execute(query.order_by(c.id).limit(limit)).scalars())

@@ -1,0 +1,17 @@
+"""Durations as operators write them: `45s`, `30m`, `12h`, `90d`."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_DURATION = re.compile(r"^(\d{1,9})([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90d` -> 90 days; anything else is a ValueError naming the accepted forms."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration: use a number and s, m, h or d, e.g. 90d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
