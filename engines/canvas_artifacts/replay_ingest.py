@@ -29,9 +29,11 @@ from engines.common.jsonutil import (
     json_depth,
     read_value,
     skip_whitespace,
+    too_deep,
 )
 
 SEGMENT_BYTES = 64 * 1024
+MIN_RUN_BYTES = 512
 ENVELOPE_MAX_BYTES = 64 * 1024
 """Everything but `keyframes`, serialised: what every window re-reads and re-sends."""
 ENVELOPE_VALUE_MAX_RAW = 4 * ENVELOPE_MAX_BYTES
@@ -196,9 +198,14 @@ def _read_keyframes(raw: bytes, pos: int, frames: KeyframeEncoder) -> int:
     pos = skip_whitespace(raw, pos + 1)
     if raw[pos:pos + 1] == b"]":
         return pos + 1
-    run_bytes = min(SEGMENT_BYTES, limits.max_keyframe_bytes)
+    longest_run = min(SEGMENT_BYTES, limits.max_keyframe_bytes)
+    run_bytes = longest_run
     while True:
         found = _whole_keyframes(raw, pos, run_bytes)
+        # a failed run costs a parse of its bytes: shrink after a failure, so a body
+        # built to defeat runs costs about one small parse per keyframe, not 64 KiB
+        run_bytes = min(run_bytes * 2, longest_run) if found else max(run_bytes // 4,
+                                                                       MIN_RUN_BYTES)
         if found is not None:
             run, pos = found
         else:
@@ -273,8 +280,7 @@ def parse_replay(raw: bytes, limits: ReplayLimits) -> ParsedReplay:
     if skip_whitespace(raw, pos) != len(raw):
         raise _malformed(f"unexpected content after the document at byte {pos}")
     if json_depth(envelope) > limits.max_depth:
-        raise ReplayError(f"JSON nesting deeper than {limits.max_depth}",
-                          code="request.too_deep")
+        raise too_deep(limits.max_depth)
     if frames is None:
         raise ReplayError("keyframes: field required")
     return ParsedReplay(envelope=envelope, frames=frames)

@@ -156,3 +156,24 @@ def test_legacy_replay_with_a_huge_envelope_refuses_windows(monkeypatch, stack):
     assert_error(window, 422, "replay.envelope_too_large")
     whole = stack.client.get(content, headers=stack.headers())
     assert whole.status_code == 200 and whole.json() == document
+
+
+def test_a_body_built_to_defeat_runs_costs_little_parsing(monkeypatch) -> None:
+    """Each keyframe ends in a string holding `},`: the last `},` in reach of a run is
+    mostly inside a string, so runs fail. They must then shrink, or every keyframe
+    would cost a 64 KiB parse (147 us instead of 5 per keyframe, measured)."""
+    monkeypatch.setattr(replay_ingest, "SEGMENT_BYTES", 64 * 1024)
+    frame = {"t_ms": 0, "type": "commit", "data": {"s": "}," + "x" * 100}}
+    body = orjson.dumps({"rev": 1, "keyframes": [frame] * 3000})
+    parsed = 0
+    real_loads = orjson.loads
+
+    def counting_loads(data):  # type: ignore[no-untyped-def]
+        nonlocal parsed
+        parsed += len(data)
+        return real_loads(data)
+
+    monkeypatch.setattr(replay_ingest.orjson, "loads", counting_loads)
+    limits = ReplayLimits(max_keyframes=10_000, max_keyframe_bytes=1024 * 1024, max_depth=64)
+    assert parse_replay(body, limits).frames.count == 3000
+    assert parsed < 20 * len(body), f"{parsed / len(body):.0f}x the body parsed"
