@@ -33,9 +33,13 @@ def _as(stack: Stack, sub: str) -> dict[str, str]:
     return {**stack.headers(), "Authorization": f"Bearer {token}"}
 
 
+def _query(params: dict[str, str]) -> Callable[[Stack], httpx.Response]:
+    return lambda s: s.client.get(CANVAS.format(canvas=new_canvas()), params=params,
+                                  headers=s.headers())
+
+
 def _list(cursor: str) -> Callable[[Stack], httpx.Response]:
-    return lambda s: s.client.get(CANVAS.format(canvas=new_canvas()),
-                                  params={"cursor": cursor}, headers=s.headers())
+    return _query({"cursor": cursor})
 
 
 def _media_list(cursor: str) -> Callable[[Stack], httpx.Response]:
@@ -115,6 +119,9 @@ CASES = [
     Case("cursor decoding to an over-long id", _list(_b64("a" * 129)), 422),
     Case("cursor over 256 characters", _list("A" * 300), 422),
     Case("cursor with a raw NUL", _list(NUL), 422),
+    Case("kind with a NUL", _query({"kind": "preview" + NUL}), 422),
+    Case("rev past BIGINT", _query({"rev": str(2**63)}), 422),
+    Case("limit with a NUL", _query({"limit": "5" + NUL}), 422),
     Case("media_v2 cursor with a NUL", _media_list("ma_" + NUL), 422),
     Case("media_v2 cursor over-long", _media_list("m" * 300), 422),
     # token subjects: they become actor_id / user_id columns
