@@ -71,7 +71,7 @@ def token_key_problem(settings: Settings) -> str | None:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from engines.common.identity import TENANT_RE
+    from engines.common.identity import ENVS, TENANT_RE
     from engines.identity.auth import ROLES, issue_token
 
     if args.role not in ROLES:
@@ -82,13 +82,17 @@ def cmd_token(args: argparse.Namespace) -> int:
             print(f"--tenant {tenant!r} is not a tenant id: t_ then a-z, 0-9, _ or - "
                   "(64 characters at most), e.g. t_acme", file=sys.stderr)
             return 2
+    if any(env.lower() not in ENVS for env in args.env or []):
+        print("--env must be one of dev, staging, prod", file=sys.stderr)
+        return 2
+    envs = sorted({ENVS[env.lower()] for env in args.env}) if args.env else None
     settings = _settings()
     problem = token_key_problem(settings)
     if problem:
         print(f"engines token: {problem}", file=sys.stderr)
         return 1
     print(issue_token(settings, sub=args.sub, tenants=args.tenant, role=args.role,
-                      ttl=args.ttl or None))
+                      ttl=args.ttl or None, envs=envs))
     return 0
 
 
@@ -281,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="actor id")
     token.add_argument("--role", default="member")
     token.add_argument("--ttl", type=int, default=3600, help="seconds; 0 for no expiry")
+    token.add_argument("--env", action="append",
+                       help="limit the token to this env; repeat for several (default: all)")
     token.set_defaults(func=cmd_token)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)

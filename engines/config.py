@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     header_timeout: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=1000, gt=0)
     max_keyframes: int = 1_000_000
+    # one keyframe is parsed whole: this bounds the memory a replay create can take
+    max_keyframe_bytes: int = 1 * MIB
     max_json_depth: int = 64
 
     retention_preview: Retention = None

@@ -194,13 +194,18 @@ def test_doctor_fails_on_an_unreachable_bucket(tmp_path: Path) -> None:
     assert check_line(text, "signing key").startswith("ok")
 
 
+def cli_token(tmp_path: Path, *args: str) -> str:
+    """`engines token --tenant t_acme --sub u_ana ARGS`: the token it printed."""
+    result = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", *args, cwd=tmp_path,
+                     env={"AUTH_JWT_SIGNING": SIGNING_KEY})
+    assert result.returncode == 0, output(result)
+    assert SIGNING_KEY not in output(result)
+    return result.stdout.strip()
+
+
 def test_token_is_accepted_by_the_api(tmp_path: Path, make_stack) -> None:  # type: ignore[no-untyped-def]
     env = {"AUTH_JWT_SIGNING": SIGNING_KEY}
-    result = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", "--role", "member",
-                     "--ttl", "60", cwd=tmp_path, env=env)
-    assert result.returncode == 0, output(result)
-    token = result.stdout.strip()
-    assert SIGNING_KEY not in output(result)
+    token = cli_token(tmp_path, "--role", "member", "--ttl", "60")
 
     claims = jwt.decode(token, SIGNING_KEY, algorithms=["HS256"])
     assert claims["sub"] == "u_ana"
@@ -296,3 +301,18 @@ def test_version(tmp_path: Path) -> None:
     result = run_cli("--version", cwd=tmp_path, env={})
     assert result.returncode == 0
     assert result.stdout.strip() == f"engines {version('northstar-engines-canvas')}"
+
+
+def test_token_env_flag_limits_the_token_to_those_envs(tmp_path: Path, make_stack) -> None:  # type: ignore[no-untyped-def]
+    token = cli_token(tmp_path, "--env", "dev", "--env", "stage")
+    assert jwt.decode(token, SIGNING_KEY, algorithms=["HS256"])["envs"] == ["dev", "staging"]
+
+    stack = make_stack("local-sqlite")
+    headers = {"Authorization": f"Bearer {token}", "X-Tenant-Id": "t_acme",
+               "X-Project-Id": "p_main"}
+    for x_env, status in (("dev", 200), ("staging", 200), ("stage", 200), ("prod", 403)):
+        listed = stack.client.get("/media-v2/assets", headers={**headers, "X-Env": x_env})
+        assert listed.status_code == status, (x_env, listed.text)
+    bad = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", "--env", "qa",
+                  cwd=tmp_path, env={"AUTH_JWT_SIGNING": SIGNING_KEY})
+    assert bad.returncode == 2 and bad.stdout == ""

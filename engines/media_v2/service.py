@@ -96,7 +96,7 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
     fingerprint = hashlib.sha256(f"{upload.filename}\n{blob.sha256}".encode()).hexdigest()
     try:
         response = await run_in_threadpool(
-            _created, rt, claim_from(request, ctx), fingerprint, asset,
+            _created, rt, claim_from(request, ctx, actor_id), fingerprint, asset,
             lambda conn: repo.insert_asset(conn, asset))
     except OutcomeUnknown:
         raise  # the asset may be committed: its blob stays, gc decides when it can read
