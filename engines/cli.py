@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from engines.common.durations import parse_duration
+from engines.common.durations import format_duration, parse_duration
 from engines.config import Settings, get_settings
 
 
@@ -167,6 +167,15 @@ def duration_arg(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+GC_LEGEND = """\
+gc: deleted_record_blobs = blobs of deleted or expired artifacts, removed at once
+gc: orphan_blobs = blobs no record references, older than --older-than (a create killed midway)
+gc: incomplete_uploads = unfinished uploads older than --older-than holding no upload lease
+gc: records_missing_blob = live artifacts whose blob is gone: reported, never changed
+gc: kept_referenced = planned deletions skipped because a record committed meanwhile
+gc: retention = artifacts past their retention (RETENTION_*, `engines retention`)"""
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     from engines.app import build_runtime
     from engines.canvas_artifacts.lifecycle import expire_all
@@ -187,6 +196,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(f"gc: {len(lines)} keys listed in {args.output}")
     if args.verbose:
         print("\n".join(lines))
+    print(GC_LEGEND)
     print(json.dumps({**report.summary(), "retention": retention}, indent=2))
     if report.refused:
         print(f"gc: refused: {report.refused}", file=sys.stderr)
@@ -204,12 +214,14 @@ def cmd_retention(args: argparse.Namespace) -> int:
     if args.action == "show":
         print("configured (RETENTION_*; unset keeps forever):")
         for kind in retention.KINDS:
-            print(f"  {kind}: {settings.retention_for(kind) or 'forever'}")
+            keep = settings.retention_for(kind)
+            print(f"  {kind}: {format_duration(keep) if keep else 'forever'}")
         print(f"  keep latest of each kind per canvas: {settings.retention_keep_latest}")
         print("tenant overrides:")
         with engine.connect() as conn:
             for o in retention.overrides(conn):
-                print(f"  {o.tenant_id} env={o.env} {o.kind}: {o.keep or 'forever'}")
+                print(f"  {o.tenant_id} env={o.env} {o.kind}: "
+                      f"{format_duration(o.keep) if o.keep else 'forever'}")
         return 0
     if not args.tenant or not TENANT_RE.match(args.tenant) or not args.kind:
         print("--tenant t_... and --kind are required", file=sys.stderr)
@@ -230,7 +242,8 @@ def cmd_retention(args: argparse.Namespace) -> int:
             print(f"--keep: {exc} (or 'forever')", file=sys.stderr)
             return 2
         retention.set_override(conn, args.tenant, env, args.kind, keep)
-    print(f"retention: {args.tenant} env={env} {args.kind} keeps {keep or 'forever'}")
+    print(f"retention: {args.tenant} env={env} {args.kind} keeps "
+          f"{format_duration(keep) if keep else 'forever'}")
     return 0
 
 

@@ -94,7 +94,7 @@ def collect(store: BlobStore, engine: Engine, *, older_than: timedelta, apply: b
         tombstoned = tombstoned_keys(conn, store, referenced)
         leased = live_leases(conn, now)
     progress(f"gc: {len(referenced)} blobs referenced by live records, "
-             f"{len(tombstoned)} by deleted ones")
+             f"{len(tombstoned)} only by deleted ones")
     for info in store.iter_blobs(PREFIX):
         report.scanned += 1
         if report.scanned % 10_000 == 0:
