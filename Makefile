@@ -4,21 +4,29 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8010
+LOG_FORMAT ?= text
 
-.PHONY: install browser run test bench doctor clean
+.PHONY: install install-runtime browser run test bench doctor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+# runtime dependencies only: what `make run` needs
+$(VENV)/.installed-runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --no-compile --disable-pip-version-check -e .
 	touch $@
+
+# plus the test tools and the optional OpenTelemetry extra (its tests run too)
+$(VENV)/.installed: $(VENV)/.installed-runtime
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,otel]'
+	touch $@
+
+install-runtime: $(VENV)/.installed-runtime  ## create .venv and install the package alone
 
 install: $(VENV)/.installed  ## create .venv and install the package with its test tools
 
-run: install  ## serve on the embedded default (local dir + SQLite) at 127.0.0.1:8010
-	$(BIN)/engines serve --host $(HOST) --port $(PORT)
+run: install-runtime  ## serve on the embedded default (local dir + SQLite) at 127.0.0.1:8010, text logs
+	LOG_FORMAT=$(LOG_FORMAT) $(BIN)/engines serve --host $(HOST) --port $(PORT)
 
 # The browser test drives Debian's chromium through /usr/bin/chromedriver. Installed with apt
 # when missing and we may (root, or CI with sudo); elsewhere the test skips and says why.
@@ -40,7 +48,7 @@ test: install browser  ## lint, then the whole suite: unit, contract (local+SQLi
 bench: install  ## the benchmark table (see bench/README.md)
 	$(BIN)/python -m bench.run
 
-doctor: install
+doctor: install-runtime
 	$(BIN)/engines doctor
 
 clean:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from sqlalchemy import text
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engines.canvas_artifacts import signed_router
@@ -23,6 +21,8 @@ from engines.identity.auth import TokenVerifier
 from engines.media_v2.routes import router as media_router
 from engines.nexus.backends.base import NexusBackend
 from engines.nexus.backends.sql import SqlNexusBackend
+from engines.observability import install as install_observability
+from engines.observability.readiness import ReadinessProbe
 from engines.storage.base import BlobStore
 from engines.storage.factory import build_blob_store
 
@@ -57,17 +57,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    readiness = ReadinessProbe(runtime)
+
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
-        def ping() -> None:
-            with runtime.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+        """Database reachable and blob store answering (probe cached a few seconds)."""
+        return await readiness.respond()
 
-        try:
-            await run_in_threadpool(ping)
-        except Exception:  # noqa: BLE001 - readiness reports, it does not raise
-            return OrjsonResponse({"status": "unavailable", "database": "unreachable"},
-                                  status_code=503)
-        return OrjsonResponse({"status": "ready"})
-
+    install_observability(app, runtime)
     return app

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from engines.common.durations import parse_duration
+from engines.common.durations import format_duration, parse_duration
 from engines.config import Settings, get_settings
 
 
@@ -24,6 +24,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engines.app import build_runtime
     from engines.db.migrate import upgrade
     from engines.identity.auth import issue_token
+    from engines.observability.logging import log_config
+    from engines.observability.metrics import multiprocess_dir
     from engines.server import uvicorn_options
 
     settings = _settings()
@@ -42,20 +44,55 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"http://{args.host}:{args.port}/canvas/c_demo/artifacts")
     runtime.engine.dispose()
     sys.stdout.flush()
-    uvicorn.run("engines.app:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=args.log_level, access_log=args.access_log,
-                **uvicorn_options(settings))
+    # our request log line replaces uvicorn's access log (--no-access-log silences it)
+    logging_config = log_config(settings, level=args.log_level, request_log=args.access_log)
+    with multiprocess_dir(args.workers):
+        uvicorn.run("engines.app:create_app", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=args.log_level, access_log=False,
+                    log_config=logging_config, **uvicorn_options(settings))
     return 0
 
 
+def token_key_problem(settings: Settings) -> str | None:
+    """Why `engines token` cannot sign a token the server accepts, or None.
+
+    Never creates a key: a new dev key here would not be the server's, and
+    every request with the token would fail with 401.
+    """
+    if "HS256" not in settings.auth_jwt_algorithms:
+        return (f"the server does not accept HS256 tokens (AUTH_JWT_ALGORITHMS="
+                f"{','.join(settings.auth_jwt_algorithms)}); get a token from your issuer")
+    if settings.auth_jwt_signing or settings.dev_key_file.is_file():
+        return None
+    return (f"AUTH_JWT_SIGNING is not set and there is no dev key at {settings.dev_key_file}. "
+            "The server creates it when it first starts (`make run` or `engines serve`) in "
+            f"ENGINES_HOME ({settings.engines_home} here): run this command with the server's "
+            "ENGINES_HOME, or with its AUTH_JWT_SIGNING")
+
+
 def cmd_token(args: argparse.Namespace) -> int:
+    from engines.common.identity import ENVS, TENANT_RE
     from engines.identity.auth import ROLES, issue_token
 
     if args.role not in ROLES:
         print(f"--role must be one of {', '.join(ROLES)}", file=sys.stderr)
         return 2
-    print(issue_token(_settings(), sub=args.sub, tenants=args.tenant, role=args.role,
-                      ttl=args.ttl or None))
+    for tenant in args.tenant:
+        if not TENANT_RE.match(tenant) or len(tenant) > 64:
+            print(f"--tenant {tenant!r} is not a tenant id: t_ then a-z, 0-9, _ or - "
+                  "(64 characters at most), e.g. t_acme", file=sys.stderr)
+            return 2
+    if any(env.lower() not in ENVS for env in args.env or []):
+        print("--env must be one of dev, staging, prod", file=sys.stderr)
+        return 2
+    envs = sorted({ENVS[env.lower()] for env in args.env}) if args.env else None
+    settings = _settings()
+    problem = token_key_problem(settings)
+    if problem:
+        print(f"engines token: {problem}", file=sys.stderr)
+        return 1
+    print(issue_token(settings, sub=args.sub, tenants=args.tenant, role=args.role,
+                      ttl=args.ttl or None, envs=envs))
     return 0
 
 
@@ -84,12 +121,16 @@ def _check(name: str, fn) -> bool:  # type: ignore[no-untyped-def]
 def cmd_doctor(_args: argparse.Namespace) -> int:
     from engines.db.engine import build_engine
     from engines.db.migrate import pending
+    from engines.settings_view import assignments, consequences
     from engines.storage.factory import build_blob_store
 
     settings = _settings()
-    print("configuration in effect:")
-    for key, value in sorted(settings.masked().items()):
-        print(f"  {key} = {value}")
+    print("settings in effect (secrets masked):")
+    for line in assignments(settings):
+        print(f"  {line}")
+    print("which means:")
+    for line in consequences(settings):
+        print(f"  {line}")
 
     def storage() -> str:
         store = build_blob_store(settings)
@@ -109,7 +150,8 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
             return f"JWKS at {settings.auth_jwks_url}"
         if settings.dev_key_file.exists():
             return f"dev key in {settings.dev_key_file} (set AUTH_JWT_SIGNING in production)"
-        raise RuntimeError("AUTH_JWT_SIGNING is not set and no dev key exists")
+        raise RuntimeError(f"AUTH_JWT_SIGNING is not set and there is no dev key at "
+                           f"{settings.dev_key_file} (`engines serve` creates it)")
 
     results = [_check("storage", storage), _check("database", database),
                _check("signing key", signing_key)]
@@ -123,6 +165,15 @@ def duration_arg(text: str) -> timedelta:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+GC_LEGEND = """\
+gc: deleted_record_blobs = blobs of deleted or expired artifacts, removed at once
+gc: orphan_blobs = blobs no record references, older than --older-than (a create killed midway)
+gc: incomplete_uploads = unfinished uploads older than --older-than holding no upload lease
+gc: records_missing_blob = live artifacts whose blob is gone: reported, never changed
+gc: kept_referenced = planned deletions skipped because a record committed meanwhile
+gc: retention = artifacts past their retention (RETENTION_*, `engines retention`)"""
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -145,6 +196,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(f"gc: {len(lines)} keys listed in {args.output}")
     if args.verbose:
         print("\n".join(lines))
+    print(GC_LEGEND)
     print(json.dumps({**report.summary(), "retention": retention}, indent=2))
     if report.refused:
         print(f"gc: refused: {report.refused}", file=sys.stderr)
@@ -162,12 +214,14 @@ def cmd_retention(args: argparse.Namespace) -> int:
     if args.action == "show":
         print("configured (RETENTION_*; unset keeps forever):")
         for kind in retention.KINDS:
-            print(f"  {kind}: {settings.retention_for(kind) or 'forever'}")
+            keep = settings.retention_for(kind)
+            print(f"  {kind}: {format_duration(keep) if keep else 'forever'}")
         print(f"  keep latest of each kind per canvas: {settings.retention_keep_latest}")
         print("tenant overrides:")
         with engine.connect() as conn:
             for o in retention.overrides(conn):
-                print(f"  {o.tenant_id} env={o.env} {o.kind}: {o.keep or 'forever'}")
+                print(f"  {o.tenant_id} env={o.env} {o.kind}: "
+                      f"{format_duration(o.keep) if o.keep else 'forever'}")
         return 0
     if not args.tenant or not TENANT_RE.match(args.tenant) or not args.kind:
         print("--tenant t_... and --kind are required", file=sys.stderr)
@@ -188,7 +242,8 @@ def cmd_retention(args: argparse.Namespace) -> int:
             print(f"--keep: {exc} (or 'forever')", file=sys.stderr)
             return 2
         retention.set_override(conn, args.tenant, env, args.kind, keep)
-    print(f"retention: {args.tenant} env={env} {args.kind} keeps {keep or 'forever'}")
+    print(f"retention: {args.tenant} env={env} {args.kind} keeps "
+          f"{format_duration(keep) if keep else 'forever'}")
     return 0
 
 
@@ -214,8 +269,18 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("northstar-engines-canvas")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="engines", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP API")
@@ -223,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8010")))
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
-    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                       help="one log line per request (LOG_FORMAT: json or text)")
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="print a signed dev token (HS256)")
@@ -232,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="actor id")
     token.add_argument("--role", default="member")
     token.add_argument("--ttl", type=int, default=3600, help="seconds; 0 for no expiry")
+    token.add_argument("--env", action="append",
+                       help="limit the token to this env; repeat for several (default: all)")
     token.set_defaults(func=cmd_token)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)

@@ -30,6 +30,18 @@ def _duration_or_none(value: Any) -> Any:
 
 
 Retention = Annotated[timedelta | None, BeforeValidator(_duration_or_none)]
+def default_home() -> Path:
+    """Where the embedded default keeps its state when ENGINES_HOME is unset.
+
+    A source checkout (the `make run` case) uses its own `var/`, wherever the
+    command is run from; an installed package uses `~/.local/share/northstar-engines`.
+    Never the current directory: a server and an `engines token` started from
+    different places must find the same dev key.
+    """
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "var"
+    return Path.home() / ".local" / "share" / "northstar-engines"
 
 
 class Settings(BaseSettings):
@@ -37,6 +49,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
+    engines_home: Path = Field(default_factory=default_home)
     raw_bucket: str | None = None
     aws_endpoint_url_s3: str | None = None
     aws_region: str = Field(default="us-east-1", validation_alias="AWS_DEFAULT_REGION")
@@ -44,13 +57,14 @@ class Settings(BaseSettings):
     s3_max_attempts: int = 4
     s3_connect_timeout: float = 5.0
     s3_read_timeout: float = 30.0
-    media_local_root: Path = Path("./var/media")
+    media_local_root: Path = Field(default_factory=lambda data: data["engines_home"] / "media")
     media_serve_mode: Literal["proxy", "redirect"] = "proxy"
     presign_ttl_seconds: int = 300
     upload_lease_seconds: float = 60.0
     gc_max_delete_share: float = Field(default=0.10, ge=0.0, le=1.0)
 
-    database_url: str = "sqlite:///./var/engines.db"
+    database_url: str = Field(
+        default_factory=lambda data: f"sqlite:///{data['engines_home'] / 'engines.db'}")
     db_pool_size: int = 10
     db_max_overflow: int = 10
     db_pool_timeout: float = 10.0
@@ -65,7 +79,8 @@ class Settings(BaseSettings):
     auth_jwks_refresh_cooldown_seconds: float = 30.0
     auth_jwt_issuer: str | None = None
     auth_jwt_audience: str | None = None
-    dev_key_file: Path = Path("./var/dev-signing-key")
+    dev_key_file: Path = Field(
+        default_factory=lambda data: data["engines_home"] / "dev-signing-key")
 
     max_preview_bytes: int = 25 * MIB
     max_replay_bytes: int = 50 * MIB
@@ -76,6 +91,8 @@ class Settings(BaseSettings):
     header_timeout: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=1000, gt=0)
     max_keyframes: int = 1_000_000
+    # one keyframe is parsed whole: this bounds the memory a replay create can take
+    max_keyframe_bytes: int = 1 * MIB
     max_json_depth: int = 64
 
     # signed content URLs and image variants (issue 11)
@@ -101,6 +118,11 @@ class Settings(BaseSettings):
     def retention_for(self, kind: str) -> timedelta | None:
         return {"preview": self.retention_preview, "replay": self.retention_replay,
                 "audit": self.retention_audit}[kind]
+    # observability (engines/observability): see README "Metrics, logs, traces"
+    log_format: Literal["json", "text"] = "json"
+    metrics_enabled: bool = True
+    metrics_tenant_labels: bool = False
+    otel_exporter_otlp_endpoint: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -112,7 +134,7 @@ class Settings(BaseSettings):
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
 
     def signing_key(self) -> str:
-        """The HS256 key: AUTH_JWT_SIGNING, else a dev key generated once under var/."""
+        """The HS256 key: AUTH_JWT_SIGNING, else a dev key generated once in ENGINES_HOME."""
         if self.auth_jwt_signing:
             return self.auth_jwt_signing
         path = self.dev_key_file

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, select
 
 from engines.canvas_artifacts.repository import canvas_artifacts
+from engines.observability import metrics
 from engines.storage.base import BlobInfo, BlobStore
 from engines.storage.leases import drop_expired, live_leases
 from engines.storage.references import (
@@ -93,7 +94,7 @@ def collect(store: BlobStore, engine: Engine, *, older_than: timedelta, apply: b
         tombstoned = tombstoned_keys(conn, store, referenced)
         leased = live_leases(conn, now)
     progress(f"gc: {len(referenced)} blobs referenced by live records, "
-             f"{len(tombstoned)} by deleted ones")
+             f"{len(tombstoned)} only by deleted ones")
     for info in store.iter_blobs(PREFIX):
         report.scanned += 1
         if report.scanned % 10_000 == 0:
@@ -132,3 +133,4 @@ def _apply(store: BlobStore, engine: Engine, report: GcReport, uploads: list[Blo
         report.deleted += 1
     with engine.begin() as conn:
         drop_expired(conn, datetime.now(UTC))
+    metrics.record_gc(report.deleted)

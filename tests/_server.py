@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +61,9 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path,
 
 @contextlib.contextmanager
 def running_server(env: dict[str, str], workdir: Path, *, port: int | None = None,
-                   workers: int = 1) -> Iterator[Server]:
+                   workers: int = 1,
+                   serve_args: Sequence[str] = ("--no-access-log", "--log-level", "warning"),
+                   ) -> Iterator[Server]:
     """`engines serve` with env (on top of os.environ), ready when yielded."""
     port = port or free_port()
     log = workdir / f"server-{port}.log"
@@ -69,7 +71,7 @@ def running_server(env: dict[str, str], workdir: Path, *, port: int | None = Non
     with open(log, "ab") as out:
         process = subprocess.Popen(
             [str(ENGINES), "serve", "--port", str(port), "--workers", str(workers),
-             "--no-access-log", "--log-level", "warning"],
+             *serve_args],
             cwd=workdir, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(process=process, port=port, log=log)
     try:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 from sqlalchemy.engine import make_url
@@ -23,8 +24,10 @@ from conftest import PNG, SIGNING_KEY, create_pg_database, drop_pg_database, mak
 from engines.config import Settings
 from engines.db.engine import build_engine
 from engines.db.migrate import alembic_config, upgrade
+from tests._server import running_server
 
 ENGINES = Path(sys.executable).with_name("engines")
+REPO = Path(__file__).resolve().parents[1]
 SECRET_SIGNING = "doctor-must-never-print-this-" + "z" * 24
 DB_PASSWORD = "pw-must-be-masked-7731"
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
@@ -38,8 +41,12 @@ def _head() -> str:
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str],
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run `engines ARGS` with a clean environment: only what the test sets, plus PATH."""
+    """Run `engines ARGS` with a clean environment: only what the test sets, plus PATH.
+
+    ENGINES_HOME defaults to a fresh directory under cwd, never the checkout's var/.
+    """
     clean = {k: v for k, v in os.environ.items() if k in _INHERITED}
+    clean["ENGINES_HOME"] = str(cwd / "engines-home")
     clean.update(env)
     return subprocess.run([str(ENGINES), *args], cwd=cwd, env=clean, capture_output=True,
                           text=True, timeout=timeout, check=False)
@@ -87,6 +94,10 @@ def test_doctor_on_sqlite_and_local_dir(tmp_path: Path) -> None:
     assert check_line(broken.stdout, "database").startswith("FAIL")
     assert "engines migrate" in check_line(broken.stdout, "database")
     assert check_line(broken.stdout, "signing key").startswith("FAIL")
+    assert f"there is no dev key at {tmp_path / 'engines-home' / 'dev-signing-key'}" in \
+        check_line(broken.stdout, "signing key")
+    assert (f"signing key: dev key in use: {tmp_path / 'engines-home' / 'dev-signing-key'}"
+            in broken.stdout)
     assert "doctor: some checks FAILED" in broken.stdout
 
     env["AUTH_JWT_SIGNING"] = SECRET_SIGNING
@@ -101,7 +112,11 @@ def test_doctor_on_sqlite_and_local_dir(tmp_path: Path) -> None:
     assert check_line(text, "database") == f"ok    database: reachable, migrated to {_head()}"
     assert check_line(text, "signing key").startswith("ok")
     assert "doctor: all checks passed" in text
-    assert "  auth_jwt_signing = ***" in text
+    assert "  AUTH_JWT_SIGNING=***\n" in text
+    assert f"  DATABASE_URL={env['DATABASE_URL']}\n" in text
+    assert "  RAW_BUCKET=  # unset" in text and "  MAX_PREVIEW_BYTES=26214400  # default" in text
+    assert "auto-migrate on (AUTO_MIGRATE unset: on for SQLite, off otherwise)" in text
+    assert "signing key: AUTH_JWT_SIGNING (dev key not used)" in text
     assert_no_secrets(text)
     assert not list((tmp_path / "media").rglob("*probe*")), "the probe object is cleaned up"
 
@@ -134,8 +149,10 @@ def test_migrate_then_doctor_on_postgres_and_s3(tmp_path: Path, fresh_pg: str,
         text, "storage")
     assert check_line(text, "database") == f"ok    database: reachable, migrated to {_head()}"
     assert check_line(text, "signing key").startswith("ok")
-    assert f"  raw_bucket = {bucket}" in text
-    assert "  database_url = postgresql+psycopg://postgres:***@127.0.0.1" in text
+    assert f"  RAW_BUCKET={bucket}\n" in text
+    assert f"blobs in S3 bucket RAW_BUCKET={bucket}" in text
+    assert "  DATABASE_URL=postgresql+psycopg://postgres:***@127.0.0.1" in text
+    assert "auto-migrate off (AUTO_MIGRATE unset: on for SQLite, off otherwise)" in text
     assert_no_secrets(text)
 
 
@@ -177,13 +194,18 @@ def test_doctor_fails_on_an_unreachable_bucket(tmp_path: Path) -> None:
     assert check_line(text, "signing key").startswith("ok")
 
 
+def cli_token(tmp_path: Path, *args: str) -> str:
+    """`engines token --tenant t_acme --sub u_ana ARGS`: the token it printed."""
+    result = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", *args, cwd=tmp_path,
+                     env={"AUTH_JWT_SIGNING": SIGNING_KEY})
+    assert result.returncode == 0, output(result)
+    assert SIGNING_KEY not in output(result)
+    return result.stdout.strip()
+
+
 def test_token_is_accepted_by_the_api(tmp_path: Path, make_stack) -> None:  # type: ignore[no-untyped-def]
     env = {"AUTH_JWT_SIGNING": SIGNING_KEY}
-    result = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", "--role", "member",
-                     "--ttl", "60", cwd=tmp_path, env=env)
-    assert result.returncode == 0, output(result)
-    token = result.stdout.strip()
-    assert SIGNING_KEY not in output(result)
+    token = cli_token(tmp_path, "--role", "member", "--ttl", "60")
 
     claims = jwt.decode(token, SIGNING_KEY, algorithms=["HS256"])
     assert claims["sub"] == "u_ana"
@@ -214,3 +236,83 @@ def test_token_rejects_an_unknown_role(tmp_path: Path) -> None:
                      cwd=tmp_path, env={"AUTH_JWT_SIGNING": SIGNING_KEY})
     assert result.returncode == 2
     assert result.stdout == ""
+
+
+def test_token_from_another_directory_uses_the_servers_dev_key(tmp_path: Path) -> None:
+    """The bug this guards: `engines token` elsewhere made its own key, and every call was 401."""
+    home, server_dir, elsewhere = tmp_path / "home", tmp_path / "srv", tmp_path / "elsewhere"
+    server_dir.mkdir()
+    elsewhere.mkdir()
+    with running_server({"ENGINES_HOME": str(home)}, server_dir) as server:
+        assert (home / "dev-signing-key").is_file(), "the server made its key in ENGINES_HOME"
+        result = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", cwd=elsewhere,
+                         env={"ENGINES_HOME": str(home)})
+        assert result.returncode == 0, output(result)
+        listed = httpx.get(f"{server.url}/canvas/c_1/artifacts", headers={
+            "Authorization": f"Bearer {result.stdout.strip()}", "X-Tenant-Id": "t_acme",
+            "X-Env": "dev", "X-Project-Id": "p_main"})
+    assert listed.status_code == 200, listed.text
+    assert not list(elsewhere.rglob("*")), "nothing created where the command ran"
+
+
+def test_token_says_why_it_cannot_sign_and_creates_no_key(tmp_path: Path) -> None:
+    home = tmp_path / "no-server-yet"
+    result = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", cwd=tmp_path,
+                     env={"ENGINES_HOME": str(home)})
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert f"no dev key at {home / 'dev-signing-key'}" in result.stderr
+    assert "ENGINES_HOME" in result.stderr and "AUTH_JWT_SIGNING" in result.stderr
+    assert not home.exists()
+
+    jwks_only = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", cwd=tmp_path,
+                        env={"AUTH_JWT_ALGORITHMS": '["RS256"]'})
+    assert jwks_only.returncode == 1
+    assert "does not accept HS256" in jwks_only.stderr
+
+
+def test_the_default_home_does_not_depend_on_the_current_directory(tmp_path: Path) -> None:
+    """Unset ENGINES_HOME means this checkout's var/, from wherever a command runs."""
+    show = [sys.executable, "-c", "from engines.config import Settings; s = Settings(); "
+            "print(s.engines_home, s.dev_key_file, s.database_url, s.media_local_root)"]
+    clean = {k: v for k, v in os.environ.items() if k in _INHERITED}
+    seen = set()
+    for cwd in (tmp_path, REPO, REPO / "engines"):
+        seen.add(subprocess.run(show, cwd=cwd, env=clean, capture_output=True, text=True,
+                                check=True).stdout)
+    [line] = seen
+    var = REPO / "var"
+    assert line.split() == [str(var), str(var / "dev-signing-key"),
+                            f"sqlite:///{var / 'engines.db'}", str(var / "media")]
+
+
+@pytest.mark.parametrize("tenant", ["acme", "T_ACME", "t_", "t_a/b", "t_" + "a" * 63])
+def test_token_checks_the_tenant_format(tmp_path: Path, tenant: str) -> None:
+    result = run_cli("token", "--tenant", tenant, "--sub", "u_ana", cwd=tmp_path,
+                     env={"AUTH_JWT_SIGNING": SIGNING_KEY})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "is not a tenant id" in result.stderr
+
+
+def test_version(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    result = run_cli("--version", cwd=tmp_path, env={})
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"engines {version('northstar-engines-canvas')}"
+
+
+def test_token_env_flag_limits_the_token_to_those_envs(tmp_path: Path, make_stack) -> None:  # type: ignore[no-untyped-def]
+    token = cli_token(tmp_path, "--env", "dev", "--env", "stage")
+    assert jwt.decode(token, SIGNING_KEY, algorithms=["HS256"])["envs"] == ["dev", "staging"]
+
+    stack = make_stack("local-sqlite")
+    headers = {"Authorization": f"Bearer {token}", "X-Tenant-Id": "t_acme",
+               "X-Project-Id": "p_main"}
+    for x_env, status in (("dev", 200), ("staging", 200), ("stage", 200), ("prod", 403)):
+        listed = stack.client.get("/media-v2/assets", headers={**headers, "X-Env": x_env})
+        assert listed.status_code == status, (x_env, listed.text)
+    bad = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", "--env", "qa",
+                  cwd=tmp_path, env={"AUTH_JWT_SIGNING": SIGNING_KEY})
+    assert bad.returncode == 2 and bad.stdout == ""

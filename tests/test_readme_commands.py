@@ -69,6 +69,33 @@ def test_make_run_from_a_fresh_clone_serves_and_prints_a_working_curl(tmp_path: 
         assert '"items":[]' in result.stdout
         assert (clone / "var" / "engines.db").exists()
         assert (clone / "var" / "dev-signing-key").exists()
+        assert not (clone / ".venv" / "bin" / "pytest").exists(), "make run: runtime deps only"
+
+        # the README's walkthrough, as a newcomer runs it next to `make run` (only the port
+        # differs): preview, replay and audit created, fetched and listed
+        walk = subprocess.run(["examples/walkthrough.sh"], cwd=clone, capture_output=True,
+                              text=True, timeout=120,
+                              env={**_clean_env(), "API": f"http://127.0.0.1:{port}"})
+        assert walk.returncode == 0, walk.stdout + walk.stderr
+        for expected in ('"kind": "preview"', "\nidentical\n", "\n206\n", '"kind":"replay"',
+                         '"status":"pending"', '"next_cursor":', '"canvas.preview.created"',
+                         '"code":"auth.tenant_forbidden"', "walkthrough: done"):
+            assert expected in walk.stdout, (expected, walk.stdout)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def _commands(lines: list[str]) -> list[str]:
+    return [line[2:] for line in lines if line.startswith("$ ")]
+
+
+def test_readme_shows_the_walkthrough_as_the_script_runs_it() -> None:
+    """The README's walkthrough commands are the script's, in order (its output is pasted)."""
+    script = (REPO / "examples" / "walkthrough.sh").read_text()
+    shown = re.findall(r"^show '(.*)'$", script, re.M)
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Using it", 1)[1].split("\n## ", 1)[0]
+    run, *steps = _commands(section.splitlines())
+    assert run == "examples/walkthrough.sh"
+    assert steps == shown

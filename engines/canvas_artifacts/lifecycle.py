@@ -23,12 +23,13 @@ from sqlalchemy import Connection, delete, update
 from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts import retention, variants
 from engines.canvas_artifacts.models import ArtifactRecord
-from engines.common.errors import NotFound, ServiceUnavailable
+from engines.common.errors import ApiError, NotFound, ServiceUnavailable
 from engines.common.ids import new_id
 from engines.common.runtime import Runtime
 from engines.dataset.events.schemas import DatasetEvent
 from engines.db.engine import CommitOutcomeUnknown, write_transaction
 from engines.media_v2.repository import artifacts as media_artifacts
+from engines.observability import metrics
 from engines.storage.references import delete_if_unreferenced
 
 log = logging.getLogger("engines.lifecycle")
@@ -113,8 +114,16 @@ def _delete_batch(rt: Runtime, load: Callable[[Connection], list[ArtifactRecord]
         # leaves the artifacts live; a retry of the request finishes the job either way
         raise ServiceUnavailable("the database connection was lost while committing the "
                                  "delete; retry it", code="metadata.outcome_unknown") from exc
+    except ApiError:
+        raise
+    except Exception as exc:
+        log.exception("could not record a deletion")
+        raise ServiceUnavailable("metadata write failed; nothing was deleted by this batch",
+                                 code="metadata.write_failed") from exc
     # a render-ref (no sha256) points at a blob that is not ours to remove
     _remove_blobs(rt, [r.uri for r in done if r.sha256 is not None] + variant_uris)
+    for record in done:
+        metrics.record_deleted(record.kind, deletion.reason)
     return done
 
 
@@ -206,6 +215,8 @@ def expire_all(rt: Runtime, *, apply: bool,
     listed = []
     for plan in expiry_plans(rt, datetime.now(UTC)):
         expired = sum(expire(rt, plan)) if apply else 0
+        if apply:
+            metrics.record_retention(expired)
         verb = f"expired {expired}" if apply else f"would expire {plan.count}"
         progress(f"retention: {plan.tenant_id}/{plan.env} {plan.kind}: {verb} "
                  f"(created before {plan.cutoff.isoformat()})")

@@ -1,11 +1,10 @@
-"""Replay documents: stored in time-ordered segments so windows read little.
+"""Replay windows: read the envelope and only the segments a window needs.
 
-A replay blob is the document re-encoded as `{<envelope>, "keyframes": [...]}`
-(the same JSON value as submitted). While encoding we note where each
-keyframe's bytes are, grouped into ~64 KiB segments; that index goes to the
-database with the record. A window request then reads the envelope and only
-the segments that overlap the window (plus the segment holding the snapshot
-to start from), instead of downloading and parsing the whole replay.
+A replay blob is `{<envelope>, "keyframes": [...]}` with an index of ~64 KiB
+time-ordered segments (written by `replay_ingest`). A window request reads
+the envelope and only the segments that overlap the window (plus the
+segment holding the snapshot to start from), instead of downloading and
+parsing the whole replay.
 """
 
 from __future__ import annotations
@@ -17,70 +16,8 @@ from typing import Any
 
 import orjson
 
-from engines.canvas_artifacts.models import ReplayDocument
-from engines.common.jsonutil import json_depth
-
-SEGMENT_BYTES = 64 * 1024
-
 ReadRange = Callable[[int, int], bytes]
 """Read blob bytes [start, end) of the stored replay."""
-
-
-KEYFRAME_TYPES = frozenset({"snapshot", "commit", "gesture"})
-MAX_REV = 2**53
-_CONTAINERS = (dict, list)
-
-
-class KeyframeError(ValueError):
-    """A keyframe breaks a rule; the message starts with `keyframes[i]`."""
-
-
-def check_keyframes(frames: Any, *, max_depth: int) -> None:
-    """The rules of `Keyframe`, in one plain loop over the parsed dicts.
-
-    A replay can hold a million keyframes. One pydantic call per document
-    validated 200k keyframes in ~2 s without ever releasing the GIL, which
-    froze the worker's event loop long enough for uvicorn to kill it; this
-    loop is several times faster and, being bytecode, lets other threads in.
-    `data` values are depth-checked here (the envelope is checked whole).
-    """
-    if not isinstance(frames, list):
-        raise KeyframeError("keyframes: must be a list")
-    previous = 0
-    for index, frame in enumerate(frames):
-        if type(frame) is not dict:
-            raise KeyframeError(f"keyframes[{index}]: must be an object")
-        t_ms = frame.get("t_ms")
-        if type(t_ms) is not int or t_ms < 0:
-            raise KeyframeError(f"keyframes[{index}].t_ms: must be an integer >= 0")
-        if t_ms < previous:
-            raise KeyframeError(
-                f"keyframes[{index}].t_ms ({t_ms}) is earlier than keyframes[{index - 1}].t_ms "
-                f"({previous}); t_ms must be non-decreasing")
-        previous = t_ms
-        kind = frame.get("type")
-        if type(kind) is not str or kind not in KEYFRAME_TYPES:  # a list is not hashable
-            raise KeyframeError(f"keyframes[{index}].type: must be one of snapshot, commit, "
-                                "gesture")
-        rev = frame.get("rev")
-        if rev is not None and (type(rev) is not int or not 0 <= rev <= MAX_REV):
-            raise KeyframeError(f"keyframes[{index}].rev: must be an integer >= 0")
-        data = frame.get("data", {})
-        if type(data) is not dict:
-            raise KeyframeError(f"keyframes[{index}].data: must be an object")
-        for value in frame.values():
-            if type(value) in _CONTAINERS and json_depth(value) + 3 > max_depth:
-                raise KeyframeError(f"keyframes[{index}]: JSON nesting deeper than {max_depth}")
-
-
-def replay_meta(doc: ReplayDocument, frames: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "keyframe_count": len(frames),
-        "duration_ms": frames[-1]["t_ms"] - frames[0]["t_ms"] if frames else 0,
-        "snapshot_count": sum(1 for f in frames if f["type"] == "snapshot"),
-        "rev_from": doc.rev_from,
-        "mode": doc.mode,
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,32 +30,6 @@ class Segment:
     end: int
     snap_start: int
     snap_end: int
-
-    def as_list(self) -> list[int]:
-        return [self.t_first, self.t_last, self.start, self.end, self.snap_start, self.snap_end]
-
-
-def encode_replay(document: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-    """The blob bytes and the segment index for a validated replay document."""
-    envelope = {k: v for k, v in document.items() if k != "keyframes"}
-    head = orjson.dumps(envelope)[:-1] + (b',"keyframes":[' if envelope else b'"keyframes":[')
-    out = bytearray(head)
-    segments: list[list[int]] = []
-    current: list[int] | None = None
-    for position, frame in enumerate(document["keyframes"]):
-        if position:
-            out += b","
-        start = len(out)
-        out += orjson.dumps(frame)
-        t_ms = frame["t_ms"]
-        if current is None or start - current[2] >= SEGMENT_BYTES:
-            current = [t_ms, t_ms, start, len(out), -1, -1]
-            segments.append(current)
-        current[1], current[3] = t_ms, len(out)
-        if frame["type"] == "snapshot":
-            current[4], current[5] = start, len(out)
-    out += b"]}"
-    return bytes(out), {"v": 1, "head": len(head), "segments": segments}
 
 
 def cut_window(document: dict[str, Any], from_ms: int, to_ms: int) -> dict[str, Any]:
@@ -152,8 +63,11 @@ def _last_snapshot_before(segments: list[Segment], first: int, read: ReadRange,
     return []
 
 
-def read_window(index: dict[str, Any], read: ReadRange, from_ms: int, to_ms: int) -> bytes:
+def read_window(index: dict[str, Any], read: ReadRange, from_ms: int,
+                to_ms: int | None) -> bytes:
     """cut_window() as JSON bytes, computed from the segments that matter.
+
+    `to_ms` None is an open end: up to the replay's last keyframe, however late.
 
     Segments strictly inside the window are copied through as raw bytes; only
     the two edge segments (and at most one earlier snapshot) are parsed, so
@@ -161,6 +75,8 @@ def read_window(index: dict[str, Any], read: ReadRange, from_ms: int, to_ms: int
     two or three ranged reads (envelope, the window's span, maybe a snapshot).
     """
     segments = [Segment(*s) for s in index["segments"]]
+    if to_ms is None:
+        to_ms = max(from_ms, segments[-1].t_last if segments else 0)
     head = read(0, index["head"])
     firsts = [s.t_first for s in segments]
     lasts = [s.t_last for s in segments]

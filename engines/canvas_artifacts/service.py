@@ -14,7 +14,7 @@ import base64
 import binascii
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,16 +37,17 @@ from engines.canvas_artifacts.models import (
     RenderRef,
     ReplayDocument,
 )
-from engines.canvas_artifacts.replay import (
-    KeyframeError,
-    check_keyframes,
-    encode_replay,
-    read_window,
-    replay_meta,
+from engines.canvas_artifacts.replay import read_window
+from engines.canvas_artifacts.replay_ingest import (
+    ENVELOPE_MAX_BYTES,
+    ReplayError,
+    ReplayLimits,
+    parse_replay,
 )
 from engines.canvas_artifacts.sniff import EXTENSIONS, head_checker
 from engines.common import idempotency
 from engines.common.body import (
+    UPLOAD_CHUNK,
     read_limited,
     read_upload,
     reject_declared_oversize,
@@ -61,9 +62,9 @@ from engines.common.errors import (
     Unprocessable,
     first_error_message,
 )
-from engines.common.identity import RequestContext
+from engines.common.identity import RequestContext, is_safe_id
 from engines.common.ids import new_id
-from engines.common.jsonutil import json_depth, loads, parse_json, too_deep
+from engines.common.jsonutil import parse_json
 from engines.common.runtime import Runtime
 from engines.config import Settings
 from engines.dataset.events.schemas import DatasetEvent
@@ -74,8 +75,9 @@ from engines.media_v2 import repository as media_repo
 from engines.media_v2.models import DerivedArtifact
 from engines.media_v2.service import ensure_canvas_asset
 from engines.nexus.schemas import NexusDocument, NexusKind
+from engines.observability import metrics
 from engines.storage.base import StoredBlob
-from engines.storage.ingest import ingest, ingest_bytes
+from engines.storage.ingest import HeadCheck, ingest, ingest_bytes
 from engines.storage.keys import canvas_key
 from engines.storage.references import discard_fresh_blob
 from engines.storage.uris import check_uri_in_scope
@@ -153,7 +155,7 @@ async def _discard(rt: Runtime, payload: Payload) -> None:
 async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, canvas_id: str,
                   rev: int, artifact_id: str, payload: Payload) -> Response:
     ctx = caller.ctx
-    claim = idempotency.claim_from(request, ctx)
+    claim = idempotency.claim_from(request, ctx, caller.auth.actor_id)
     blob = payload.blob
     record = ArtifactRecord(
         id=artifact_id, kind=kind, canvas_id=canvas_id, rev=rev, tenant_id=ctx.tenant_id,
@@ -184,6 +186,17 @@ async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, c
         return replayed
     _remember_asset(rt, record.media_asset_id)
     return Response(body, status_code=201, media_type="application/json")
+
+
+async def _counted(rt: Runtime, caller: Caller, request: Request, *, kind: str,
+                   **commit: Any) -> Response:
+    """`_commit`, then the created-artifact metrics (an idempotent replay created nothing)."""
+    response = await _commit(rt, caller, request, kind=kind, **commit)
+    if not response.headers.get("idempotent-replayed"):
+        blob = commit["payload"].blob
+        metrics.record_created(kind, blob.size if blob else 0, tenant=caller.ctx.tenant_id,
+                               env=caller.ctx.env)
+    return response
 
 
 KNOWN_ASSETS_MAX = 100_000
@@ -221,15 +234,18 @@ async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of
         return Payload(uri=uri, mime_type=ref.mime_type,
                        body_sha256=hashlib.sha256(raw).hexdigest(), meta={"render_ref": True})
     if content_type == "multipart/form-data":
-        upload = await read_upload(request, limit, code="preview.missing_file")
-        check = head_checker(upload.content_type)
-        chunks = upload_chunks(upload)
-    else:
-        check = head_checker(content_type)
-        reject_declared_oversize(request, limit)
-        chunks = request.stream()
-    blob, mime = await ingest(rt.store, chunks, limit=limit, head_check=check,
-                              key_for=lambda mime: key_of(EXTENSIONS[mime]), leases=rt.leases)
+        async with read_upload(request, limit, code="preview.missing_file") as upload:
+            return await _stored_preview(rt, upload_chunks(upload),
+                                         head_checker(upload.content_type), key_of)
+    reject_declared_oversize(request, limit)
+    return await _stored_preview(rt, request.stream(), head_checker(content_type), key_of)
+
+
+async def _stored_preview(rt: Runtime, chunks: AsyncIterator[bytes], check: HeadCheck,
+                          key_of) -> Payload:  # type: ignore[no-untyped-def]
+    blob, mime = await ingest(rt.store, chunks, limit=rt.settings.max_preview_bytes,
+                              head_check=check, key_for=lambda mime: key_of(EXTENSIONS[mime]),
+                              leases=rt.leases)
     return Payload(uri=blob.uri, mime_type=mime, body_sha256=blob.sha256, blob=blob)
 
 
@@ -245,20 +261,24 @@ async def create_preview(rt: Runtime, caller: Caller, request: Request, canvas_i
     artifact_id = new_id("art")
     payload = await _preview_payload(rt, caller, request,
                                      _key_maker(caller.ctx, canvas_id, "preview", artifact_id))
-    return await _commit(rt, caller, request, kind="preview", canvas_id=canvas_id, rev=rev,
+    return await _counted(rt, caller, request, kind="preview", canvas_id=canvas_id, rev=rev,
                          artifact_id=artifact_id, payload=payload)
+
+
+def _json_key(caller: Caller, canvas_id: str, kind: str, artifact_id: str) -> str:
+    return canvas_key(caller.ctx.tenant_id, caller.ctx.env, canvas_id, kind, artifact_id, "json")
 
 
 async def _store_json_document(rt: Runtime, caller: Caller, canvas_id: str, kind: str,
                                artifact_id: str, raw: bytes) -> StoredBlob:
-    key = canvas_key(caller.ctx.tenant_id, caller.ctx.env, canvas_id, kind, artifact_id, "json")
+    key = _json_key(caller, canvas_id, kind, artifact_id)
     return await ingest_bytes(rt.store, key, raw, "application/json")
 
 
 @dataclass
 class PreparedReplay:
     doc: ReplayDocument
-    encoded: bytes
+    parts: list[bytes | memoryview]
     index: dict[str, Any]
     meta: dict[str, Any]
 
@@ -266,42 +286,49 @@ class PreparedReplay:
 def prepare_replay(raw: bytes, settings: Settings) -> PreparedReplay:
     """Parse, validate and segment a replay body (CPU-heavy: run it off the event loop).
 
-    The envelope goes through the pydantic model; the keyframes through the
-    plain loop of `check_keyframes`, which is what scales to a million.
+    The body is walked one keyframe at a time (`replay_ingest`), so memory stays
+    near the body's size whatever its shape; the envelope then goes through the
+    pydantic model.
     """
-    data = loads(raw)
-    if not isinstance(data, dict):
-        raise Unprocessable("replay must be a JSON object", code="replay.invalid")
-    frames = data.get("keyframes")
-    if isinstance(frames, list) and len(frames) > settings.max_keyframes:
-        raise Unprocessable(f"more than {settings.max_keyframes} keyframes",
-                            code="replay.too_many_keyframes")
-    envelope = {**data, "keyframes": []}
-    if json_depth(envelope) > settings.max_json_depth:
-        raise too_deep(settings.max_json_depth)
+    limits = ReplayLimits(max_keyframes=settings.max_keyframes,
+                          max_keyframe_bytes=settings.max_keyframe_bytes,
+                          max_depth=settings.max_json_depth)
     try:
-        doc = ReplayDocument.model_validate(envelope)
-        check_keyframes(frames, max_depth=settings.max_json_depth)
+        parsed = parse_replay(raw, limits)
+        doc = ReplayDocument.model_validate({**parsed.envelope, "keyframes": []})
+        parsed.check_revs(doc.rev)
     except ValidationError as exc:
         raise Unprocessable(first_error_message(exc), code="replay.invalid") from exc
-    except KeyframeError as exc:
-        raise Unprocessable(str(exc), code="replay.invalid") from exc
-    encoded, index = encode_replay(data)
-    return PreparedReplay(doc=doc, encoded=encoded, index=index, meta=replay_meta(doc, frames))
+    except ReplayError as exc:
+        raise Unprocessable(str(exc), code=exc.code) from exc
+    parts, index = parsed.encoded()
+    return PreparedReplay(doc=doc, parts=parts, index=index,
+                          meta=parsed.meta(doc.rev_from, doc.mode))
+
+
+async def _chunks(parts: list[bytes | memoryview]) -> AsyncIterator[bytes]:
+    """The encoded replay in upload-sized pieces: never joined into one more copy."""
+    for part in parts:
+        for start in range(0, len(part), UPLOAD_CHUNK):
+            yield bytes(part[start:start + UPLOAD_CHUNK])
 
 
 async def create_replay(rt: Runtime, caller: Caller, request: Request,
                         canvas_id: str) -> Response:
     require_json(request)
     raw = await read_limited(request, rt.settings.max_replay_bytes)
+    body_sha256 = hashlib.sha256(raw).hexdigest()
     prepared = await run_in_threadpool(prepare_replay, raw, rt.settings)
+    del raw  # the encoded parts are what is kept from here on
     artifact_id = new_id("art")
-    blob = await _store_json_document(rt, caller, canvas_id, "replay", artifact_id,
-                                      prepared.encoded)
-    payload = Payload(uri=blob.uri, mime_type="application/json",
-                      body_sha256=hashlib.sha256(raw).hexdigest(), blob=blob,
-                      meta=prepared.meta, replay_index=prepared.index)
-    return await _commit(rt, caller, request, kind="replay", canvas_id=canvas_id,
+    key = _json_key(caller, canvas_id, "replay", artifact_id)
+    size = sum(len(part) for part in prepared.parts)
+    blob, _ = await ingest(rt.store, _chunks(prepared.parts), limit=size,
+                           head_check=lambda _head: "application/json", key_for=lambda _mime: key,
+                           leases=rt.leases)
+    payload = Payload(uri=blob.uri, mime_type="application/json", body_sha256=body_sha256,
+                      blob=blob, meta=prepared.meta, replay_index=prepared.index)
+    return await _counted(rt, caller, request, kind="replay", canvas_id=canvas_id,
                          rev=prepared.doc.rev, artifact_id=artifact_id, payload=payload)
 
 
@@ -331,7 +358,7 @@ async def create_audit(rt: Runtime, caller: Caller, request: Request, canvas_id:
             "warnings": report.summary.warnings, "placeholder": not raw.strip()}
     payload = Payload(uri=blob.uri, mime_type="application/json", body_sha256=body_sha256,
                       blob=blob, meta=meta)
-    return await _commit(rt, caller, request, kind="audit", canvas_id=canvas_id, rev=rev,
+    return await _counted(rt, caller, request, kind="audit", canvas_id=canvas_id, rev=rev,
                          artifact_id=artifact_id, payload=payload)
 
 
@@ -363,7 +390,9 @@ def decode_cursor(cursor: str | None) -> str | None:
         value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise Unprocessable("cursor is not valid", code="request.bad_cursor") from exc
-    if not value or len(value) > 128:
+    # only ids we minted are cursors: anything else (a NUL, control characters, text)
+    # would reach the database, where PostgreSQL refuses what SQLite compares
+    if not is_safe_id(value):
         raise Unprocessable("cursor is not valid", code="request.bad_cursor")
     return value
 
@@ -401,13 +430,21 @@ def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) 
     return Lineage(artifact_id=artifact_id, documents=documents, events=events)
 
 
+# the head is the envelope plus `{` and `,"keyframes":[`
+MAX_WINDOW_HEAD = ENVELOPE_MAX_BYTES + 16
+
+
 @retry_on_disconnect
 def _replay_window(rt: Runtime, record: ArtifactRecord, key: str, low: int,
-                   high: int) -> bytes:
+                   high: int | None) -> bytes:
     with rt.engine.connect() as conn:
         index = repo.get_replay_index(conn, record)
     if index is None:
         raise ServiceUnavailable("replay index missing", code="storage.index_missing")
+    if index["head"] > MAX_WINDOW_HEAD:
+        # stored before the envelope limit: every window would parse and resend all of it
+        raise Unprocessable("this replay's envelope is over the 64 KiB a window may carry; "
+                            "fetch the whole content instead", code="replay.envelope_too_large")
     return read_window(index, lambda start, end: rt.store.read_all(key, start, end - 1),
                        low, high)
 
@@ -428,11 +465,9 @@ async def content(rt: Runtime, request: Request, record: ArtifactRecord, *,
     if from_ms is not None or to_ms is not None:
         if record.kind != "replay":
             raise Unprocessable("from_ms/to_ms apply to replays only", code="request.invalid")
-        low = from_ms or 0
-        high = to_ms if to_ms is not None else 2**63
-        if high < low:
+        if from_ms is not None and to_ms is not None and to_ms < from_ms:
             raise Unprocessable("to_ms must be >= from_ms", code="request.invalid")
-        window = await run_in_threadpool(_replay_window, rt, record, key, low, high)
+        window = await run_in_threadpool(_replay_window, rt, record, key, from_ms or 0, to_ms)
         return Response(window, media_type="application/json",
                         headers={"X-Content-Type-Options": "nosniff"})
     return await serve_blob(request, rt.store, key, record, inline=inline,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import Request
@@ -69,14 +70,22 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return await Request(request.scope, limited_receive(request, limit)).body()
 
 
-async def read_upload(request: Request, limit: int, *, code: str) -> UploadFile:
-    """The multipart field `file`, parsed under the body limit (422 `code` if absent)."""
+@contextlib.asynccontextmanager
+async def read_upload(request: Request, limit: int, *, code: str) -> AsyncIterator[UploadFile]:
+    """The multipart field `file`, parsed under the body limit (422 `code` if absent).
+
+    A context manager: the form's spooled temporary file is closed when the
+    block ends, however it ends.
+    """
     form = await Request(request.scope, limited_receive(request, limit)).form(max_files=1,
                                                                               max_fields=8)
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise Unprocessable("multipart body needs a file field named 'file'", code=code)
-    return upload
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise Unprocessable("multipart body needs a file field named 'file'", code=code)
+        yield upload
+    finally:
+        await form.close()
 
 
 async def upload_chunks(upload: UploadFile) -> AsyncIterator[bytes]:

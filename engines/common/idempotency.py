@@ -60,18 +60,33 @@ MAX_KEY_LENGTH = 255
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyClaim:
-    """A key and what identifies the request it was first used with."""
+    """A key and what identifies the request it was first used with.
+
+    `caller` is who sent it and every routing header the record keeps (actor,
+    project, workspace, surface, app): the same key and body from another
+    actor or for another project is another request, so it must be a 409, not
+    a replay of a record that names someone else. Per-request ids (request
+    and correlation ids) are left out: a retry carries new ones.
+    """
 
     tenant_id: str
     env: str
     key: str
     request_line: str
+    caller: str
 
     def fingerprint(self, body_sha256: str) -> str:
-        return hashlib.sha256(f"{self.request_line}\n{body_sha256}".encode()).hexdigest()
+        text = f"{self.request_line}\n{self.caller}\n{body_sha256}"
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
-def claim_from(request: Request, ctx: RequestContext) -> IdempotencyClaim | None:
+def _caller_line(ctx: RequestContext, actor_id: str) -> str:
+    # NUL-separated: no component may contain one (ids are safe ids, subjects printable)
+    return "\x00".join((actor_id, ctx.project_id, ctx.workspace_id or "",
+                        ctx.surface_id or "", ctx.app_id or ""))
+
+
+def claim_from(request: Request, ctx: RequestContext, actor_id: str) -> IdempotencyClaim | None:
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
@@ -80,7 +95,7 @@ def claim_from(request: Request, ctx: RequestContext) -> IdempotencyClaim | None
                          code="request.bad_idempotency_key")
     query = "&".join(sorted(request.url.query.split("&"))) if request.url.query else ""
     line = f"{request.method} {request.url.path}?{query}"
-    return IdempotencyClaim(ctx.tenant_id, ctx.env, key, line)
+    return IdempotencyClaim(ctx.tenant_id, ctx.env, key, line, _caller_line(ctx, actor_id))
 
 
 def _store(conn: Connection, claim: IdempotencyClaim, body_sha256: str, status: int,

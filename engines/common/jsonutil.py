@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -56,3 +57,72 @@ def json_depth(value: Any) -> int:
             deepest = max(deepest, depth)
             stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
     return deepest
+
+
+# ---- reading one value at a time -------------------------------------------------
+#
+# orjson parses a whole document into Python objects, which cost 20-50 times the bytes
+# of a dense JSON text (`[{}, {}, ...]`: 3 bytes each, 72 as dicts). To validate a large
+# document in bounded memory we parse it value by value: each value is handed to orjson
+# as a bounded slice of the buffer, and orjson's "unexpected content after document"
+# error says where the value ends. Only that one value is ever materialised.
+
+_WHITESPACE = re.compile(rb"[ \t\r\n]*")
+_AFTER_VALUE = frozenset(b" \t\r\n,:]}")
+_FIRST_SLICE = 4096
+_TRUNCATION_MARGIN = 16
+"""A parse error this close to the slice's end may be the cut, not the document."""
+
+
+class ValueTooLarge(ValueError):
+    """The value does not end within the bytes allowed for it."""
+
+
+class MalformedJson(ValueError):
+    """The text is not JSON; the message says where."""
+
+
+def skip_whitespace(data: bytes, pos: int) -> int:
+    match = _WHITESPACE.match(data, pos)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
+def _byte_offset(data: bytes, start: int, end: int, chars: int) -> int:
+    """orjson reports error positions in characters; slicing needs bytes.
+
+    The text before an error position is valid UTF-8 (orjson got that far).
+    """
+    text = data[start:end]
+    if text.isascii():
+        return chars
+    return len(text.decode("utf-8", "replace")[:chars].encode())
+
+
+def read_value(data: bytes, pos: int, limit: int) -> tuple[Any, int]:
+    """The JSON value starting at data[pos] and the position just after it.
+
+    At most `limit` bytes of the value are read (ValueTooLarge beyond), in
+    slices that grow from 4 KiB, so a small value costs a small parse. What
+    follows the value is left to the caller.
+    """
+    view = memoryview(data)
+    size = min(_FIRST_SLICE, limit)
+    while True:
+        end = min(pos + size, len(data))
+        chunk = view[pos:end]
+        try:
+            value = orjson.loads(chunk)
+        except orjson.JSONDecodeError as exc:
+            at = _byte_offset(data, pos, end, exc.pos)
+            if exc.msg == "unexpected content after document":
+                return orjson.loads(chunk[:at]), pos + at
+            if end == len(data) or at < len(chunk) - _TRUNCATION_MARGIN:
+                raise MalformedJson(f"{exc.msg} at byte {pos + at}") from exc
+        else:
+            # the slice may end inside the value (`12` of `123`): only a delimiter ends it
+            if end == len(data) or data[end] in _AFTER_VALUE:
+                return value, end
+        if size >= limit:
+            raise ValueTooLarge(f"value at byte {pos} is larger than {limit} bytes")
+        size = min(size * 8, limit)

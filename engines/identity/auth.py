@@ -3,7 +3,7 @@
 Tokens are HS256 (AUTH_JWT_SIGNING) or, when AUTH_JWKS_URL is set, RS256
 against the issuer's JWKS. Only configured algorithms are accepted; `none`
 never is. The order of checks is fixed: token (401), routing headers (400),
-tenant membership and role (403).
+tenant membership, env (the optional `envs` claim) and role (403).
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from engines.common.errors import Forbidden, ServiceUnavailable, Unauthorized
-from engines.common.identity import RequestContext, get_request_context
+from engines.common.identity import ENVS, RequestContext, get_request_context
 from engines.config import Settings
 
 ROLES = ("viewer", "member", "admin", "owner")
+MAX_SUBJECT_LENGTH = 128
+"""The narrowest column a subject is stored in (media_v2_assets.user_id)."""
 WRITE_ROLES = frozenset({"member", "admin", "owner"})
 _HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
 VERIFIED_CACHE_SIZE = 10_000
@@ -34,6 +36,8 @@ class AuthContext:
     tenant_ids: frozenset[str]
     role_map: dict[str, str] = field(default_factory=dict)
     default_tenant_id: str | None = None
+    envs: frozenset[str] | None = None
+    """The envs the token is limited to (its `envs` claim); None means every env."""
 
     def role_for(self, tenant_id: str) -> str | None:
         """A listed tenant without a role_map entry is a viewer; unlisted has none."""
@@ -135,24 +139,44 @@ class TokenVerifier:
         return _auth_from_claims(claims), float(expires) if expires else math.inf
 
 
-def _auth_from_claims(claims: dict[str, Any]) -> AuthContext:
-    sub = claims.get("sub")
-    tenants = claims.get("tenant_ids") or []
-    role_map = claims.get("role_map") or {}
+def _check_subject(sub: Any) -> str:
+    """The subject becomes actor and user id columns: a value a column cannot hold
+    (too long, or a NUL PostgreSQL refuses) must be the token's fault (401), not an
+    outage (503) on one database and a 201 on the other."""
     if not isinstance(sub, str) or not sub:
         raise Unauthorized("token has no subject")
+    if len(sub) > MAX_SUBJECT_LENGTH or not sub.isprintable():
+        raise Unauthorized(f"token subject must be 1-{MAX_SUBJECT_LENGTH} printable characters")
+    return sub
+
+
+def _envs_claim(value: Any) -> frozenset[str] | None:
+    """The optional `envs` claim: a list of env names (`stage` is `staging`)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+            isinstance(env, str) and env.lower() in ENVS for env in value):
+        raise Unauthorized("envs claim must be a list of dev, staging, prod")
+    return frozenset(ENVS[env.lower()] for env in value)
+
+
+def _auth_from_claims(claims: dict[str, Any]) -> AuthContext:
+    sub = _check_subject(claims.get("sub"))
+    tenants = claims.get("tenant_ids") or []
+    role_map = claims.get("role_map") or {}
     if not isinstance(tenants, list) or not all(isinstance(t, str) for t in tenants):
         raise Unauthorized("tenant_ids claim must be a list of strings")
     if not isinstance(role_map, dict):
         raise Unauthorized("role_map claim must be an object")
     return AuthContext(actor_id=sub, tenant_ids=frozenset(tenants),
                        role_map={str(k): str(v) for k, v in role_map.items()},
-                       default_tenant_id=claims.get("default_tenant_id"))
+                       default_tenant_id=claims.get("default_tenant_id"),
+                       envs=_envs_claim(claims.get("envs")))
 
 
 def issue_token(settings: Settings, *, sub: str, tenants: list[str], role: str,
-                ttl: int | None = 3600) -> str:
-    """Sign a dev token (HS256) as `engines token` and the tests do."""
+                ttl: int | None = 3600, envs: list[str] | None = None) -> str:
+    """Sign a dev token (HS256) as `engines token` and the tests do; `envs` limits it."""
     now = int(time.time())
     claims: dict[str, Any] = {
         "sub": sub, "tenant_ids": tenants, "default_tenant_id": tenants[0] if tenants else None,
@@ -160,6 +184,8 @@ def issue_token(settings: Settings, *, sub: str, tenants: list[str], role: str,
     }
     if ttl:
         claims["exp"] = now + ttl
+    if envs is not None:
+        claims["envs"] = envs
     return jwt.encode(claims, settings.signing_key(), algorithm="HS256")
 
 
@@ -178,6 +204,8 @@ def _caller(request: Request, *, write: bool) -> Caller:
     role = auth.role_for(ctx.tenant_id)
     if role is None:
         raise Forbidden("token is not valid for this tenant", code="auth.tenant_forbidden")
+    if auth.envs is not None and ctx.env not in auth.envs:
+        raise Forbidden(f"token is not valid for env {ctx.env}", code="auth.env_forbidden")
     if write and role not in WRITE_ROLES:
         raise Forbidden(f"role {role} cannot write", code="auth.role_forbidden")
     return Caller(auth=auth, ctx=ctx, role=role)

@@ -19,7 +19,7 @@ from engines.common.errors import (
     error_responses,
     first_error_message,
 )
-from engines.common.idempotency import claim_from
+from engines.common.idempotency import IdempotencyClaim, claim_from
 from engines.common.jsonutil import OrjsonResponse, parse_json
 from engines.common.openapi import AuthenticatedRoute, FileUpload, body_schema, request_body
 from engines.common.runtime import Runtime, get_runtime
@@ -57,6 +57,10 @@ async def _json_body(request: Request, rt: Runtime, model):  # type: ignore[no-u
         raise Unprocessable(first_error_message(exc), code="media_v2.invalid") from exc
 
 
+def _claim(request: Request, caller: Caller) -> IdempotencyClaim | None:
+    return claim_from(request, caller.ctx, caller.auth.actor_id)
+
+
 def _dump(model) -> Response:  # type: ignore[no-untyped-def]
     return OrjsonResponse(model.model_dump(mode="json"))
 
@@ -74,8 +78,7 @@ async def create_media_asset(request: Request, rt: Rt, caller: Writer) -> Respon
     if content_type == "application/json":
         body, sha = await _json_body(request, rt, AssetCreate)
         return await run_in_threadpool(service.create_asset_json, rt, caller.ctx,
-                                       caller.auth.actor_id, body, claim_from(request, caller.ctx),
-                                       sha)
+                                       caller.auth.actor_id, body, _claim(request, caller), sha)
     raise UnsupportedMediaType("send multipart/form-data with a file, or application/json")
 
 
@@ -98,7 +101,7 @@ async def register_media_artifact(asset_id: Id, request: Request, rt: Rt,
                                   caller: Writer) -> Response:
     body, sha = await _json_body(request, rt, ArtifactCreate)
     return await run_in_threadpool(service.register_artifact, rt, caller.ctx, asset_id, body,
-                                   claim_from(request, caller.ctx), sha)
+                                   _claim(request, caller), sha)
 
 
 @router.get("/artifacts/{artifact_id}", response_model=DerivedArtifact, responses=_GET_ERRORS)

@@ -31,6 +31,7 @@ from engines.media_v2.models import (
     MediaAsset,
 )
 from engines.media_v2.upload_type import upload_checker
+from engines.observability import metrics
 from engines.storage.ingest import ingest
 from engines.storage.keys import media_key
 from engines.storage.references import discard_fresh_blob
@@ -80,13 +81,13 @@ def _check_part_headers(upload: UploadFile) -> None:
 async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
                               request: Request) -> Response:
     limit = rt.settings.max_preview_bytes
-    upload = await read_upload(request, limit, code="media_v2.missing_file")
-    _check_part_headers(upload)
-    asset_id = new_id("ma")
-    key = media_key(ctx.tenant_id, ctx.env, asset_id, upload.filename)
-    blob, content_type = await ingest(rt.store, upload_chunks(upload), limit=limit,
-                                      head_check=upload_checker(upload.content_type),
-                                      key_for=lambda _t: key, leases=rt.leases)
+    async with read_upload(request, limit, code="media_v2.missing_file") as upload:
+        _check_part_headers(upload)
+        asset_id = new_id("ma")
+        key = media_key(ctx.tenant_id, ctx.env, asset_id, upload.filename)
+        blob, content_type = await ingest(rt.store, upload_chunks(upload), limit=limit,
+                                          head_check=upload_checker(upload.content_type),
+                                          key_for=lambda _t: key, leases=rt.leases)
     asset = MediaAsset(id=asset_id, tenant_id=ctx.tenant_id, env=ctx.env, user_id=actor_id,
                        kind=_kind_for(content_type), source_uri=blob.uri, size_bytes=blob.size,
                        created_at=datetime.now(UTC),
@@ -95,7 +96,7 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
     fingerprint = hashlib.sha256(f"{upload.filename}\n{blob.sha256}".encode()).hexdigest()
     try:
         response = await run_in_threadpool(
-            _created, rt, claim_from(request, ctx), fingerprint, asset,
+            _created, rt, claim_from(request, ctx, actor_id), fingerprint, asset,
             lambda conn: repo.insert_asset(conn, asset))
     except OutcomeUnknown:
         raise  # the asset may be committed: its blob stays, gc decides when it can read
@@ -104,6 +105,8 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
         raise
     if response.headers.get("idempotent-replayed"):
         await discard_fresh_blob(rt.engine, rt.store, blob.key)
+    else:
+        metrics.record_created("media_asset", blob.size, tenant=ctx.tenant_id, env=ctx.env)
     return response
 
 

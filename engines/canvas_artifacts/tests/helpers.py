@@ -84,8 +84,9 @@ FRAMES: list[dict[str, Any]] = [
 ]
 
 
-def replay_document(frames: list[dict[str, Any]] | None = None, *, rev: int = 42) -> dict[str, Any]:
-    return {"rev": rev, "rev_from": 30, "mode": "keyframes",
+def replay_document(frames: list[dict[str, Any]] | None = None, *, rev: int = 42,
+                    rev_from: int = 30) -> dict[str, Any]:
+    return {"rev": rev, "rev_from": rev_from, "mode": "keyframes",
             "keyframes": FRAMES if frames is None else frames,
             "summary": {"commits": 2, "authors": ["u_ana"], "note": "ünïcode ok"}}
 

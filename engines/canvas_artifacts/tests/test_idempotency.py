@@ -76,3 +76,34 @@ def test_concurrent_retries_with_one_key_make_exactly_one_artifact(stack):
     assert [r["id"] for r in listed] == [bodies[0]["id"]]
     assert row_counts(stack, tenant)["canvas_artifacts"] == 1
     assert len([k for k in blob_keys(stack) if canvas in k]) == 1
+
+
+# What the record keeps about who sent it and where it is routed: the same key and
+# body with any of these changed is another request (409), never a replay.
+CALLER_CHANGES = [
+    {"X_Project_Id": "p_other"},
+    {"X_Workspace_Id": "w_other"},
+    {"X_Surface_Id": "s_other"},
+    {"X_App_Id": "a_other"},
+    {"sub": "u_bob"},
+]
+
+
+def test_same_key_and_body_from_another_caller_or_route_is_409(stack):
+    tenant = new_tenant()
+    canvas = new_canvas()
+    routing = {"X_Workspace_Id": "w_main", "X_Surface_Id": "s_main", "X_App_Id": "a_main"}
+    first = created(create_preview(stack, canvas, tenant=tenant, Idempotency_Key="k-who",
+                                   **routing))
+    blobs, rows = blob_keys(stack), row_counts(stack, tenant)
+    for change in CALLER_CHANGES:
+        response = create_preview(stack, canvas, tenant=tenant, Idempotency_Key="k-who",
+                                  **{**routing, **change})
+        assert_error(response, 409, "idempotency.key_reused")
+    assert blob_keys(stack) == blobs
+    assert row_counts(stack, tenant) == rows
+    # per-request ids are not part of the request: a retry with new ones replays
+    again = create_preview(stack, canvas, tenant=tenant, Idempotency_Key="k-who",
+                           X_Request_Id="retry-1", X_Correlation_Id="retry-1", **routing)
+    assert again.status_code == 201 and again.json() == first
+    assert again.headers["idempotent-replayed"] == "true"

@@ -27,7 +27,7 @@ def _seed(stack, canvas: str) -> list[dict]:  # type: ignore[type-arg]
     records = [
         created(create_preview(stack, canvas, rev=1)),
         created(create_audit(stack, canvas, rev=1)),
-        created(create_replay(stack, canvas, replay_document(rev=2))),
+        created(create_replay(stack, canvas, replay_document([], rev=2, rev_from=0))),
         created(create_preview(stack, canvas, rev=2)),
         created(create_preview(stack, canvas, rev=3)),
         created(create_audit(stack, canvas, rev=3)),

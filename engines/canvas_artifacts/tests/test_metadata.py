@@ -36,8 +36,8 @@ def _create_each_kind(stack, canvas: str) -> dict[str, object]:  # type: ignore[
     trace = dict(TRACE)
     return {
         "canvas_preview": create_preview(stack, canvas, rev=5, sub="u_bo", **trace),
-        "canvas_replay": create_replay(stack, canvas, replay_document(rev=5), sub="u_bo",
-                                       **trace),
+        "canvas_replay": create_replay(stack, canvas, replay_document([], rev=5, rev_from=0),
+                                       sub="u_bo", **trace),
         "canvas_audit": create_audit(stack, canvas, rev=5, sub="u_bo", **trace),
     }
 

@@ -51,7 +51,8 @@ def test_meta_for_a_replay_that_does_not_start_at_zero(stack):
     frames = [{"t_ms": 250, "type": "commit", "data": {}},
               {"t_ms": 250, "type": "snapshot", "data": {}},
               {"t_ms": 1250, "type": "gesture", "data": {}}]
-    record = created(create_replay(stack, new_canvas(), replay_document(frames, rev=7)))
+    document = replay_document(frames, rev=7, rev_from=2)
+    record = created(create_replay(stack, new_canvas(), document))
     assert record["rev"] == 7
     assert record["meta"]["keyframe_count"] == 3
     assert record["meta"]["duration_ms"] == 1000
@@ -208,3 +209,55 @@ def test_over_max_replay_bytes_is_413_and_keeps_nothing(make_stack, stack_name):
     small = orjson.dumps(replay_document(FRAMES[:1]))
     assert len(small) <= 500
     created(stack.client.post(url(new_canvas(), "/replay"), content=small, headers=headers))
+
+
+# ---- bounds of times and revisions (issue 8, finding 12) ---------------------------------
+
+MAX_INT = 2**53
+
+
+def test_t_ms_and_keyframe_rev_are_bounded_at_create(stack):
+    tenant = new_tenant()
+    for changes in ({"t_ms": MAX_INT + 1}, {"t_ms": 2**64 - 1}, {"rev": MAX_INT + 1}):
+        frames = [*FRAMES[:7], {**FRAMES[7], **changes}]
+        document = {**replay_document(frames), "rev": MAX_INT}
+        error = assert_error(create_replay(stack, new_canvas(), document, tenant=tenant), 422,
+                             "replay.invalid")
+        assert error["message"].startswith("keyframes[7]"), error
+    assert_nothing_kept(stack, tenant)
+
+
+def test_open_ended_window_reaches_the_largest_t_ms(stack):
+    canvas = new_canvas()
+    frames = [*FRAMES, {"t_ms": MAX_INT, "rev": 40, "type": "commit", "data": {"n": 8}}]
+    record = created(create_replay(stack, canvas, replay_document(frames)))
+    window = _content(stack, canvas, record["id"], "?from_ms=650").json()
+    assert _times(window) == [(600, "snapshot"), (700, "commit"), (MAX_INT, "commit")]
+    last = _content(stack, canvas, record["id"], f"?from_ms={MAX_INT}").json()
+    assert _times(last) == [(600, "snapshot"), (MAX_INT, "commit")]
+
+
+def test_from_ms_alone_past_every_keyframe_is_the_last_snapshot(stack):
+    """No to_ms was sent: the window is open-ended, not "to_ms must be >= from_ms"."""
+    canvas = new_canvas()
+    record = created(create_replay(stack, canvas))
+    for huge in (2**53, 2**63, 2**64 + 5, 10**30):
+        got = _content(stack, canvas, record["id"], f"?from_ms={huge}")
+        assert got.status_code == 200, got.text
+        assert _times(got.json()) == [(600, "snapshot")]
+    both = _content(stack, canvas, record["id"], f"?from_ms={2**63}&to_ms=5")
+    assert "to_ms must be >= from_ms" in assert_error(both, 422)["message"]
+
+
+def test_revisions_after_the_replays_rev_are_422(stack):
+    tenant = new_tenant()
+    late_rev_from = replay_document(rev=42, rev_from=43)
+    error = assert_error(create_replay(stack, new_canvas(), late_rev_from, tenant=tenant), 422,
+                         "replay.invalid")
+    assert "rev_from (43) is greater than rev (42)" in error["message"]
+    # FRAMES carry revs 30..37: a replay ending at rev 35 cannot hold keyframes of 36 and 37
+    error = assert_error(create_replay(stack, new_canvas(), replay_document(rev=35),
+                                       tenant=tenant), 422, "replay.invalid")
+    assert error["message"] == "keyframes[7].rev (37) is greater than rev (35)"
+    assert_nothing_kept(stack, tenant)
+    created(create_replay(stack, new_canvas(), replay_document(rev=37, rev_from=37)))

@@ -7,8 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engines.canvas_artifacts import replay
-from engines.canvas_artifacts.replay import cut_window, encode_replay, read_window
+from engines.canvas_artifacts import replay_ingest
+from engines.canvas_artifacts.replay import cut_window, read_window
+from engines.canvas_artifacts.replay_ingest import ReplayLimits, parse_replay
+
+LIMITS = ReplayLimits(max_keyframes=1_000_000, max_keyframe_bytes=1024 * 1024, max_depth=64)
 
 frame = st.fixed_dictionaries({
     "t_ms": st.integers(0, 50),
@@ -26,7 +29,13 @@ documents = st.builds(
 @pytest.fixture(autouse=True)
 def tiny_segments(monkeypatch: pytest.MonkeyPatch) -> None:
     """Segments of a few frames each, so windows cross many segment boundaries."""
-    monkeypatch.setattr(replay, "SEGMENT_BYTES", 60)
+    monkeypatch.setattr(replay_ingest, "SEGMENT_BYTES", 60)
+
+
+def encode_replay(doc: dict) -> tuple[bytes, dict]:  # type: ignore[type-arg]
+    """The stored blob and index, as a create makes them from the document's JSON."""
+    parts, index = parse_replay(orjson.dumps(doc), LIMITS).encoded()
+    return b"".join(parts), index
 
 
 class CountingReader:
@@ -52,7 +61,7 @@ def test_window_reads_a_small_fraction_of_a_large_replay(monkeypatch: pytest.Mon
     frames = [{"t_ms": t, "type": "snapshot" if t % 1000 == 0 else "commit",
                "data": {"pad": "x" * 200}} for t in range(20_000)]
     doc = {"rev": 1, "keyframes": frames, "summary": {}}
-    monkeypatch.setattr(replay, "SEGMENT_BYTES", 64 * 1024)
+    monkeypatch.setattr(replay_ingest, "SEGMENT_BYTES", 64 * 1024)
     blob, index = encode_replay(doc)
     reader = CountingReader(blob)
     window = orjson.loads(read_window(index, reader, 10_500, 10_700))

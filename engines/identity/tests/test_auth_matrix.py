@@ -157,6 +157,38 @@ def test_role_map_alone_grants_nothing(stack: Stack) -> None:
     call_all(stack, ROUTES, {**routing("t_beta"), **bearer(token)}, 403, "auth.")
 
 
+# ---- 403: the optional envs claim ------------------------------------------------
+
+
+def test_envs_claim_limits_the_token_to_those_envs(stack: Stack) -> None:
+    """A member limited to dev and staging reads and writes there, and nowhere else."""
+    token = jwt.encode(claims(envs=["dev", "stage"]), SIGNING_KEY, algorithm="HS256")
+    for env in ("dev", "staging", "stage"):
+        headers = {**routing(env=env), **bearer(token)}
+        for route in ROUTES:
+            assert route.call(stack, headers).status_code in (200, 201), (env, route.name)
+    call_all(stack, ROUTES, {**routing(env="prod"), **bearer(token)}, 403,
+             "auth.env_forbidden")
+
+
+def test_token_without_envs_claim_is_valid_in_every_env(stack: Stack) -> None:
+    for env in ("dev", "staging", "prod"):
+        headers = stack.headers(env=env)
+        for route in ROUTES:
+            assert route.call(stack, headers).status_code in (200, 201), (env, route.name)
+
+
+def test_empty_envs_claim_is_valid_nowhere(stack: Stack) -> None:
+    token = jwt.encode(claims(envs=[]), SIGNING_KEY, algorithm="HS256")
+    call_all(stack, ROUTES, {**routing(), **bearer(token)}, 403, "auth.env_forbidden")
+
+
+def test_malformed_envs_claim_is_401(stack: Stack) -> None:
+    for envs in ("dev", ["qa"], [1], {"dev": True}):
+        token = jwt.encode(claims(envs=envs), SIGNING_KEY, algorithm="HS256")
+        call_all(stack, ROUTES, {**routing(), **bearer(token)}, 401, "auth.")
+
+
 def test_viewer_reads_but_cannot_write(stack: Stack) -> None:
     headers = stack.headers(role="viewer")
     for route in READS:

@@ -500,3 +500,29 @@ def test_idempotent_registration(api: Api) -> None:
     error_of(other, 409)
     listed = api.client.get("/media-v2/assets", headers=api.headers()).json()["items"]
     assert [a["id"] for a in listed] == [first.json()["id"]]
+
+
+def test_same_key_and_body_from_another_caller_is_409(api: Api) -> None:
+    """The replayed record would name the first caller: another actor or project is a 409."""
+    body = {"source_uri": "https://cdn.example.com/who.mp4", "kind": "video"}
+    first = api.client.post("/media-v2/assets", json=body,
+                            headers={**api.headers(), "Idempotency-Key": "media-who"})
+    assert first.status_code == 201
+    for other in (api.headers(sub="u_bob"), api.headers(X_Project_Id="p_other")):
+        again = api.client.post("/media-v2/assets", json=body,
+                                headers={**other, "Idempotency-Key": "media-who"})
+        error_of(again, 409)
+    asset_id = first.json()["id"]
+    derived = {"kind": "thumbnail", "uri": "https://cdn.example.com/who.png"}
+    path = f"/media-v2/assets/{asset_id}/artifacts"
+    made = api.client.post(path, json=derived,
+                           headers={**api.headers(), "Idempotency-Key": "media-who-2"})
+    assert made.status_code == 201
+    error_of(api.client.post(path, json=derived, headers={**api.headers(sub="u_bob"),
+                                                          "Idempotency-Key": "media-who-2"}), 409)
+    upload = api.client.post("/media-v2/assets", files={"file": ("a.png", PNG, "image/png")},
+                             headers={**api.headers(), "Idempotency-Key": "media-who-3"})
+    assert upload.status_code == 201
+    error_of(api.client.post("/media-v2/assets", files={"file": ("a.png", PNG, "image/png")},
+                             headers={**api.headers(sub="u_bob"),
+                                      "Idempotency-Key": "media-who-3"}), 409)

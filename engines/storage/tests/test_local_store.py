@@ -107,6 +107,7 @@ def test_unfinished_writes_are_listed_and_discarded_for_gc(store: LocalBlobStore
     store.put_bytes(finished_part, b"a finished upload named like a temporary file", "x/y")
     stale = store.open_writer("tenants/t_acme/dev/canvas/c_1/preview/art_2.png", "image/png")
     stale.write(PNG)  # a crashed process: the temporary file stays behind
+    stale.fh.close()  # ... and its file handle is gone with it
 
     finished = list(store.iter_blobs("tenants/"))
     assert sorted((i.key, i.complete) for i in finished) == [(KEY, True), (finished_part, True)]

@@ -1,0 +1,56 @@
+"""The settings in effect as a user would write them: `RAW_BUCKET=...`, not field dumps.
+
+`engines doctor` prints this, so what it shows can be pasted back into an
+environment, secrets masked, with what each default amounts to here.
+"""
+
+from __future__ import annotations
+
+import json
+
+from engines.config import Settings
+
+
+def env_name(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    return str(alias) if isinstance(alias, str) else field.upper()
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | dict | bool):
+        return json.dumps(value)
+    return str(value)
+
+
+def assignments(settings: Settings) -> list[str]:
+    """`NAME=value`, one per setting, sorted; `# default`/`# unset`: not in the environment."""
+    shown = settings.masked()
+    lines = []
+    for field in sorted(Settings.model_fields, key=env_name):
+        line = f"{env_name(field)}={_text(shown[field])}"
+        if field not in settings.model_fields_set:
+            line += "  # unset" if shown[field] is None else "  # default"
+        lines.append(line)
+    return lines
+
+
+def consequences(settings: Settings) -> list[str]:
+    """What the settings amount to: which signing key, whether serve migrates, where blobs go."""
+    if settings.auth_jwt_signing:
+        signing = "AUTH_JWT_SIGNING (dev key not used)"
+    elif settings.auth_jwks_url:
+        signing = f"tokens verified against AUTH_JWKS_URL={settings.auth_jwks_url}"
+    else:
+        signing = (f"dev key in use: {settings.dev_key_file} (AUTH_JWT_SIGNING unset; "
+                   "set it in production)")
+    if settings.auto_migrate is None:
+        migrate = (f"auto-migrate {'on' if settings.should_auto_migrate else 'off'} "
+                   "(AUTO_MIGRATE unset: on for SQLite, off otherwise)")
+    else:
+        migrate = f"auto-migrate {'on' if settings.auto_migrate else 'off'} (AUTO_MIGRATE)"
+    blobs = (f"blobs in S3 bucket RAW_BUCKET={settings.raw_bucket}" if settings.raw_bucket
+             else f"blobs in local directory MEDIA_LOCAL_ROOT={settings.media_local_root} "
+                  "(RAW_BUCKET unset)")
+    return [f"signing key: {signing}", migrate, blobs]

@@ -1,0 +1,234 @@
+"""Retention (`engines gc` expires old artifacts) and tenant purge, on both stacks.
+
+Both run as an operator runs them: the `engines` command against the same
+database and store as the service, then the tables and the store are
+checked directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import SIGNING_KEY, Stack, new_canvas
+from engines.canvas_artifacts import lifecycle
+from engines.canvas_artifacts.tests.helpers import (
+    METADATA_TABLES,
+    blob_keys,
+    create_audit,
+    create_preview,
+    create_replay,
+    created,
+    new_tenant,
+    url,
+)
+from engines.common.errors import ServiceUnavailable
+from engines.nexus.backends.sql import events as dataset_events
+from tests.test_crash_gc import ENGINES, service_env
+
+
+def cli_env(stack: Stack, **extra: object) -> dict[str, str]:
+    settings = stack.settings
+    values: dict[str, object] = {"database_url": settings.database_url,
+                                 "auth_jwt_signing": SIGNING_KEY, **extra}
+    if settings.raw_bucket:
+        values.update(raw_bucket=settings.raw_bucket,
+                      aws_endpoint_url_s3=settings.aws_endpoint_url_s3, s3_max_attempts=2)
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            values[name] = os.environ.get(name, "testing")
+    else:
+        values["media_local_root"] = settings.media_local_root
+    return service_env(**values)
+
+
+def engines(env: dict[str, str], *args: str, expect: int = 0) -> str:
+    done = subprocess.run([ENGINES, *args], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == expect, done.stdout + done.stderr
+    return done.stdout
+
+
+def summary(output: str) -> dict[str, Any]:
+    """The JSON summary the command prints after its progress lines."""
+    return json.JSONDecoder().raw_decode(output[output.index("\n{") + 1:])[0]
+
+
+def ids(stack: Stack, canvas: str, tenant: str = "t_acme") -> list[str]:
+    items = stack.client.get(url(canvas), headers=stack.headers(tenant)).json()["items"]
+    return sorted(item["id"] for item in items)
+
+
+def expired_events(stack: Stack, tenant: str) -> list[dict[str, Any]]:
+    with stack.runtime.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(dataset_events).where(
+            dataset_events.c.tenant_id == tenant,
+            dataset_events.c.event_type.like("%.expired"))).mappings()]
+
+
+def plans(output: str, tenant: str) -> list[dict[str, Any]]:
+    """The retention lines of a gc summary for one tenant (the PostgreSQL database is
+    shared by the tests of one worker)."""
+    return [{k: v for k, v in plan.items() if k != "created_before"}
+            for plan in summary(output)["retention"] if plan["tenant_id"] == tenant]
+
+
+# ---- retention ------------------------------------------------------------------
+
+
+def test_retention_expires_old_artifacts_but_keeps_each_canvas_latest(stack: Stack) -> None:
+    t = new_tenant()
+    a, b = new_canvas(), new_canvas()
+    old_a = [created(create_preview(stack, a, rev=r, tenant=t)) for r in (1, 2)]
+    old_replay = created(create_replay(stack, a, tenant=t))
+    latest_b = created(create_preview(stack, b, rev=9, tenant=t))
+    time.sleep(5.2)
+    fresh_a = created(create_preview(stack, a, rev=0, tenant=t))  # newest by time, not by rev
+    env = cli_env(stack, retention_preview="5s")
+
+    dry = engines(env, "gc", "--older-than", "15m")
+    assert plans(dry, t) == [{"tenant_id": t, "env": "dev", "kind": "preview",
+                              "would_expire": 1}]
+    assert len(ids(stack, a, t)) == 4, "a dry run removes nothing"
+
+    applied = engines(env, "gc", "--older-than", "15m", "--apply")
+    assert [plan["expired"] for plan in plans(applied, t)] == [1]
+    # rev 2 is `latest` for canvas a (highest rev), so it stays however old;
+    # the fresh rev-0 preview is younger than the retention; replays keep forever
+    assert ids(stack, a, t) == sorted([old_a[1]["id"], old_replay["id"], fresh_a["id"]])
+    assert ids(stack, b, t) == [latest_b["id"]]
+    assert stack.runtime.store.key_for(old_a[0]["uri"]) not in blob_keys(stack)
+    [event] = expired_events(stack, t)
+    assert event["subject_id"] == old_a[0]["id"]
+    assert event["event_type"] == "canvas.preview.expired"
+    assert event["lineage"]["actor_id"] == "system" and event["lineage"]["reason"] == "expired"
+
+
+
+def test_expiry_interrupted_midway_is_finished_by_the_next_run(
+        make_stack, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    stack = make_stack("local-sqlite", retention_replay=timedelta(seconds=1))
+    canvas = new_canvas()
+    replays = [created(create_replay(stack, canvas)) for _ in range(5)]
+    time.sleep(1.2)
+    monkeypatch.setattr(lifecycle, "BATCH", 2)
+    real = stack.runtime.nexus.record_event
+    calls: list[int] = []
+
+    def crashing(conn, event) -> None:  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        real(conn, event)
+
+    monkeypatch.setattr(stack.runtime.nexus, "record_event", crashing)
+    with pytest.raises(ServiceUnavailable):
+        lifecycle.expire_all(stack.runtime, apply=True)
+    assert ids(stack, canvas) == sorted(r["id"] for r in replays[2:]), \
+        "the first batch is expired; the second rolled back whole"
+
+    [done] = lifecycle.expire_all(stack.runtime, apply=True)
+    assert done["expired"] == 2, "the next run expires the rest, the latest stays"
+    assert ids(stack, canvas) == [replays[-1]["id"]]
+
+
+def test_without_keep_latest_everything_past_retention_goes(stack: Stack) -> None:
+    t, canvas = new_tenant(), new_canvas()
+    for rev in (1, 2):
+        created(create_audit(stack, canvas, rev=rev, tenant=t))
+    time.sleep(1.2)
+    env = cli_env(stack, retention_audit="1s", retention_keep_latest="false")
+    engines(env, "gc", "--apply")
+    assert ids(stack, canvas, t) == []
+
+
+def test_a_tenant_override_wins_over_the_configured_retention(stack: Stack) -> None:
+    kept, expiring, canvas = new_tenant(), new_tenant(), new_canvas()
+    forever = [created(create_replay(stack, canvas, tenant=kept)) for _ in range(2)]
+    configured = [created(create_replay(stack, canvas, tenant=expiring)) for _ in range(2)]
+    prod = [created(create_replay(stack, canvas, tenant=expiring, env="prod"))
+            for _ in range(2)]
+    env = cli_env(stack, retention_replay="1s")
+    engines(env, "retention", "set", "--tenant", kept, "--kind", "replay", "--keep", "forever")
+    engines(env, "retention", "set", "--tenant", expiring, "--env", "prod", "--kind", "replay",
+            "--keep", "30d")
+    shown = engines(env, "retention", "show")
+    assert "replay: 1s" in shown
+    assert f"{kept} env=* replay: forever" in shown
+    assert f"{expiring} env=prod replay: 30d" in shown
+    engines(env, "retention", "set", "--tenant", kept, "--kind", "replay", "--keep", "3w",
+            expect=2)
+    engines(env, "retention", "set", "--tenant", "acme", "--kind", "replay", "--keep", "3d",
+            expect=2)
+    time.sleep(1.2)
+
+    engines(env, "gc", "--apply")
+
+    assert ids(stack, canvas, kept) == sorted(r["id"] for r in forever), "override: forever"
+    assert ids(stack, canvas, expiring) == [configured[1]["id"]], "configured 1s, latest kept"
+    prod_left = stack.client.get(url(canvas), headers=stack.headers(expiring, "prod")).json()
+    assert len(prod_left["items"]) == len(prod), "override: 30 days"
+
+
+# ---- purge ----------------------------------------------------------------------
+
+
+def table_counts(stack: Stack, tenant: str) -> dict[str, int]:
+    with stack.runtime.engine.connect() as conn:
+        return {name: conn.execute(select(func.count()).select_from(table).where(
+            table.c.tenant_id == tenant)).scalar_one() for name, table in METADATA_TABLES.items()}
+
+
+def populate(stack: Stack, tenant: str, canvas: str) -> None:
+    for env in ("dev", "prod"):
+        created(create_preview(stack, canvas, tenant=tenant, env=env, Idempotency_Key="k1"))
+        created(create_replay(stack, canvas, tenant=tenant, env=env))
+        created(create_audit(stack, canvas, tenant=tenant, env=env))
+        upload = stack.client.post("/media-v2/assets", headers=stack.headers(tenant, env),
+                                   files={"file": ("notes.txt", b"notes", "text/plain")})
+        assert upload.status_code == 201, upload.text
+
+
+def test_purge_removes_one_tenant_and_nothing_else(stack: Stack) -> None:
+    canvas = new_canvas()  # both tenants use the same canvas id
+    populate(stack, "t_gone", canvas)
+    populate(stack, "t_stays", canvas)
+    stays_rows, stays_blobs = table_counts(stack, "t_stays"), [
+        k for k in blob_keys(stack) if k.startswith("tenants/t_stays/")]
+    env = cli_env(stack)
+
+    dry = summary(engines(env, "purge", "--tenant", "t_gone"))
+    assert dry["applied"] is False and dry["envs"] == ["dev", "prod"]
+    assert dry["rows"] == table_counts(stack, "t_gone")
+    assert dry["blobs"] == len([k for k in blob_keys(stack) if k.startswith("tenants/t_gone/")])
+    assert dry["blobs"] == 8 and dry["rows"]["canvas_artifacts"] == 6
+    assert table_counts(stack, "t_gone")["canvas_artifacts"] == 6, "a dry run removes nothing"
+
+    applied = summary(engines(env, "purge", "--tenant", "t_gone", "--apply"))
+    assert applied["rows"] == dry["rows"] and applied["blobs"] == dry["blobs"]
+    assert table_counts(stack, "t_gone") == dict.fromkeys(METADATA_TABLES, 0)
+    assert [k for k in blob_keys(stack) if k.startswith("tenants/t_gone/")] == []
+    assert table_counts(stack, "t_stays") == stays_rows
+    assert [k for k in blob_keys(stack) if k.startswith("tenants/t_stays/")] == stays_blobs
+    assert len(ids(stack, canvas, "t_stays")) == 3
+
+    again = summary(engines(env, "purge", "--tenant", "t_gone", "--apply"))
+    assert again["blobs"] == 0 and set(again["rows"].values()) <= {0}
+
+
+def test_purge_of_one_env_keeps_the_tenants_other_envs(stack: Stack) -> None:
+    canvas = new_canvas()
+    populate(stack, "t_envs", canvas)
+    env = cli_env(stack)
+    applied = summary(engines(env, "purge", "--tenant", "t_envs", "--env", "prod", "--apply"))
+    assert applied["envs"] == ["prod"] and applied["rows"]["canvas_artifacts"] == 3
+    assert [k for k in blob_keys(stack) if k.startswith("tenants/t_envs/prod/")] == []
+    assert len([k for k in blob_keys(stack) if k.startswith("tenants/t_envs/dev/")]) == 4
+    assert len(ids(stack, canvas, "t_envs")) == 3
+    engines(env, "purge", "--tenant", "T-bad", expect=2)
