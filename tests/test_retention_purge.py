@@ -88,14 +88,14 @@ def test_retention_expires_old_artifacts_but_keeps_each_canvas_latest(stack: Sta
     old_a = [created(create_preview(stack, a, rev=r, tenant=t)) for r in (1, 2)]
     old_replay = created(create_replay(stack, a, tenant=t))
     latest_b = created(create_preview(stack, b, rev=9, tenant=t))
-    time.sleep(5.2)
-    fresh_a = created(create_preview(stack, a, rev=0, tenant=t))  # newest by time, not by rev
-    env = cli_env(stack, retention_preview="5s")
+    time.sleep(6.2)
+    env = cli_env(stack, retention_preview="6s")
 
     dry = engines(env, "gc", "--older-than", "15m")
     assert plans(dry, t) == [{"tenant_id": t, "env": "dev", "kind": "preview",
                               "would_expire": 1}]
-    assert len(ids(stack, a, t)) == 4, "a dry run removes nothing"
+    assert len(ids(stack, a, t)) == 3, "a dry run removes nothing"
+    fresh_a = created(create_preview(stack, a, rev=0, tenant=t))  # newest by time, not by rev
 
     applied = engines(env, "gc", "--older-than", "15m", "--apply")
     assert [plan["expired"] for plan in plans(applied, t)] == [1]
