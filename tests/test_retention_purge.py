@@ -26,6 +26,7 @@ from engines.canvas_artifacts.tests.helpers import (
     create_preview,
     create_replay,
     created,
+    fail_third_deletion_in_batches_of_two,
     new_tenant,
     url,
 )
@@ -117,17 +118,7 @@ def test_expiry_interrupted_midway_is_finished_by_the_next_run(
     canvas = new_canvas()
     replays = [created(create_replay(stack, canvas)) for _ in range(5)]
     time.sleep(1.2)
-    monkeypatch.setattr(lifecycle, "BATCH", 2)
-    real = stack.runtime.nexus.record_event
-    calls: list[int] = []
-
-    def crashing(conn, event) -> None:  # type: ignore[no-untyped-def]
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("killed")
-        real(conn, event)
-
-    monkeypatch.setattr(stack.runtime.nexus, "record_event", crashing)
+    fail_third_deletion_in_batches_of_two(stack, monkeypatch)
     with pytest.raises(ServiceUnavailable):
         lifecycle.expire_all(stack.runtime, apply=True)
     assert ids(stack, canvas) == sorted(r["id"] for r in replays[2:]), \
