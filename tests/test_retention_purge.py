@@ -26,6 +26,7 @@ from engines.canvas_artifacts.tests.helpers import (
     create_preview,
     create_replay,
     created,
+    fail_third_deletion_in_batches_of_two,
     new_tenant,
     url,
 )
@@ -88,14 +89,14 @@ def test_retention_expires_old_artifacts_but_keeps_each_canvas_latest(stack: Sta
     old_a = [created(create_preview(stack, a, rev=r, tenant=t)) for r in (1, 2)]
     old_replay = created(create_replay(stack, a, tenant=t))
     latest_b = created(create_preview(stack, b, rev=9, tenant=t))
-    time.sleep(5.2)
-    fresh_a = created(create_preview(stack, a, rev=0, tenant=t))  # newest by time, not by rev
-    env = cli_env(stack, retention_preview="5s")
+    time.sleep(6.2)
+    env = cli_env(stack, retention_preview="6s")
 
     dry = engines(env, "gc", "--older-than", "15m")
     assert plans(dry, t) == [{"tenant_id": t, "env": "dev", "kind": "preview",
                               "would_expire": 1}]
-    assert len(ids(stack, a, t)) == 4, "a dry run removes nothing"
+    assert len(ids(stack, a, t)) == 3, "a dry run removes nothing"
+    fresh_a = created(create_preview(stack, a, rev=0, tenant=t))  # newest by time, not by rev
 
     applied = engines(env, "gc", "--older-than", "15m", "--apply")
     assert [plan["expired"] for plan in plans(applied, t)] == [1]
@@ -117,17 +118,7 @@ def test_expiry_interrupted_midway_is_finished_by_the_next_run(
     canvas = new_canvas()
     replays = [created(create_replay(stack, canvas)) for _ in range(5)]
     time.sleep(1.2)
-    monkeypatch.setattr(lifecycle, "BATCH", 2)
-    real = stack.runtime.nexus.record_event
-    calls: list[int] = []
-
-    def crashing(conn, event) -> None:  # type: ignore[no-untyped-def]
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("killed")
-        real(conn, event)
-
-    monkeypatch.setattr(stack.runtime.nexus, "record_event", crashing)
+    fail_third_deletion_in_batches_of_two(stack, monkeypatch)
     with pytest.raises(ServiceUnavailable):
         lifecycle.expire_all(stack.runtime, apply=True)
     assert ids(stack, canvas) == sorted(r["id"] for r in replays[2:]), \

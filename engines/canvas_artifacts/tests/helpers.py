@@ -132,3 +132,21 @@ def row_counts(stack: Stack, tenant: str) -> dict[str, int]:
 def assert_nothing_kept(stack: Stack, tenant: str) -> None:
     assert blob_keys(stack) == []
     assert row_counts(stack, tenant) == dict.fromkeys(METADATA_TABLES, 0)
+
+
+def fail_third_deletion_in_batches_of_two(stack: Stack, monkeypatch: Any) -> None:
+    """Deletions run two per transaction, and the third deletion event fails: the first
+    batch commits, the second rolls back whole (a crash or an outage midway)."""
+    from engines.canvas_artifacts import lifecycle
+
+    monkeypatch.setattr(lifecycle, "BATCH", 2)
+    real = stack.runtime.nexus.record_event
+    calls: list[int] = []
+
+    def failing(conn: Any, event: Any) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("Nexus is down")
+        real(conn, event)
+
+    monkeypatch.setattr(stack.runtime.nexus, "record_event", failing)

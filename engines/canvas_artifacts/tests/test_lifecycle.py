@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import select
 
 from conftest import JPEG, PNG, Stack, new_canvas
-from engines.canvas_artifacts import lifecycle
 from engines.canvas_artifacts.tests.helpers import (
     assert_error,
     blob_keys,
@@ -23,6 +22,7 @@ from engines.canvas_artifacts.tests.helpers import (
     create_preview,
     create_replay,
     created,
+    fail_third_deletion_in_batches_of_two,
     url,
 )
 from engines.gc import collect
@@ -229,17 +229,7 @@ def test_delete_canvas_resumes_after_a_failure_midway(
     """Batches commit one by one: a failure keeps what was done, a retry finishes."""
     canvas = new_canvas()
     records = [created(create_preview(stack, canvas, rev=r)) for r in range(5)]
-    monkeypatch.setattr(lifecycle, "BATCH", 2)
-    real = stack.runtime.nexus.record_event
-    calls: list[int] = []
-
-    def flaky(conn, event) -> None:  # type: ignore[no-untyped-def]
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("Nexus is down")
-        real(conn, event)
-
-    monkeypatch.setattr(stack.runtime.nexus, "record_event", flaky)
+    fail_third_deletion_in_batches_of_two(stack, monkeypatch)
     failed = delete(stack, canvas, role="admin")
     assert_error(failed, 503, "metadata.write_failed")
     left = get(stack, url(canvas)).json()["items"]

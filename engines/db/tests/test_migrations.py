@@ -105,3 +105,43 @@ def test_indexes_exist_for_every_route_query(fresh_engine: Engine) -> None:
     # The idempotency lookup is by (tenant_id, env, key): exactly the primary key.
     assert inspector.get_pk_constraint("idempotency_keys")["constrained_columns"] == [
         "tenant_id", "env", "key"]
+
+
+def test_0003_rewrites_old_uris_into_the_canonical_root_relative_form(
+        fresh_engine: Engine) -> None:
+    """Rows written by earlier versions (absolute file:// paths, doubled slashes) are
+    rewritten, so moving the media root or comparing keys never misses them."""
+    from alembic import command
+    from sqlalchemy import text
+
+    config = alembic_config(fresh_engine.url.render_as_string(hide_password=False))
+    with fresh_engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002")
+    old = {
+        "file:///srv/old-root/var/media/tenants/t_acme/dev/canvas/c_1/preview/art_1.png":
+            "local:tenants/t_acme/dev/canvas/c_1/preview/art_1.png",
+        "s3://bucket//tenants/t_acme/dev/r/a.png": "s3://bucket/tenants/t_acme/dev/r/a.png",
+        "S3://bucket/tenants/t_acme/dev/r/b.png": "s3://bucket/tenants/t_acme/dev/r/b.png",
+        "https://cdn.example.com/x.png": "https://cdn.example.com/x.png",
+        "canvas://c_1": "canvas://c_1",
+    }
+    now = "2026-11-28 00:00:00+00:00"
+    with fresh_engine.begin() as conn:
+        for index, uri in enumerate(old):
+            conn.execute(text(
+                "INSERT INTO media_v2_assets (id, tenant_id, env, kind, source_uri, tags, "
+                "created_at, meta) VALUES (:id, 't_acme', 'dev', 'other', :uri, '[]', :now, '{}')"),
+                {"id": f"ma_{index}", "uri": uri, "now": now})
+            conn.execute(text(
+                "INSERT INTO media_v2_artifacts (id, parent_asset_id, tenant_id, env, kind, uri, "
+                "created_at, meta) VALUES (:id, :parent, 't_acme', 'dev', 'render', :uri, :now, "
+                "'{}')"), {"id": f"mda_{index}", "parent": f"ma_{index}", "uri": uri, "now": now})
+
+    upgrade(fresh_engine)
+
+    with fresh_engine.connect() as conn:
+        for table, column, prefix in (("media_v2_assets", "source_uri", "ma"),
+                                      ("media_v2_artifacts", "uri", "mda")):
+            rows = dict(conn.execute(text(f"SELECT id, {column} FROM {table}")).all())
+            assert rows == {f"{prefix}_{i}": new for i, new in enumerate(old.values())}
