@@ -33,7 +33,7 @@ run: install-runtime  ## serve on the embedded default (local dir + SQLite) at 1
 browser:  ## headless Chromium + chromedriver for tests/test_browser.py
 	@if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/chromium ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	  elif [ -n "$$CI" ]; then \
 	    sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver; \
 	  else \
