@@ -57,6 +57,21 @@ class Settings(BaseSettings):
     max_keyframes: int = 1_000_000
     max_json_depth: int = 64
 
+    # events: SSE feed and webhooks (engines/events)
+    events_heartbeat_seconds: float = 15.0
+    events_poll_seconds: float = 0.25
+    """SQLite only: how often the one poller per process looks for new events."""
+    webhooks_enabled: bool = True
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_schedule: list[float] = [5, 30, 120, 600, 3600]
+    """Seconds to wait before each retry; after the last one the delivery is failed."""
+    webhook_disable_after: int = 5
+    """Consecutive failed deliveries after which a subscription is disabled."""
+    webhook_poll_seconds: float = 1.0
+    webhook_concurrency: int = 8
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")

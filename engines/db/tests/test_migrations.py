@@ -19,6 +19,7 @@ from sqlalchemy import Engine, inspect
 
 import engines.canvas_artifacts.repository  # noqa: F401 - registers canvas_artifacts
 import engines.common.idempotency  # noqa: F401 - registers idempotency_keys
+import engines.events.webhooks.tables  # noqa: F401 - registers webhook_*
 import engines.media_v2.repository  # noqa: F401 - registers media_v2_*
 import engines.nexus.backends.sql  # noqa: F401 - registers nexus_documents, dataset_events
 from conftest import create_pg_database, drop_pg_database

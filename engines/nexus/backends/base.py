@@ -16,6 +16,10 @@ class NexusBackend(abc.ABC):
         """Write both inside the caller's transaction; raise on any failure."""
 
     @abc.abstractmethod
+    def record_event(self, tx: Connection, event: DatasetEvent) -> None:
+        """Write a lone event (e.g. a deletion) inside the caller's transaction, with its seq."""
+
+    @abc.abstractmethod
     def documents_for(self, conn: Connection, tenant_id: str, env: str,
                       subject_id: str) -> list[NexusDocument]: ...
 
