@@ -1,4 +1,4 @@
-"""The `engines` command: serve, token, migrate, doctor, gc."""
+"""The `engines` command: serve, token, migrate, doctor, gc, worker."""
 
 from __future__ import annotations
 
@@ -140,6 +140,18 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(_args: argparse.Namespace) -> int:
+    import asyncio
+
+    from engines.events.background import run_worker
+
+    settings = _settings()
+    print(f"engines: delivering webhooks from {settings.masked()['database_url']}")
+    sys.stdout.flush()
+    asyncio.run(run_worker(settings))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="engines", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--older-than", type=parse_duration, default=timedelta(minutes=15))
     gc.add_argument("--apply", action="store_true", help="delete; default is a dry run")
     gc.set_defaults(func=cmd_gc)
+
+    sub.add_parser("worker", help="deliver webhooks (without serving HTTP)").set_defaults(
+        func=cmd_worker)
     return parser
 
 
