@@ -17,6 +17,10 @@ def _settings() -> Settings:
     return get_settings()
 
 
+GRACEFUL_SHUTDOWN_SECONDS = 10
+"""Open SSE streams never end by themselves: after this, shutdown closes them."""
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -42,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     uvicorn.run("engines.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level, access_log=args.access_log,
-                timeout_keep_alive=30)
+                timeout_keep_alive=30, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     return 0
 
 

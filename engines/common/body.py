@@ -102,12 +102,19 @@ class BodyIdleTimeoutMiddleware:
             await self.app(scope, receive, send)
             return
 
+        body_done = False
+
         async def receive_with_deadline() -> Message:
+            nonlocal body_done
+            if body_done:  # later receives only wait for the disconnect (e.g. an SSE stream)
+                return await receive()
             try:
                 async with asyncio.timeout(self.seconds):  # cheaper than an anyio scope
-                    return await receive()
+                    message = await receive()
             except TimeoutError as exc:
                 raise ApiError("request body stalled", code="request.timeout", status=408,
                                headers={"Connection": "close"}) from exc
+            body_done = message["type"] != "http.request" or not message.get("more_body")
+            return message
 
         await self.app(scope, receive_with_deadline, send)

@@ -45,6 +45,8 @@ class Subscription:
     pending: deque[FeedEvent] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
+    baseline: int = 0
+    """The feed's last seq when the subscriber registered: where a live stream starts."""
 
     def push(self, batch: list[FeedEvent]) -> None:
         if len(self.pending) + len(batch) > QUEUE_MAX:
@@ -99,44 +101,17 @@ class EventHub:
 
     # ---- subscribers ------------------------------------------------------
 
-    async def follow(self, key: Key, canvas_id: str | None,
-                     after: int | None) -> AsyncIterator[FeedEvent | None]:
-        """Events for one subscriber, in seq order; None when a heartbeat is due."""
+    @contextlib.asynccontextmanager
+    async def subscription(self, key: Key, canvas_id: str | None) -> AsyncIterator[Subscription]:
+        """Register a subscriber; once entered, every later commit reaches it."""
         self.ensure_started()
         sub = Subscription(key, canvas_id)
         self.subscribers.setdefault(key, set()).add(sub)
         try:
-            baseline = await self._db(lambda conn: last_seq(conn, key))
-            self.cursors.setdefault(key, baseline)
+            sub.baseline = await self._db(lambda conn: last_seq(conn, key))
+            self.cursors.setdefault(key, sub.baseline)
             self.poke()
-            cursor = baseline if after is None else after
-            replay = after is not None
-            while True:
-                sub.wake.clear()
-                if replay or sub.overflowed:
-                    replay, sub.overflowed = False, False
-                    sub.pending.clear()
-                    more = True
-                    while more:
-                        found, last, more = await self._db(
-                            lambda conn, since=cursor: read_after(conn, key, since))
-                        for event in found:
-                            if sub.wants(event):
-                                yield event
-                        cursor = max(cursor, last)
-                while sub.pending:
-                    event = sub.pending.popleft()
-                    if event.seq > cursor:
-                        cursor = event.seq
-                        if sub.wants(event):
-                            yield event
-                if sub.overflowed:
-                    continue
-                try:
-                    await asyncio.wait_for(sub.wake.wait(),
-                                           self.settings.events_heartbeat_seconds)
-                except TimeoutError:
-                    yield None
+            yield sub
         finally:
             subs = self.subscribers.get(key)
             if subs is not None:
@@ -144,6 +119,38 @@ class EventHub:
                 if not subs:
                     del self.subscribers[key]
                     self.cursors.pop(key, None)
+
+    async def follow(self, sub: Subscription,
+                     after: int | None) -> AsyncIterator[FeedEvent | None]:
+        """The subscriber's events in seq order (backlog past `after` first); None when a
+        heartbeat is due."""
+        cursor = sub.baseline if after is None else after
+        replay = after is not None
+        while True:
+            sub.wake.clear()
+            if replay or sub.overflowed:
+                replay, sub.overflowed = False, False
+                sub.pending.clear()
+                more = True
+                while more:
+                    found, last, more = await self._db(
+                        lambda conn, since=cursor: read_after(conn, sub.key, since))
+                    for event in found:
+                        if sub.wants(event):
+                            yield event
+                    cursor = max(cursor, last)
+            while sub.pending:
+                event = sub.pending.popleft()
+                if event.seq > cursor:
+                    cursor = event.seq
+                    if sub.wants(event):
+                        yield event
+            if sub.overflowed:
+                continue
+            try:
+                await asyncio.wait_for(sub.wake.wait(), self.settings.events_heartbeat_seconds)
+            except TimeoutError:
+                yield None
 
     def poke(self, key: Key | None = None) -> None:
         """Something may have changed for `key` (None: for any key)."""

@@ -54,9 +54,10 @@ def sse_message(event: FeedEvent | None) -> bytes:
 
 async def _stream(hub: EventHub, caller: Caller, canvas_id: str | None,
                   after: int | None) -> AsyncIterator[bytes]:
-    yield b": connected\n\n"
-    async for event in hub.follow((caller.ctx.tenant_id, caller.ctx.env), canvas_id, after):
-        yield sse_message(event)
+    async with hub.subscription((caller.ctx.tenant_id, caller.ctx.env), canvas_id) as sub:
+        yield b": connected\n\n"
+        async for event in hub.follow(sub, after):
+            yield sse_message(event)
 
 
 def _response(request: Request, caller: Caller, canvas_id: str | None, after: int | None,
