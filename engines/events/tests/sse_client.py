@@ -105,7 +105,6 @@ class SseReader:
         if response is not None:
             with contextlib.suppress(Exception):
                 response.close()
-        self._thread.join(timeout=5)
 
 
 @contextlib.contextmanager
@@ -116,6 +115,8 @@ def readers() -> Iterator[list[SseReader]]:
     finally:
         for reader in opened:
             reader.close()
+        for reader in opened:
+            reader._thread.join(timeout=5)
 
 
 @contextlib.contextmanager
