@@ -36,6 +36,7 @@ log = logging.getLogger("engines.events")
 T = TypeVar("T")
 QUEUE_MAX = 1000
 RETRY_SECONDS = 1.0
+LISTEN_CHECK_SECONDS = 30.0
 
 
 @dataclass(eq=False)
@@ -213,10 +214,12 @@ class EventHub:
                         conninfo, autocommit=True, connect_timeout=5) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     self.poke()  # anything committed while we were not listening
-                    async for note in conn.notifies():
-                        tenant_id, _, env = note.payload.partition(" ")
-                        if (tenant_id, env) in self.cursors:
-                            self.poke((tenant_id, env))
+                    while True:
+                        async for note in conn.notifies(timeout=LISTEN_CHECK_SECONDS):
+                            tenant_id, _, env = note.payload.partition(" ")
+                            if (tenant_id, env) in self.cursors:
+                                self.poke((tenant_id, env))
+                        await conn.execute("SELECT 1")  # a silently dead link raises here
             except Exception:  # noqa: BLE001 - keep listening through DB restarts
                 log.warning("events: LISTEN connection lost; reconnecting", exc_info=True)
                 await asyncio.sleep(RETRY_SECONDS)

@@ -177,3 +177,23 @@ def test_idle_stream_outlives_the_body_idle_timeout(make_live) -> None:  # type:
         assert reader.next_comment(timeout=5) in ("connected", "heartbeat")
     record = created(create_audit(live.stack, new_canvas(), tenant=tenant))
     assert reader.next_event().data["data"]["artifact_id"] == record["id"]
+
+
+def test_listener_survives_a_dropped_listen_connection(live: Live) -> None:
+    """PostgreSQL: the LISTEN connection killed under the hub; it reconnects and rereads
+    the rows, so an event committed meanwhile still arrives, once."""
+    if live.stack.name != "s3-postgres":
+        pytest.skip("LISTEN/NOTIFY is the PostgreSQL waker")
+    from sqlalchemy import text
+
+    tenant, canvas = new_tenant(), new_canvas()
+    reader = live.subscribe(tenant=tenant)
+    assert reader.next_comment() == "connected"
+    with live.stack.runtime.engine.begin() as conn:
+        killed = conn.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%'")).scalar()
+    assert killed == 1
+    record = created(create_audit(live.stack, canvas, tenant=tenant))
+    assert reader.next_event().data["data"]["artifact_id"] == record["id"]
+    assert reader.events_so_far() == []
