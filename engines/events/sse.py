@@ -16,15 +16,20 @@ from starlette.responses import StreamingResponse
 
 from engines.canvas_artifacts.router import CanvasId
 from engines.common.errors import AUTHENTICATED_ERRORS, Unprocessable, error_responses
-from engines.events.feed import FeedEvent
+from engines.events.feed import EVENT_NAMES, FeedEvent
 from engines.events.hub import EventHub
 from engines.identity.auth import Caller, reader
 
 router = APIRouter(tags=["events"])
 
+_MESSAGE = {"type": "object", "description": "one SSE message (comments are heartbeats)",
+            "properties": {"id": {"type": "string", "description": "the event's seq"},
+                           "event": {"type": "string", "enum": list(EVENT_NAMES)},
+                           "data": {"type": "string", "contentMediaType": "application/json",
+                                    "description": "the event JSON"}}}
 _RESPONSES = {**error_responses(*AUTHENTICATED_ERRORS),
               200: {"description": "an endless `text/event-stream` of artifact events",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+                    "content": {"text/event-stream": {"schema": _MESSAGE}}}}
 Reader = Annotated[Caller, Depends(reader)]
 After = Annotated[int | None, Query(ge=0, le=2**63 - 1,
                                     description="resume after this seq (as Last-Event-ID)")]
