@@ -62,7 +62,7 @@ def deliver(stack: Stack, until: Callable[[], bool], *, rounds: int = 50,
                 await asyncio.sleep(0.02)
             raise AssertionError("condition not reached")
         finally:
-            await worker.client.aclose()
+            await worker.stop()
 
     asyncio.run(run())
     return worker
@@ -275,7 +275,6 @@ def test_purged_events_are_not_delivered(lab: Stack) -> None:
         for subscription in [s for s in _behind(lab) if s["id"] == sub["id"]]:
             with lab.runtime.engine.begin() as conn:
                 worker._fan_out(conn, subscription)
-        asyncio.run(worker.client.aclose())
         with lab.runtime.engine.begin() as conn:
             conn.execute(delete(events).where(events.c.tenant_id == tenant))
         deliver(lab, lambda: True, rounds=2)

@@ -43,9 +43,17 @@ class DeliveryWorker:
                  client: httpx.AsyncClient | None = None) -> None:
         self.engine = engine
         self.settings = settings
-        self.client = client or httpx.AsyncClient(
-            follow_redirects=False, trust_env=False, headers={"user-agent": USER_AGENT})
+        self._client = client
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """Made on first delivery: building one (TLS context) costs ~0.1 s, and an app
+        started only to answer a few requests (a test client) never delivers."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
+                                             headers={"user-agent": USER_AGENT})
+        return self._client
 
     async def _tx(self, work: Callable[[Connection], T]) -> T:
         def run() -> T:
@@ -64,7 +72,8 @@ class DeliveryWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def run_forever(self) -> None:
         while True:
