@@ -17,6 +17,10 @@ from engines.common.openapi import install_openapi, operation_id
 from engines.common.runtime import Runtime
 from engines.config import Settings, get_settings
 from engines.db.engine import build_engine
+from engines.events.background import events_lifespan
+from engines.events.hub import EventHub
+from engines.events.sse import router as events_router
+from engines.events.webhooks.routes import router as webhooks_router
 from engines.identity.auth import TokenVerifier
 from engines.media_v2.routes import router as media_router
 from engines.nexus.backends.base import NexusBackend
@@ -39,13 +43,16 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     runtime = runtime or build_runtime(settings)
     app = FastAPI(title="Northstar canvas artifact store", version="0.1.0",
                   default_response_class=OrjsonResponse, docs_url=None, redoc_url=None,
-                  generate_unique_id_function=operation_id)
+                  generate_unique_id_function=operation_id, lifespan=events_lifespan)
     app.state.runtime = runtime
+    app.state.event_hub = EventHub(runtime.engine, settings)
     app.state.verifier = TokenVerifier(settings)
     app.add_middleware(BodyIdleTimeoutMiddleware, seconds=settings.body_idle_timeout)
     app.add_middleware(TraceHeadersMiddleware)
     app.add_middleware(HeadAsGetMiddleware)
     install_error_handlers(app)
+    app.include_router(events_router)  # before /canvas/{id}/artifacts/{artifact_id}
+    app.include_router(webhooks_router)
     app.include_router(canvas_router)
     app.include_router(media_router)
     app.include_router(signed_router.authenticated)

@@ -1,4 +1,4 @@
-"""The `engines` command: serve, token, migrate, doctor, gc."""
+"""The `engines` command: serve, token, migrate, doctor, gc, worker."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ from engines.config import Settings, get_settings
 
 def _settings() -> Settings:
     return get_settings()
+
+
+GRACEFUL_SHUTDOWN_SECONDS = 10
+"""Open SSE streams never end by themselves: after this, shutdown closes them."""
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -49,7 +53,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with multiprocess_dir(args.workers):
         uvicorn.run("engines.app:create_app", factory=True, host=args.host, port=args.port,
                     workers=args.workers, log_level=args.log_level, access_log=False,
-                    log_config=logging_config, **uvicorn_options(settings))
+                    log_config=logging_config,
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+                    **uvicorn_options(settings))
     return 0
 
 
@@ -278,6 +284,18 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def cmd_worker(_args: argparse.Namespace) -> int:
+    import asyncio
+
+    from engines.events.background import run_worker
+
+    settings = _settings()
+    print(f"engines: delivering webhooks from {settings.masked()['database_url']}")
+    sys.stdout.flush()
+    asyncio.run(run_worker(settings))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="engines", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -333,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--env", help="one env; default: every env")
     pg.add_argument("--apply", action="store_true", help="remove; default is a dry run")
     pg.set_defaults(func=cmd_purge)
+    sub.add_parser("worker", help="deliver webhooks (without serving HTTP)").set_defaults(
+        func=cmd_worker)
     return parser
 
 

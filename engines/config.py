@@ -109,6 +109,7 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [int(part) for part in value.split(",") if part.strip()]
         return value
+
     retention_preview: Retention = None
     retention_replay: Retention = None
     retention_audit: Retention = None
@@ -118,11 +119,27 @@ class Settings(BaseSettings):
     def retention_for(self, kind: str) -> timedelta | None:
         return {"preview": self.retention_preview, "replay": self.retention_replay,
                 "audit": self.retention_audit}[kind]
+
     # observability (engines/observability): see README "Metrics, logs, traces"
     log_format: Literal["json", "text"] = "json"
     metrics_enabled: bool = True
     metrics_tenant_labels: bool = False
     otel_exporter_otlp_endpoint: str | None = None
+
+    # events: SSE feed and webhooks (engines/events)
+    events_heartbeat_seconds: float = 15.0
+    events_poll_seconds: float = 0.25
+    """SQLite only: how often the one poller per process looks for new events."""
+    webhooks_enabled: bool = True
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_schedule: list[float] = [5, 30, 120, 600, 3600]
+    """Seconds to wait before each retry; after the last one the delivery is failed."""
+    webhook_disable_after: int = 5
+    """Consecutive failed deliveries after which a subscription is disabled."""
+    webhook_poll_seconds: float = 1.0
+    webhook_concurrency: int = 8
 
     @property
     def is_sqlite(self) -> bool:

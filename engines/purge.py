@@ -16,6 +16,8 @@ from sqlalchemy import Engine, Table, delete, func, select
 
 from engines.canvas_artifacts.repository import canvas_artifacts, replay_indexes
 from engines.common.idempotency import idempotency_keys
+from engines.events.webhooks.tables import deliveries as webhook_deliveries
+from engines.events.webhooks.tables import subscriptions as webhook_subscriptions
 from engines.media_v2.repository import artifacts as media_artifacts
 from engines.media_v2.repository import assets as media_assets
 from engines.nexus.backends.sql import documents as nexus_documents
@@ -25,10 +27,14 @@ from engines.storage.keys import tenant_prefix
 from engines.storage.references import delete_if_unreferenced
 
 PURGED_TABLES: tuple[Table, ...] = (
-    dataset_events, nexus_documents, replay_indexes, canvas_artifacts, media_artifacts,
-    media_assets, idempotency_keys,
+    webhook_deliveries, webhook_subscriptions, dataset_events, nexus_documents, replay_indexes,
+    canvas_artifacts, media_artifacts, media_assets, idempotency_keys,
 )
-"""Every table holding tenant data, children before parents; each has tenant_id and env."""
+"""Every table holding tenant data, children before parents; each has tenant_id and env.
+
+Webhook attempts go with their deliveries (ON DELETE CASCADE). `event_sequences`
+stays: a purged scope that is used again keeps numbering after its last seq, so a
+subscriber resuming from an old `Last-Event-ID` never misses a new event."""
 
 
 @dataclass

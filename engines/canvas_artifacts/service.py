@@ -111,6 +111,7 @@ def _lineage(record: ArtifactRecord) -> dict[str, Any]:
         "correlation_id": record.correlation_id, "request_id": record.request_id,
         "actor_id": record.actor_id, "artifact_id": record.id, "uri": record.uri,
         "kind": record.kind, "mime_type": record.mime_type, "sha256": record.sha256,
+        "size_bytes": record.size_bytes,
         "media_asset_id": record.media_asset_id, "media_artifact_id": record.media_artifact_id,
         "created_at": record.created_at.isoformat(), "recorded_at": _now().isoformat(),
     }

@@ -116,9 +116,11 @@ class BodyIdleTimeoutMiddleware:
             return
         body_done = False
 
+        body_done = False
+
         async def receive_with_deadline() -> Message:
             nonlocal body_done
-            if body_done:
+            if body_done:  # later receives only wait for the disconnect (e.g. an SSE stream)
                 return await receive()
             try:
                 async with asyncio.timeout(self.seconds):  # cheaper than an anyio scope

@@ -1,4 +1,4 @@
-"""DatasetEvent: the append-only event that announces a new dataset item."""
+"""DatasetEvent: the append-only event that announces a new (or deleted) dataset item."""
 
 from __future__ import annotations
 
@@ -17,3 +17,5 @@ class DatasetEvent(BaseModel):
     document_id: str
     lineage: dict[str, Any]
     created_at: datetime
+    seq: int | None = None
+    """Position in the (tenant_id, env) feed; assigned by the backend when it writes."""

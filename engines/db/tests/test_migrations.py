@@ -20,6 +20,7 @@ from sqlalchemy import Engine, inspect
 import engines.canvas_artifacts.repository  # noqa: F401 - registers canvas_artifacts
 import engines.canvas_artifacts.retention  # noqa: F401 - registers retention_overrides
 import engines.common.idempotency  # noqa: F401 - registers idempotency_keys
+import engines.events.webhooks.tables  # noqa: F401 - registers webhook_*
 import engines.media_v2.repository  # noqa: F401 - registers media_v2_*
 import engines.nexus.backends.sql  # noqa: F401 - registers nexus_documents, dataset_events
 import engines.storage.leases  # noqa: F401 - registers upload_leases

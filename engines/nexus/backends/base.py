@@ -17,7 +17,7 @@ class NexusBackend(abc.ABC):
 
     @abc.abstractmethod
     def record_event(self, tx: Connection, event: DatasetEvent) -> None:
-        """Write a lone event (a deletion) inside the caller's transaction."""
+        """Write a lone event (e.g. a deletion) inside the caller's transaction, with its seq."""
 
     @abc.abstractmethod
     def documents_for(self, conn: Connection, tenant_id: str, env: str,

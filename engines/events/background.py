@@ -1,0 +1,51 @@
+"""What runs beside the HTTP routes in each process: the webhook worker, the events hub.
+
+Started by the app's lifespan, so `engines serve` (every worker process)
+delivers webhooks unless WEBHOOKS_ENABLED=false. The SSE hub starts on its
+first subscriber and is stopped here. A TestClient that never enters the
+lifespan gets neither background task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from engines.config import Settings
+from engines.db.engine import build_engine
+from engines.events.webhooks.delivery import DeliveryWorker
+
+
+@contextlib.asynccontextmanager
+async def events_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    runtime = app.state.runtime
+    worker = None
+    if runtime.settings.webhooks_enabled:
+        worker = DeliveryWorker(runtime.engine, runtime.settings)
+        worker.start()
+    try:
+        yield
+    finally:
+        if worker is not None:
+            await worker.stop()
+        await app.state.event_hub.stop()
+
+
+async def run_worker(settings: Settings) -> None:
+    """`engines worker`: only webhook delivery, until SIGINT/SIGTERM."""
+    engine = build_engine(settings)
+    worker = DeliveryWorker(engine, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    worker.start()
+    try:
+        await stop.wait()
+    finally:
+        await worker.stop()
+        engine.dispose()

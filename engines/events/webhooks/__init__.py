@@ -1,0 +1,1 @@
+"""Signed webhook subscriptions (Standard Webhooks) fed from the events outbox."""

@@ -1,0 +1,93 @@
+"""Webhook admin routes: tenant admins and owners only (members and viewers get 403)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from engines.canvas_artifacts.router import SAFE_ID
+from engines.common import idempotency
+from engines.common.body import read_limited, require_json
+from engines.common.errors import (
+    AUTHENTICATED_ERRORS,
+    Forbidden,
+    Unprocessable,
+    error_responses,
+    first_error_message,
+)
+from engines.common.jsonutil import parse_json
+from engines.common.runtime import Runtime, get_runtime
+from engines.events.webhooks import service
+from engines.events.webhooks.models import (
+    DeliveryAttemptList,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookList,
+)
+from engines.identity.auth import Caller, reader
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+ADMIN_ROLES = frozenset({"admin", "owner"})
+MAX_BODY = 16 * 1024
+_RESPONSES = error_responses(*AUTHENTICATED_ERRORS)
+
+
+async def admin(caller: Annotated[Caller, Depends(reader)]) -> Caller:
+    """Dependency: the tenant's admins and owners."""
+    if caller.role not in ADMIN_ROLES:
+        raise Forbidden(f"role {caller.role} cannot manage webhooks",
+                        code="auth.role_forbidden")
+    return caller
+
+
+Rt = Annotated[Runtime, Depends(get_runtime)]
+Admin = Annotated[Caller, Depends(admin)]
+WebhookId = Annotated[str, Path(pattern=SAFE_ID)]
+
+
+@router.post("", status_code=201, response_model=WebhookCreated,
+             responses={**_RESPONSES, **error_responses(409, 413, 415)},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": WebhookCreate.model_json_schema()}}}})
+async def create_webhook(request: Request, rt: Rt, caller: Admin) -> Response:
+    """Subscribe a URL; the answer carries the signing secret, shown only here."""
+    require_json(request)
+    raw = await read_limited(request, MAX_BODY)
+    try:
+        body = WebhookCreate.model_validate(parse_json(raw, max_depth=8))
+    except ValidationError as exc:
+        raise Unprocessable(first_error_message(exc), code="webhook.invalid") from exc
+    await service.check_destination(rt, body.url)
+    created = service.new_subscription(caller, body)
+    answer = created.model_dump_json().encode()
+    replayed = await run_in_threadpool(
+        idempotency.write_once, rt.engine, idempotency.claim_from(request, caller.ctx),
+        hashlib.sha256(raw).hexdigest(), 201, answer,
+        service.subscription_writer(caller.ctx, created))
+    return replayed or Response(answer, status_code=201, media_type="application/json")
+
+
+@router.get("", response_model=WebhookList, responses=_RESPONSES)
+def list_webhooks(rt: Rt, caller: Admin) -> WebhookList:
+    return service.list_webhooks(rt, caller.ctx)
+
+
+@router.delete("/{webhook_id}", status_code=204, responses=error_responses(
+    *AUTHENTICATED_ERRORS, 404))
+def delete_webhook(webhook_id: WebhookId, rt: Rt, caller: Admin) -> Response:
+    service.delete_webhook(rt, caller.ctx, webhook_id)
+    return Response(status_code=204)
+
+
+@router.get("/{webhook_id}/deliveries", response_model=DeliveryAttemptList,
+            responses=error_responses(*AUTHENTICATED_ERRORS, 404))
+def list_deliveries(webhook_id: WebhookId, rt: Rt, caller: Admin,
+                    limit: Annotated[int, Query(ge=1, le=200)] = 50) -> DeliveryAttemptList:
+    """Recent delivery attempts, newest first: status code, duration, error."""
+    return service.list_attempts(rt, caller.ctx, webhook_id, limit)
