@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from engines.canvas_artifacts.router import CANVAS_ID
+from engines.common.identity import SAFE_ID_PATTERN
 
 EventName = Literal["artifact_written", "artifact_deleted"]
 
@@ -18,7 +18,7 @@ class WebhookCreate(BaseModel):
     url: str = Field(min_length=1, max_length=2048,
                      description="https:// endpoint (http:// only with WEBHOOK_ALLOW_HTTP)")
     events: list[EventName] = Field(min_length=1, max_length=2)
-    canvas_id: str | None = Field(default=None, pattern=CANVAS_ID, max_length=128,
+    canvas_id: str | None = Field(default=None, pattern=SAFE_ID_PATTERN, max_length=128,
                                   description="only this canvas's events; all when absent")
 
     @field_validator("events")

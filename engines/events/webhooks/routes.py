@@ -15,13 +15,13 @@ from engines.common import idempotency
 from engines.common.body import read_limited, require_json
 from engines.common.errors import (
     AUTHENTICATED_ERRORS,
-    Forbidden,
     Unprocessable,
     error_responses,
     first_error_message,
 )
 from engines.common.jsonutil import parse_json
 from engines.common.runtime import Runtime, get_runtime
+from engines.db.metadata import row_exists
 from engines.events.webhooks import service
 from engines.events.webhooks.models import (
     DeliveryAttemptList,
@@ -29,21 +29,13 @@ from engines.events.webhooks.models import (
     WebhookCreated,
     WebhookList,
 )
-from engines.identity.auth import Caller, reader
+from engines.events.webhooks.tables import subscriptions
+from engines.identity.auth import Caller, admin
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
-ADMIN_ROLES = frozenset({"admin", "owner"})
 MAX_BODY = 16 * 1024
 _RESPONSES = error_responses(*AUTHENTICATED_ERRORS)
-
-
-async def admin(caller: Annotated[Caller, Depends(reader)]) -> Caller:
-    """Dependency: the tenant's admins and owners."""
-    if caller.role not in ADMIN_ROLES:
-        raise Forbidden(f"role {caller.role} cannot manage webhooks",
-                        code="auth.role_forbidden")
-    return caller
 
 
 Rt = Annotated[Runtime, Depends(get_runtime)]
@@ -67,9 +59,11 @@ async def create_webhook(request: Request, rt: Rt, caller: Admin) -> Response:
     created = service.new_subscription(caller, body)
     answer = created.model_dump_json().encode()
     replayed = await run_in_threadpool(
-        idempotency.write_once, rt.engine, idempotency.claim_from(request, caller.ctx),
+        idempotency.write_once, rt.engine,
+        idempotency.claim_from(request, caller.ctx, caller.auth.actor_id),
         hashlib.sha256(raw).hexdigest(), 201, answer,
-        service.subscription_writer(caller.ctx, created))
+        service.subscription_writer(caller.ctx, created),
+        lambda conn: row_exists(conn, subscriptions, created.id))
     return replayed or Response(answer, status_code=201, media_type="application/json")
 
 
