@@ -19,9 +19,6 @@ import orjson
 import uvicorn
 from fastapi import FastAPI
 
-from engines.dataset.events.schemas import DatasetEvent
-from engines.db.engine import write_transaction
-from engines.nexus.backends.sql import SqlNexusBackend
 from tests._server import free_port
 
 
@@ -138,26 +135,3 @@ def serve_in_thread(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
-
-
-def record_deletion(engine: Any, created: dict[str, Any], *, reason: str = "deleted",
-                    actor_id: str = "u_deleter") -> DatasetEvent:
-    """Write the event the lifecycle work writes for a DELETE (or an expiry)."""
-    from datetime import UTC, datetime
-
-    from engines.common.ids import new_id
-
-    now = datetime.now(UTC)
-    lineage = {name: created.get(name) for name in (
-        "tenant_id", "env", "workspace_id", "project_id", "surface_id", "app_id", "canvas_id",
-        "rev", "kind", "uri", "mime_type", "sha256", "size_bytes", "media_artifact_id")}
-    lineage.update(artifact_id=created["id"], request_id="req_delete",
-                   correlation_id="corr_delete", actor_id=actor_id, reason=reason,
-                   deleted_at=now.isoformat())
-    event = DatasetEvent(id=new_id("dse"), tenant_id=created["tenant_id"], env=created["env"],
-                         event_type=f"canvas.{created['kind']}.{reason}",
-                         subject_id=created["id"], document_id="nxd_creation",
-                         lineage=lineage, created_at=now)
-    with write_transaction(engine) as conn:
-        SqlNexusBackend().record_event(conn, event)
-    return event

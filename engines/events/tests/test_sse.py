@@ -6,9 +6,12 @@ LISTEN/NOTIFY), against the app served by real uvicorn.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from conftest import new_canvas
+from engines.canvas_artifacts import lifecycle
 from engines.canvas_artifacts.tests.helpers import (
     assert_error,
     create_audit,
@@ -18,7 +21,6 @@ from engines.canvas_artifacts.tests.helpers import (
     new_tenant,
 )
 from engines.events.tests.conftest import Live
-from engines.events.tests.sse_client import record_deletion
 
 pytestmark = [pytest.mark.slow]
 
@@ -60,17 +62,28 @@ def test_event_shape_and_order(live: Live) -> None:
 
 
 def test_deletion_is_artifact_deleted_with_reason(live: Live) -> None:
+    """A DELETE and a retention expiry, as the lifecycle writes them."""
     tenant, canvas = new_tenant(), new_canvas()
     reader = live.subscribe(tenant=tenant)
     reader.next_comment()
-    record = created(create_preview(live.stack, canvas, tenant=tenant))
-    record_deletion(live.stack.runtime.engine, record, reason="deleted")
-    record_deletion(live.stack.runtime.engine, record, reason="expired", actor_id="system")
+    stack = live.stack
+    record = created(create_preview(stack, canvas, rev=2, tenant=tenant))
+    kept = created(create_preview(stack, canvas, rev=1, tenant=tenant))
+    response = stack.client.delete(
+        f"/canvas/{canvas}/artifacts/{record['id']}",
+        headers=stack.headers(tenant, sub="u_deleter", X_Request_Id="req_delete",
+                              X_Correlation_Id="corr_delete"))
+    assert response.status_code == 204
+    stack.runtime.settings.retention_preview = timedelta(0)
+    stack.runtime.settings.retention_keep_latest = False
+    lifecycle.expire_all(stack.runtime, apply=True)
 
-    written, deleted, expired = (reader.next_event() for _ in range(3))
+    written, _second, deleted, expired = (reader.next_event() for _ in range(4))
     assert written.event == "artifact_written"
     assert (deleted.event, deleted.id, deleted.data["data"]["reason"]) == (
-        "artifact_deleted", 2, "deleted")
+        "artifact_deleted", 3, "deleted")
+    assert deleted.data["data"]["artifact_id"] == record["id"]
+    assert expired.data["data"]["artifact_id"] == kept["id"]
     assert (expired.data["type"], expired.data["data"]["reason"]) == ("artifact_deleted",
                                                                       "expired")
     assert deleted.data["routing"]["actor_id"] == "u_deleter"
@@ -179,11 +192,10 @@ def test_idle_stream_outlives_the_body_idle_timeout(make_live) -> None:  # type:
     assert reader.next_event().data["data"]["artifact_id"] == record["id"]
 
 
+@pytest.mark.parametrize("make_live", ["s3-postgres"], indirect=True)
 def test_listener_survives_a_dropped_listen_connection(live: Live) -> None:
     """PostgreSQL: the LISTEN connection killed under the hub; it reconnects and rereads
     the rows, so an event committed meanwhile still arrives, once."""
-    if live.stack.name != "s3-postgres":
-        pytest.skip("LISTEN/NOTIFY is the PostgreSQL waker")
     from sqlalchemy import text
 
     tenant, canvas = new_tenant(), new_canvas()

@@ -24,7 +24,6 @@ from engines.canvas_artifacts.tests.helpers import (
     new_tenant,
 )
 from engines.events.tests.receiver import receiver
-from engines.events.tests.sse_client import record_deletion
 from engines.events.webhooks.delivery import DeliveryWorker
 
 LAB = {"webhook_allow_http": True, "webhook_allow_private": True,
@@ -110,7 +109,9 @@ def test_filters_and_seq_order(lab: Stack) -> None:
         mine = [created(create_audit(lab, canvas, rev=i, tenant=tenant)) for i in range(4)]
         created(create_audit(lab, other, tenant=tenant))
         created(create_audit(lab, canvas, tenant=new_tenant()))
-        record_deletion(lab.runtime.engine, mine[0])
+        deleted = lab.client.delete(f"/canvas/{canvas}/artifacts/{mine[0]['id']}",
+                                    headers=lab.headers(tenant))
+        assert deleted.status_code == 204
         deliver(lab, lambda: len(hook.requests) == 6)
 
     by_secret = {sub["secret"]: [], deleted_only["secret"]: []}
