@@ -20,6 +20,9 @@ _MAX_DIGITS = 18
 """Positions with more significant digits than this are past any blob we store."""
 SMALL_BODY = 1024 * 1024
 """Bodies up to this size are read whole and sent in one go; larger ones stream."""
+INLINE_READ = 256 * 1024
+"""From a local disk, bodies up to this size are read on the event loop: a page-cache
+copy of 256 KiB takes ~30 us, less than the thread hop it saves."""
 SANDBOX_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 
 
@@ -131,6 +134,9 @@ async def serve_blob(request: Request, store: BlobStore, key: str, record: Artif
     headers["Content-Length"] = str(length)
     if is_head(request):
         return Response(status_code=status, media_type=record.mime_type, headers=headers)
+    if length <= INLINE_READ and store.reads_block_briefly:
+        data = store.read_all(key, start, end)
+        return Response(data, status_code=status, media_type=record.mime_type, headers=headers)
     if length <= SMALL_BODY:
         # one thread hop for the whole body instead of one per streamed chunk
         data = await run_in_threadpool(store.read_all, key, start, end)

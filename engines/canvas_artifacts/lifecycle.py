@@ -117,6 +117,8 @@ def _delete_batch(rt: Runtime, load: Callable[[Connection], list[ArtifactRecord]
         log.exception("could not record a deletion")
         raise ServiceUnavailable("metadata write failed; nothing was deleted by this batch",
                                  code="metadata.write_failed") from exc
+    for record in done:
+        rt.records.discard(record)  # other processes see the delete within RECORD_CACHE_MS
     _remove_blobs(rt, done)
     for record in done:
         metrics.record_deleted(record.kind, deletion.reason)

@@ -36,6 +36,7 @@ from engines.canvas_artifacts.models import (
     RenderRef,
     ReplayDocument,
 )
+from engines.canvas_artifacts.record_cache import key_of
 from engines.canvas_artifacts.replay import read_window
 from engines.canvas_artifacts.replay_ingest import (
     ENVELOPE_MAX_BYTES,
@@ -184,6 +185,7 @@ async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, c
         await _discard(rt, payload)
         return replayed
     _remember_asset(rt, record.media_asset_id)
+    rt.records.put(key_of(record), record, rt.records.now())
     return Response(body, status_code=201, media_type="application/json")
 
 
@@ -371,11 +373,27 @@ def _not_found() -> NotFound:
 @retry_on_disconnect
 def get_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
                  artifact_id: str) -> ArtifactRecord:
+    """A live record of the caller's tenant/env, from the record cache or the database."""
+    key = (ctx.tenant_id, ctx.env, canvas_id, artifact_id)
+    cached = rt.records.get(key)
+    if cached is not None:
+        return cached
+    started = rt.records.now()
     with rt.engine.connect() as conn:
         record = repo.get_record(conn, ctx.tenant_id, ctx.env, canvas_id, artifact_id)
     if record is None:
         raise _not_found()
+    rt.records.put(key, record, started)
     return record
+
+
+async def find_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
+                        artifact_id: str) -> ArtifactRecord:
+    """`get_artifact` from the event loop: a cached record costs no thread hop."""
+    cached = rt.records.get((ctx.tenant_id, ctx.env, canvas_id, artifact_id))
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(get_artifact, rt, ctx, canvas_id, artifact_id)
 
 
 def encode_cursor(last_id: str) -> str:
