@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from engines.canvas_artifacts.models import ArtifactRecord
+from engines.canvas_artifacts.replay_store import DecodedReplay
 from engines.canvas_artifacts.sniff import ACTIVE_TYPES, EXTENSIONS, RASTER_TYPES, sniff
 from engines.common.errors import ApiError, NotFound
 from engines.common.head import is_head
@@ -103,15 +104,16 @@ def payload_headers(record: ArtifactRecord, inline: bool) -> dict[str, str]:
     return headers
 
 
-async def _presigned(store: BlobStore, key: str, ttl: int) -> Response | None:
+async def _presigned(store: BlobStore | DecodedReplay, key: str, ttl: int) -> Response | None:
     url = await run_in_threadpool(store.presign, key, ttl)
     if not url:
         return None
     return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
 
 
-async def serve_blob(request: Request, store: BlobStore, key: str, record: ArtifactRecord, *,
-                     inline: bool, presign_ttl: int | None) -> Response:
+async def serve_blob(request: Request, store: BlobStore | DecodedReplay, key: str,
+                     record: ArtifactRecord, *, inline: bool,
+                     presign_ttl: int | None) -> Response:
     """Proxy the bytes (with conditional and range support) or redirect to a presigned URL.
 
     Only raster images are redirected: the bucket serves objects inline with

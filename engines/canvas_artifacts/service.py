@@ -15,7 +15,7 @@ import binascii
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +44,7 @@ from engines.canvas_artifacts.replay_ingest import (
     ReplayLimits,
     parse_replay,
 )
+from engines.canvas_artifacts.replay_store import compress, json_reader
 from engines.canvas_artifacts.sniff import EXTENSIONS, head_checker
 from engines.common import idempotency
 from engines.common.body import (
@@ -279,9 +280,12 @@ async def _store_json_document(rt: Runtime, caller: Caller, canvas_id: str, kind
 @dataclass
 class PreparedReplay:
     doc: ReplayDocument
-    parts: list[bytes | memoryview]
+    frames: list[bytes]
+    """The blob: one zstd frame per segment (replay_store)."""
     index: dict[str, Any]
     meta: dict[str, Any]
+    json_size: int
+    json_sha256: str
 
 
 def prepare_replay(raw: bytes, settings: Settings) -> PreparedReplay:
@@ -302,16 +306,17 @@ def prepare_replay(raw: bytes, settings: Settings) -> PreparedReplay:
         raise Unprocessable(first_error_message(exc), code="replay.invalid") from exc
     except ReplayError as exc:
         raise Unprocessable(str(exc), code=exc.code) from exc
-    parts, index = parsed.encoded()
-    return PreparedReplay(doc=doc, parts=parts, index=index,
-                          meta=parsed.meta(doc.rev_from, doc.mode))
+    stored = compress(*parsed.encoded())
+    return PreparedReplay(doc=doc, frames=stored.frames, index=stored.index,
+                          meta=parsed.meta(doc.rev_from, doc.mode), json_size=stored.json_size,
+                          json_sha256=stored.json_sha256)
 
 
-async def _chunks(parts: list[bytes | memoryview]) -> AsyncIterator[bytes]:
-    """The encoded replay in upload-sized pieces: never joined into one more copy."""
+async def _chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
+    """The stored replay in upload-sized pieces: never joined into one more copy."""
     for part in parts:
         for start in range(0, len(part), UPLOAD_CHUNK):
-            yield bytes(part[start:start + UPLOAD_CHUNK])
+            yield part[start:start + UPLOAD_CHUNK]
 
 
 async def create_replay(rt: Runtime, caller: Caller, request: Request,
@@ -323,10 +328,12 @@ async def create_replay(rt: Runtime, caller: Caller, request: Request,
     del raw  # the encoded parts are what is kept from here on
     artifact_id = new_id("art")
     key = _json_key(caller, canvas_id, "replay", artifact_id)
-    size = sum(len(part) for part in prepared.parts)
-    blob, _ = await ingest(rt.store, _chunks(prepared.parts), limit=size,
-                           head_check=lambda _head: "application/json", key_for=lambda _mime: key,
-                           leases=rt.leases)
+    size = sum(len(frame) for frame in prepared.frames)
+    stored, _ = await ingest(rt.store, _chunks(prepared.frames), limit=size,
+                             head_check=lambda _head: "application/json",
+                             key_for=lambda _mime: key, leases=rt.leases)
+    # the record describes the JSON a client gets back, not the frames it is stored as
+    blob = replace(stored, size=prepared.json_size, sha256=prepared.json_sha256)
     payload = Payload(uri=blob.uri, mime_type="application/json", body_sha256=body_sha256,
                       blob=blob, meta=prepared.meta, replay_index=prepared.index)
     return await _counted(rt, caller, request, kind="replay", canvas_id=canvas_id,
@@ -451,18 +458,17 @@ def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) 
 MAX_WINDOW_HEAD = ENVELOPE_MAX_BYTES + 16
 
 
-@retry_on_disconnect
 def _replay_window(rt: Runtime, record: ArtifactRecord, key: str, low: int,
                    high: int | None) -> bytes:
-    with rt.engine.connect() as conn:
-        index = repo.get_replay_index(conn, record)
+    index = _stored_index(rt, record)
     if index is None:
         raise ServiceUnavailable("replay index missing", code="storage.index_missing")
     if index["head"] > MAX_WINDOW_HEAD:
         # stored before the envelope limit: every window would parse and resend all of it
         raise Unprocessable("this replay's envelope is over the 64 KiB a window may carry; "
                             "fetch the whole content instead", code="replay.envelope_too_large")
-    return read_window(index, lambda start, end: rt.store.read_all(key, start, end - 1),
+    reader = json_reader(rt.store, index)
+    return read_window(index, lambda start, end: reader.read_all(key, start, end - 1),
                        low, high)
 
 
@@ -486,4 +492,13 @@ async def content(rt: Runtime, request: Request, record: ArtifactRecord, *,
                         headers={"X-Content-Type-Options": "nosniff"})
     serve_mode = rt.settings.media_serve_mode
     ttl = rt.settings.presign_ttl_seconds if serve_mode == "redirect" else None
-    return await serve_blob(request, rt.store, key, record, inline=inline, presign_ttl=ttl)
+    reader = rt.store
+    if record.kind == "replay":
+        reader = json_reader(rt.store, await run_in_threadpool(_stored_index, rt, record))
+    return await serve_blob(request, reader, key, record, inline=inline, presign_ttl=ttl)
+
+
+@retry_on_disconnect
+def _stored_index(rt: Runtime, record: ArtifactRecord) -> dict[str, Any] | None:
+    with rt.engine.connect() as conn:
+        return repo.get_replay_index(conn, record)
