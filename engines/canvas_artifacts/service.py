@@ -49,9 +49,9 @@ from engines.canvas_artifacts.sniff import EXTENSIONS, head_checker
 from engines.common import idempotency
 from engines.common.body import (
     UPLOAD_CHUNK,
+    limited_stream,
     read_limited,
     read_upload,
-    reject_declared_oversize,
     request_media_type,
     require_json,
     upload_chunks,
@@ -239,8 +239,8 @@ async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of
         async with read_upload(request, limit, code="preview.missing_file") as upload:
             return await _stored_preview(rt, upload_chunks(upload),
                                          head_checker(upload.content_type), key_of)
-    reject_declared_oversize(request, limit)
-    return await _stored_preview(rt, request.stream(), head_checker(content_type), key_of)
+    return await _stored_preview(rt, limited_stream(request, limit), head_checker(content_type),
+                                 key_of)
 
 
 async def _stored_preview(rt: Runtime, chunks: AsyncIterator[bytes], check: HeadCheck,
