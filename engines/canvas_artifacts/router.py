@@ -117,6 +117,29 @@ _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# First of the routes: routing tries them in order, and this is the hottest one. It shadows
+# nothing (no other route matches .../{id}/content), so the order changes no answer.
+# response_class=Response: FastAPI would otherwise list application/json first
+@router.get("/{artifact_id}/content", response_class=Response, responses=_CONTENT_RESPONSES,
+            openapi_extra={
+    # Read from the request by serve_blob, so FastAPI cannot see them: listed
+    # here so that clients (and the schema fuzz) know they are honoured.
+    "parameters": [{"name": name, "in": "header", "required": False,
+                    "schema": {"type": "string"}}
+                   for name in ("Range", "If-Range", "If-None-Match")]})
+@lean(_lean_read)
+async def get_artifact_content(request: Request, canvas_id: CanvasId, artifact_id: ArtifactId,
+                               rt: Rt, caller: Reader,
+                               from_ms: Annotated[int | None, Query(ge=0)] = None,
+                               to_ms: Annotated[int | None, Query(ge=0)] = None,
+                               disposition: Literal["attachment", "inline"] = "attachment",
+                               ) -> Response:
+    """Bytes with ETag/Range/If-Range/If-None-Match; replay windows with from_ms/to_ms."""
+    record = await service.find_artifact(rt, caller.ctx, canvas_id, artifact_id)
+    return await service.content(rt, request, record, from_ms=from_ms, to_ms=to_ms,
+                                 inline=disposition == "inline")
+
+
 @router.post("/preview", status_code=201, response_model=ArtifactRecord,
              openapi_extra=_PREVIEW_BODY, responses=_CREATE_RESPONSES)
 @lean(_lean_create)
@@ -207,27 +230,6 @@ def delete_artifact(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
     lifecycle.delete_artifact(rt, caller.ctx.tenant_id, caller.ctx.env, canvas_id, artifact_id,
                               _deletion(caller))
     return Response(status_code=204)
-
-
-# response_class=Response: FastAPI would otherwise list application/json first
-@router.get("/{artifact_id}/content", response_class=Response, responses=_CONTENT_RESPONSES,
-            openapi_extra={
-    # Read from the request by serve_blob, so FastAPI cannot see them: listed
-    # here so that clients (and the schema fuzz) know they are honoured.
-    "parameters": [{"name": name, "in": "header", "required": False,
-                    "schema": {"type": "string"}}
-                   for name in ("Range", "If-Range", "If-None-Match")]})
-@lean(_lean_read)
-async def get_artifact_content(request: Request, canvas_id: CanvasId, artifact_id: ArtifactId,
-                               rt: Rt, caller: Reader,
-                               from_ms: Annotated[int | None, Query(ge=0)] = None,
-                               to_ms: Annotated[int | None, Query(ge=0)] = None,
-                               disposition: Literal["attachment", "inline"] = "attachment",
-                               ) -> Response:
-    """Bytes with ETag/Range/If-Range/If-None-Match; replay windows with from_ms/to_ms."""
-    record = await service.find_artifact(rt, caller.ctx, canvas_id, artifact_id)
-    return await service.content(rt, request, record, from_ms=from_ms, to_ms=to_ms,
-                                 inline=disposition == "inline")
 
 
 @router.get("/{artifact_id}/lineage", response_model=Lineage, responses=_RESPONSES)
