@@ -33,12 +33,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engines.server import uvicorn_options
 
     settings = _settings()
+    workers = args.workers or default_workers()
     runtime = build_runtime(settings)
     if settings.should_auto_migrate:
         upgrade(runtime.engine)
     print(f"engines: blobs in {runtime.store.describe()}")
     print(f"engines: metadata in {settings.masked()['database_url']}")
-    print(f"engines: serving on http://{args.host}:{args.port} ({args.workers} worker(s))")
+    print(f"engines: serving on http://{args.host}:{args.port} ({workers} worker(s))")
     if not settings.auth_jwt_signing and not settings.auth_jwks_url:
         token = issue_token(settings, sub="u_dev", tenants=["t_demo"], role="owner", ttl=86400)
         print(f"engines: dev signing key in {settings.dev_key_file} (set AUTH_JWT_SIGNING "
@@ -50,13 +51,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     # our request log line replaces uvicorn's access log (--no-access-log silences it)
     logging_config = log_config(settings, level=args.log_level, request_log=args.access_log)
-    with multiprocess_dir(args.workers):
+    with multiprocess_dir(workers):
         uvicorn.run("engines.app:create_app", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, log_level=args.log_level, access_log=False,
+                    workers=workers, log_level=args.log_level, access_log=False,
                     log_config=logging_config,
                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
                     **uvicorn_options(settings))
     return 0
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on: a create or fetch is CPU-bound
+    Python, so one process uses one core; SQLite in WAL mode takes several
+    writer processes (SQLite's busy handler queues them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def token_key_problem(settings: Settings) -> str | None:
@@ -304,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8010")))
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=int, default=None,
+                       help="worker processes (default: one per core)")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                        help="one log line per request (LOG_FORMAT: json or text)")

@@ -103,8 +103,11 @@ class Server:
         port = free_port()
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [ENGINES, "serve", "--port", str(port), "--log-level", "warning",
-                 "--no-access-log"], env=self.env, stdout=out, stderr=subprocess.STDOUT)
+                # one process, the one killed: with several workers a SIGKILL of the
+                # supervisor would leave its workers serving the uploads
+                [ENGINES, "serve", "--port", str(port), "--workers", "1", "--log-level",
+                 "warning", "--no-access-log"], env=self.env, stdout=out,
+                stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from engines.canvas_artifacts.models import ArtifactRecord
+from engines.canvas_artifacts.replay_store import DecodedReplay
 from engines.canvas_artifacts.sniff import ACTIVE_TYPES, EXTENSIONS, RASTER_TYPES, sniff
 from engines.common.errors import ApiError, NotFound
 from engines.common.head import is_head
@@ -21,6 +22,9 @@ _MAX_DIGITS = 18
 """Positions with more significant digits than this are past any blob we store."""
 SMALL_BODY = 1024 * 1024
 """Bodies up to this size are read whole and sent in one go; larger ones stream."""
+INLINE_READ = 256 * 1024
+"""From a local disk, bodies up to this size are read on the event loop: a page-cache
+copy of 256 KiB takes ~30 us, less than the thread hop it saves."""
 SANDBOX_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 
 
@@ -106,15 +110,16 @@ def presign_ttl(settings: Settings) -> int | None:
     return settings.presign_ttl_seconds if settings.media_serve_mode == "redirect" else None
 
 
-async def _presigned(store: BlobStore, key: str, ttl: int) -> Response | None:
+async def _presigned(store: BlobStore | DecodedReplay, key: str, ttl: int) -> Response | None:
     url = await run_in_threadpool(store.presign, key, ttl)
     if not url:
         return None
     return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
 
 
-async def serve_blob(request: Request, store: BlobStore, key: str, record: ArtifactRecord, *,
-                     inline: bool, presign_ttl: int | None) -> Response:
+async def serve_blob(request: Request, store: BlobStore | DecodedReplay, key: str,
+                     record: ArtifactRecord, *, inline: bool,
+                     presign_ttl: int | None) -> Response:
     """Proxy the bytes (with conditional and range support) or redirect to a presigned URL.
 
     Only raster images are redirected: the bucket serves objects inline with
@@ -137,6 +142,9 @@ async def serve_blob(request: Request, store: BlobStore, key: str, record: Artif
     headers["Content-Length"] = str(length)
     if is_head(request):
         return Response(status_code=status, media_type=record.mime_type, headers=headers)
+    if length <= INLINE_READ and store.reads_block_briefly:
+        data = store.read_all(key, start, end)
+        return Response(data, status_code=status, media_type=record.mime_type, headers=headers)
     if length <= SMALL_BODY:
         # one thread hop for the whole body instead of one per streamed chunk
         data = await run_in_threadpool(store.read_all, key, start, end)

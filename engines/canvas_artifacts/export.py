@@ -20,10 +20,11 @@ import orjson
 
 from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts.models import ArtifactRecord
+from engines.canvas_artifacts.replay_store import DecodedReplay, json_reader
 from engines.common.errors import NotFound
 from engines.common.identity import RequestContext
 from engines.common.runtime import Runtime
-from engines.storage.base import BlobNotFound
+from engines.storage.base import BlobNotFound, BlobStore
 
 PAGE = 500
 SPOOL_BYTES = 1024 * 1024
@@ -79,7 +80,18 @@ def _spool(rt: Runtime, ctx: RequestContext, canvas_id: str, kind: str | None,
                     "lineage": _lineage(rt, record)}
             manifest.write(orjson.dumps(line) + b"\n")
             if path is not None:
-                payloads.write(orjson.dumps([path, record.uri, record.size_bytes]) + b"\n")
+                payloads.write(orjson.dumps([path, record.uri, record.size_bytes,
+                                             record.kind == "replay" and record.id]) + b"\n")
+
+
+def _reader(rt: Runtime, ctx: RequestContext,
+            replay_id: str | bool) -> BlobStore | DecodedReplay:
+    """A replay is stored compressed: the archive holds its JSON, size_bytes long."""
+    if not replay_id:
+        return rt.store
+    with rt.engine.connect() as conn:
+        index = repo.replay_index(conn, ctx.tenant_id, ctx.env, str(replay_id))
+    return json_reader(rt.store, index)
 
 
 def has_live_artifacts(rt: Runtime, ctx: RequestContext, canvas_id: str) -> None:
@@ -105,10 +117,10 @@ def stream_export(rt: Runtime, ctx: RequestContext, canvas_id: str,
         yield _padding(size)
         payloads.seek(0)
         for line in payloads:
-            path, uri, length = orjson.loads(line)
+            path, uri, length, replay_id = orjson.loads(line)
             key = rt.store.key_for(uri)
             try:
-                body = rt.store.read(key) if key else None
+                body = _reader(rt, ctx, replay_id).read(key) if key else None
             except BlobNotFound:
                 body = None  # deleted since the manifest was written: the entry is skipped
             if body is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -69,10 +71,15 @@ def insert_replay_index(conn: Connection, record: ArtifactRecord, index: dict[st
                                           "env": record.env, "segments": index})
 
 
-def get_replay_index(conn: Connection, record: ArtifactRecord) -> dict[str, object] | None:
+def get_replay_index(conn: Connection, record: ArtifactRecord) -> dict[str, Any] | None:
+    return replay_index(conn, record.tenant_id, record.env, record.id)
+
+
+def replay_index(conn: Connection, tenant_id: str, env: str,
+                 artifact_id: str) -> dict[str, Any] | None:
     t = replay_indexes.c
     return conn.execute(select(t.segments).where(
-        t.artifact_id == record.id, t.tenant_id == record.tenant_id, t.env == record.env,
+        t.artifact_id == artifact_id, t.tenant_id == tenant_id, t.env == env,
     )).scalar_one_or_none()
 
 

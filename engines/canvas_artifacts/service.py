@@ -15,7 +15,7 @@ import binascii
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +37,7 @@ from engines.canvas_artifacts.models import (
     RenderRef,
     ReplayDocument,
 )
+from engines.canvas_artifacts.record_cache import key_of
 from engines.canvas_artifacts.replay import read_window
 from engines.canvas_artifacts.replay_ingest import (
     ENVELOPE_MAX_BYTES,
@@ -44,13 +45,14 @@ from engines.canvas_artifacts.replay_ingest import (
     ReplayLimits,
     parse_replay,
 )
+from engines.canvas_artifacts.replay_store import compress, json_reader
 from engines.canvas_artifacts.sniff import EXTENSIONS, head_checker
 from engines.common import idempotency
 from engines.common.body import (
     UPLOAD_CHUNK,
+    limited_stream,
     read_limited,
     read_upload,
-    reject_declared_oversize,
     request_media_type,
     require_json,
     upload_chunks,
@@ -186,6 +188,7 @@ async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, c
         await _discard(rt, payload)
         return replayed
     _remember_asset(rt, record.media_asset_id)
+    rt.records.put(key_of(record), record, rt.records.now())
     return Response(body, status_code=201, media_type="application/json")
 
 
@@ -238,8 +241,8 @@ async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of
         async with read_upload(request, limit, code="preview.missing_file") as upload:
             return await _stored_preview(rt, upload_chunks(upload),
                                          head_checker(upload.content_type), key_of)
-    reject_declared_oversize(request, limit)
-    return await _stored_preview(rt, request.stream(), head_checker(content_type), key_of)
+    return await _stored_preview(rt, limited_stream(request, limit), head_checker(content_type),
+                                 key_of)
 
 
 async def _stored_preview(rt: Runtime, chunks: AsyncIterator[bytes], check: HeadCheck,
@@ -279,9 +282,12 @@ async def _store_json_document(rt: Runtime, caller: Caller, canvas_id: str, kind
 @dataclass
 class PreparedReplay:
     doc: ReplayDocument
-    parts: list[bytes | memoryview]
+    frames: list[bytes]
+    """The blob: one zstd frame per segment (replay_store)."""
     index: dict[str, Any]
     meta: dict[str, Any]
+    json_size: int
+    json_sha256: str
 
 
 def prepare_replay(raw: bytes, settings: Settings) -> PreparedReplay:
@@ -302,16 +308,17 @@ def prepare_replay(raw: bytes, settings: Settings) -> PreparedReplay:
         raise Unprocessable(first_error_message(exc), code="replay.invalid") from exc
     except ReplayError as exc:
         raise Unprocessable(str(exc), code=exc.code) from exc
-    parts, index = parsed.encoded()
-    return PreparedReplay(doc=doc, parts=parts, index=index,
-                          meta=parsed.meta(doc.rev_from, doc.mode))
+    stored = compress(*parsed.encoded())
+    return PreparedReplay(doc=doc, frames=stored.frames, index=stored.index,
+                          meta=parsed.meta(doc.rev_from, doc.mode), json_size=stored.json_size,
+                          json_sha256=stored.json_sha256)
 
 
-async def _chunks(parts: list[bytes | memoryview]) -> AsyncIterator[bytes]:
-    """The encoded replay in upload-sized pieces: never joined into one more copy."""
+async def _chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
+    """The stored replay in upload-sized pieces: never joined into one more copy."""
     for part in parts:
         for start in range(0, len(part), UPLOAD_CHUNK):
-            yield bytes(part[start:start + UPLOAD_CHUNK])
+            yield part[start:start + UPLOAD_CHUNK]
 
 
 async def create_replay(rt: Runtime, caller: Caller, request: Request,
@@ -323,10 +330,12 @@ async def create_replay(rt: Runtime, caller: Caller, request: Request,
     del raw  # the encoded parts are what is kept from here on
     artifact_id = new_id("art")
     key = _json_key(caller, canvas_id, "replay", artifact_id)
-    size = sum(len(part) for part in prepared.parts)
-    blob, _ = await ingest(rt.store, _chunks(prepared.parts), limit=size,
-                           head_check=lambda _head: "application/json", key_for=lambda _mime: key,
-                           leases=rt.leases)
+    size = sum(len(frame) for frame in prepared.frames)
+    stored, _ = await ingest(rt.store, _chunks(prepared.frames), limit=size,
+                             head_check=lambda _head: "application/json",
+                             key_for=lambda _mime: key, leases=rt.leases)
+    # the record describes the JSON a client gets back, not the frames it is stored as
+    blob = replace(stored, size=prepared.json_size, sha256=prepared.json_sha256)
     payload = Payload(uri=blob.uri, mime_type="application/json", body_sha256=body_sha256,
                       blob=blob, meta=prepared.meta, replay_index=prepared.index)
     return await _counted(rt, caller, request, kind="replay", canvas_id=canvas_id,
@@ -373,11 +382,27 @@ def _not_found() -> NotFound:
 @retry_on_disconnect
 def get_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
                  artifact_id: str) -> ArtifactRecord:
+    """A live record of the caller's tenant/env, from the record cache or the database."""
+    key = (ctx.tenant_id, ctx.env, canvas_id, artifact_id)
+    cached = rt.records.get(key)
+    if cached is not None:
+        return cached
+    started = rt.records.now()
     with rt.engine.connect() as conn:
         record = repo.get_record(conn, ctx.tenant_id, ctx.env, canvas_id, artifact_id)
     if record is None:
         raise _not_found()
+    rt.records.put(key, record, started)
     return record
+
+
+async def find_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
+                        artifact_id: str) -> ArtifactRecord:
+    """`get_artifact` from the event loop: a cached record costs no thread hop."""
+    cached = rt.records.get((ctx.tenant_id, ctx.env, canvas_id, artifact_id))
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(get_artifact, rt, ctx, canvas_id, artifact_id)
 
 
 def encode_cursor(last_id: str) -> str:
@@ -435,18 +460,17 @@ def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) 
 MAX_WINDOW_HEAD = ENVELOPE_MAX_BYTES + 16
 
 
-@retry_on_disconnect
 def _replay_window(rt: Runtime, record: ArtifactRecord, key: str, low: int,
                    high: int | None) -> bytes:
-    with rt.engine.connect() as conn:
-        index = repo.get_replay_index(conn, record)
+    index = _stored_index(rt, record)
     if index is None:
         raise ServiceUnavailable("replay index missing", code="storage.index_missing")
     if index["head"] > MAX_WINDOW_HEAD:
         # stored before the envelope limit: every window would parse and resend all of it
         raise Unprocessable("this replay's envelope is over the 64 KiB a window may carry; "
                             "fetch the whole content instead", code="replay.envelope_too_large")
-    return read_window(index, lambda start, end: rt.store.read_all(key, start, end - 1),
+    reader = json_reader(rt.store, index)
+    return read_window(index, lambda start, end: reader.read_all(key, start, end - 1),
                        low, high)
 
 
@@ -471,5 +495,14 @@ async def content(rt: Runtime, request: Request, record: ArtifactRecord, *,
         window = await run_in_threadpool(_replay_window, rt, record, key, from_ms or 0, to_ms)
         return Response(window, media_type="application/json",
                         headers={"X-Content-Type-Options": "nosniff"})
-    return await serve_blob(request, rt.store, key, record, inline=inline,
+    reader = rt.store
+    if record.kind == "replay":
+        reader = json_reader(rt.store, await run_in_threadpool(_stored_index, rt, record))
+    return await serve_blob(request, reader, key, record, inline=inline,
                             presign_ttl=presign_ttl(rt.settings))
+
+
+@retry_on_disconnect
+def _stored_index(rt: Runtime, record: ArtifactRecord) -> dict[str, Any] | None:
+    with rt.engine.connect() as conn:
+        return repo.get_replay_index(conn, record)

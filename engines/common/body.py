@@ -10,6 +10,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engines.common.decoding import BodyDecoder, content_encoding
 from engines.common.errors import ApiError, Unprocessable, UnsupportedMediaType
 from engines.storage.ingest import too_large
 
@@ -48,7 +49,13 @@ def limited_receive(request: Request, limit: int) -> Receive:
     """An ASGI receive that fails once more than limit body bytes arrived.
 
     Lets Starlette's multipart parser run unchanged while the limit holds.
+    A body sent with `Content-Encoding: gzip` or `zstd` is decoded here and
+    the limit applies to the decoded bytes (engines/common/decoding.py).
     """
+    encoding = content_encoding(request.headers.get("content-encoding"))
+    if encoding is not None:
+        return _decoding_receive(request.receive, BodyDecoder(encoding, limit,
+                                                              lambda: too_large(limit)))
     reject_declared_oversize(request, limit)
     receive = request.receive
     seen = 0
@@ -63,6 +70,24 @@ def limited_receive(request: Request, limit: int) -> Receive:
         return message
 
     return guarded
+
+
+def _decoding_receive(receive: Receive, decoder: BodyDecoder) -> Receive:
+    async def decoded() -> Message:
+        message = await receive()
+        if message["type"] != "http.request":
+            return message
+        body = decoder.feed(message.get("body", b""))
+        if not message.get("more_body", False):
+            body += decoder.finish()
+        return {**message, "body": body}
+
+    return decoded
+
+
+def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The raw body as it arrives (decoded, if it was sent encoded), under the limit."""
+    return Request(request.scope, limited_receive(request, limit)).stream()
 
 
 async def read_limited(request: Request, limit: int) -> bytes:

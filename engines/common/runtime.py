@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from sqlalchemy import Engine
 
+from engines.canvas_artifacts.record_cache import RecordCache
 from engines.config import Settings
 from engines.nexus.backends.base import NexusBackend
 from engines.storage.base import BlobStore
@@ -26,9 +27,12 @@ class Runtime:
     known_assets: set[str] = field(default_factory=set)
     """Canvas asset ids this process has seen committed: their insert-if-absent is skipped."""
     leases: UploadLeases = field(init=False)
+    records: RecordCache = field(init=False)
+    """Records this process read or wrote lately, for GETs by id (see record_cache)."""
 
     def __post_init__(self) -> None:
         self.leases = UploadLeases(self.engine, self.settings.upload_lease_seconds)
+        self.records = RecordCache(self.settings.record_cache_ms)
 
 
 async def get_runtime(request: Request) -> Runtime:

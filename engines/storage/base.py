@@ -62,6 +62,9 @@ class BlobStore(abc.ABC):
     """Object storage behind the artifact service."""
 
     scheme: str
+    reads_block_briefly = False
+    """True where a read of a small object is a page-cache copy (a local disk), cheaper
+    on the event loop than the thread hop that would otherwise carry it."""
 
     @abc.abstractmethod
     def uri_for(self, key: str) -> str: ...
