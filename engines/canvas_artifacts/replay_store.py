@@ -110,6 +110,8 @@ def read_json(index: dict[str, Any], read_stored: ReadStored, start: int, end: i
 def stream_json(index: dict[str, Any], read_stored: ReadStored, start: int,
                 end: int) -> Iterator[bytes]:
     """JSON bytes [start, end), decompressed a batch of frames at a time (flat memory)."""
+    if start >= end:
+        return
     first, stop = _frames_for(index, start, end)
     offsets, cuts = index["offsets"], index["cuts"]
     while first < stop:

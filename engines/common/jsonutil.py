@@ -110,6 +110,8 @@ def read_value(data: bytes, pos: int, limit: int) -> tuple[Any, int]:
     size = min(_FIRST_SLICE, limit)
     while True:
         end = min(pos + size, len(data))
+        while end < len(data) and end > pos and data[end] & 0xC0 == 0x80:
+            end -= 1  # never cut a UTF-8 character: orjson would call the slice invalid, not short
         chunk = view[pos:end]
         try:
             value = orjson.loads(chunk)

@@ -177,3 +177,16 @@ def test_a_body_built_to_defeat_runs_costs_little_parsing(monkeypatch) -> None:
     limits = ReplayLimits(max_keyframes=10_000, max_keyframe_bytes=1024 * 1024, max_depth=64)
     assert parse_replay(body, limits).frames.count == 3000
     assert parsed < 20 * len(body), f"{parsed / len(body):.0f}x the body parsed"
+
+
+@pytest.mark.parametrize("char", ["é", "😀", "中"])
+def test_a_slice_boundary_inside_a_multibyte_character_is_not_malformed(char: str) -> None:
+    """The reader parses growing slices; one ending inside a UTF-8 character must read as
+    'needs more bytes', not as invalid JSON (found by the property test above)."""
+    from engines.common.jsonutil import read_value
+
+    encoded = char.encode()
+    for offset in range(1, len(encoded)):
+        value = "a" * (4096 - 1 - offset) + char
+        raw = orjson.dumps(value)
+        assert read_value(raw + b"]", 0, 1 << 20) == (value, len(raw))
