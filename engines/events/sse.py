@@ -16,11 +16,12 @@ from starlette.responses import StreamingResponse
 
 from engines.canvas_artifacts.router import CanvasId
 from engines.common.errors import AUTHENTICATED_ERRORS, Unprocessable, error_responses
+from engines.common.openapi import AuthenticatedRoute
 from engines.events.feed import EVENT_NAMES, FeedEvent
 from engines.events.hub import EventHub
 from engines.identity.auth import Caller, reader
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=AuthenticatedRoute)
 
 _MESSAGE = {"type": "object", "description": "one SSE message (comments are heartbeats)",
             "properties": {"id": {"type": "string", "description": "the event's seq"},

@@ -20,6 +20,7 @@ from engines.common.errors import (
     first_error_message,
 )
 from engines.common.jsonutil import parse_json
+from engines.common.openapi import AuthenticatedRoute, body_schema, request_body
 from engines.common.runtime import Runtime, get_runtime
 from engines.db.metadata import row_exists
 from engines.events.webhooks import service
@@ -32,7 +33,7 @@ from engines.events.webhooks.models import (
 from engines.events.webhooks.tables import subscriptions
 from engines.identity.auth import Caller, admin
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/webhooks", tags=["webhooks"], route_class=AuthenticatedRoute)
 
 MAX_BODY = 16 * 1024
 _RESPONSES = error_responses(*AUTHENTICATED_ERRORS)
@@ -45,8 +46,8 @@ WebhookId = Annotated[str, Path(pattern=SAFE_ID)]
 
 @router.post("", status_code=201, response_model=WebhookCreated,
              responses={**_RESPONSES, **error_responses(409, 413, 415)},
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": WebhookCreate.model_json_schema()}}}})
+             openapi_extra=request_body({"application/json": {"schema": body_schema(
+                 WebhookCreate)}}, required=True))
 async def create_webhook(request: Request, rt: Rt, caller: Admin) -> Response:
     """Subscribe a URL; the answer carries the signing secret, shown only here."""
     require_json(request)
