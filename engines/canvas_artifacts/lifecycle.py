@@ -184,9 +184,9 @@ def expiry_plans(rt: Runtime, now: datetime) -> list[ExpiryPlan]:
                 if keep is None:
                     continue
                 cutoff = now - keep
-                count = len(retention.expired_ids(
+                count = retention.count_expired(
                     conn, tenant_id, env, kind, cutoff,
-                    keep_latest=rt.settings.retention_keep_latest, limit=2**31))
+                    keep_latest=rt.settings.retention_keep_latest)
                 if count:
                     plans.append(ExpiryPlan(tenant_id, env, kind, cutoff, count))
     return plans

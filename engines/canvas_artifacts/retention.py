@@ -12,7 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import BigInteger, Column, Connection, String, Table, and_, delete, exists, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Select,
+    String,
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    select,
+)
 from sqlalchemy.orm import aliased
 
 from engines.canvas_artifacts.repository import canvas_artifacts
@@ -82,9 +94,9 @@ def scopes_with_artifacts(conn: Connection, kind: str) -> list[tuple[str, str]]:
         c.kind == kind, c.deleted_at.is_(None)).distinct())]
 
 
-def expired_ids(conn: Connection, tenant_id: str, env: str, kind: str, cutoff: datetime, *,
-                keep_latest: bool, limit: int) -> list[str]:
-    """Up to `limit` live artifacts created before cutoff, oldest ids first.
+def _expired(tenant_id: str, env: str, kind: str, cutoff: datetime, *,
+             keep_latest: bool) -> Select[tuple[str]]:
+    """Live artifacts created before cutoff.
 
     With keep_latest, an artifact is only expired when a newer live one of
     its kind exists on its canvas (newer as `latest` orders: rev, then id),
@@ -100,4 +112,18 @@ def expired_ids(conn: Connection, tenant_id: str, env: str, kind: str, cutoff: d
             newer.c.canvas_id == c.canvas_id, newer.c.kind == c.kind,
             newer.c.deleted_at.is_(None),
             (newer.c.rev > c.rev) | and_(newer.c.rev == c.rev, newer.c.id > c.id)))
-    return list(conn.execute(query.order_by(c.id).limit(limit)).scalars())
+    return query
+
+
+def expired_ids(conn: Connection, tenant_id: str, env: str, kind: str, cutoff: datetime, *,
+                keep_latest: bool, limit: int) -> list[str]:
+    """Up to `limit` artifacts past their retention, oldest ids first."""
+    query = _expired(tenant_id, env, kind, cutoff, keep_latest=keep_latest)
+    return list(conn.execute(query.order_by(canvas_artifacts.c.id).limit(limit)).scalars())
+
+
+def count_expired(conn: Connection, tenant_id: str, env: str, kind: str, cutoff: datetime, *,
+                  keep_latest: bool) -> int:
+    """How many artifacts are past their retention, counted by the database."""
+    query = _expired(tenant_id, env, kind, cutoff, keep_latest=keep_latest)
+    return conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()

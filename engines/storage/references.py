@@ -85,14 +85,11 @@ def delete_if_unreferenced(engine: Engine, store: BlobStore, key: str) -> bool:
 
 def _discard(engine: Engine, store: BlobStore, key: str) -> None:
     try:
-        with engine.connect() as conn:
-            if is_referenced(conn, store.uri_for(key)):
-                log.warning("kept blob %s: a committed record references it", key)
-                return
+        delete_if_unreferenced(engine, store, key)
     except DBAPIError:
         # the database is unreachable, so nothing could commit a reference to this key
         log.warning("could not check the references of %s; removing it", key)
-    store.delete(key)
+        store.delete(key)
 
 
 async def discard_fresh_blob(engine: Engine, store: BlobStore, key: str) -> None:
