@@ -14,13 +14,14 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO
 
 import orjson
 
 from engines.canvas_artifacts import repository as repo
-from engines.canvas_artifacts.models import ArtifactRecord
+from engines.canvas_artifacts.models import ArtifactRecord, Lineage
 from engines.canvas_artifacts.replay_store import DecodedReplay, json_reader
+from engines.canvas_artifacts.service import read_lineage
 from engines.common.errors import NotFound
 from engines.common.identity import RequestContext
 from engines.common.runtime import Runtime
@@ -51,33 +52,26 @@ def payload_path(record: ArtifactRecord) -> str | None:
 
 
 def _pages(rt: Runtime, ctx: RequestContext, canvas_id: str,
-           kind: str | None) -> Iterator[list[ArtifactRecord]]:
+           kind: str | None) -> Iterator[list[tuple[ArtifactRecord, Lineage]]]:
+    """Live records in id order with their lineage, one connection per page."""
     after = ""
     while True:
         with rt.engine.connect() as conn:
-            page = repo.records_after(conn, ctx.tenant_id, ctx.env, canvas_id, kind=kind,
-                                      after_id=after, limit=PAGE)
+            page = [(record, read_lineage(conn, rt, record)) for record in repo.records_after(
+                conn, ctx.tenant_id, ctx.env, canvas_id, kind=kind, after_id=after, limit=PAGE)]
         if not page:
             return
         yield page
-        after = page[-1].id
-
-
-def _lineage(rt: Runtime, record: ArtifactRecord) -> dict[str, Any]:
-    with rt.engine.connect() as conn:
-        documents = rt.nexus.documents_for(conn, record.tenant_id, record.env, record.id)
-        events = rt.nexus.events_for(conn, record.tenant_id, record.env, record.id)
-    return {"documents": [d.model_dump(mode="json") for d in documents],
-            "events": [e.model_dump(mode="json") for e in events]}
+        after = page[-1][0].id
 
 
 def _spool(rt: Runtime, ctx: RequestContext, canvas_id: str, kind: str | None,
            manifest: IO[bytes], payloads: IO[bytes]) -> None:
     for page in _pages(rt, ctx, canvas_id, kind):
-        for record in page:
+        for record, lineage in page:
             path = payload_path(record)
             line = {"record": record.model_dump(mode="json"), "path": path,
-                    "lineage": _lineage(rt, record)}
+                    "lineage": lineage.model_dump(mode="json", exclude={"artifact_id"})}
             manifest.write(orjson.dumps(line) + b"\n")
             if path is not None:
                 payloads.write(orjson.dumps([path, record.uri, record.size_bytes,

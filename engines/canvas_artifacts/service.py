@@ -445,15 +445,21 @@ def latest_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
     return record
 
 
+def read_lineage(conn: Connection, rt: Runtime, record: ArtifactRecord) -> Lineage:
+    """The Nexus documents and dataset events of one (live) artifact."""
+    return Lineage(
+        artifact_id=record.id,
+        documents=rt.nexus.documents_for(conn, record.tenant_id, record.env, record.id),
+        events=rt.nexus.events_for(conn, record.tenant_id, record.env, record.id))
+
+
 @retry_on_disconnect
 def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) -> Lineage:
     with rt.engine.connect() as conn:
         record = repo.get_record(conn, ctx.tenant_id, ctx.env, canvas_id, artifact_id)
         if record is None:
             raise _not_found()
-        documents = rt.nexus.documents_for(conn, ctx.tenant_id, ctx.env, artifact_id)
-        events = rt.nexus.events_for(conn, ctx.tenant_id, ctx.env, artifact_id)
-    return Lineage(artifact_id=artifact_id, documents=documents, events=events)
+        return read_lineage(conn, rt, record)
 
 
 # the head is the envelope plus `{` and `,"keyframes":[`
