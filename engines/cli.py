@@ -88,21 +88,12 @@ def token_key_problem(settings: Settings) -> str | None:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from engines.common.identity import ENVS, TENANT_RE
     from engines.identity.auth import ROLES, issue_token
 
     if args.role not in ROLES:
         print(f"--role must be one of {', '.join(ROLES)}", file=sys.stderr)
         return 2
-    for tenant in args.tenant:
-        if not TENANT_RE.match(tenant) or len(tenant) > 64:
-            print(f"--tenant {tenant!r} is not a tenant id: t_ then a-z, 0-9, _ or - "
-                  "(64 characters at most), e.g. t_acme", file=sys.stderr)
-            return 2
-    if any(env.lower() not in ENVS for env in args.env or []):
-        print("--env must be one of dev, staging, prod", file=sys.stderr)
-        return 2
-    envs = sorted({ENVS[env.lower()] for env in args.env}) if args.env else None
+    envs = sorted(set(args.env)) if args.env else None
     settings = _settings()
     problem = token_key_problem(settings)
     if problem:
@@ -177,6 +168,27 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def tenant_arg(text: str) -> str:
+    """--tenant: a tenant id, as X-Tenant-Id must be."""
+    from engines.common.identity import TENANT_RE
+
+    if not TENANT_RE.match(text) or len(text) > 64:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a tenant id: t_ then a-z, 0-9, _ or - (64 characters at most), "
+            "e.g. t_acme")
+    return text
+
+
+def env_arg(text: str) -> str:
+    """--env: dev, staging (or stage) or prod, as X-Env accepts them; the canonical name."""
+    from engines.common.identity import ENVS
+
+    env = ENVS.get(text.lower())
+    if env is None:
+        raise argparse.ArgumentTypeError("must be one of dev, staging, prod")
+    return env
+
+
 def duration_arg(text: str) -> timedelta:
     try:
         return parse_duration(text)
@@ -223,7 +235,6 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_retention(args: argparse.Namespace) -> int:
     from engines.canvas_artifacts import retention
-    from engines.common.identity import ENVS, TENANT_RE
     from engines.db.engine import build_engine, write_transaction
 
     settings = _settings()
@@ -240,13 +251,10 @@ def cmd_retention(args: argparse.Namespace) -> int:
                 print(f"  {o.tenant_id} env={o.env} {o.kind}: "
                       f"{format_duration(o.keep) if o.keep else 'forever'}")
         return 0
-    if not args.tenant or not TENANT_RE.match(args.tenant) or not args.kind:
+    if not args.tenant or not args.kind:
         print("--tenant t_... and --kind are required", file=sys.stderr)
         return 2
-    env = retention.ALL_ENVS if args.env is None else ENVS.get(args.env)
-    if env is None:
-        print("--env must be one of dev, staging, prod", file=sys.stderr)
-        return 2
+    env = retention.ALL_ENVS if args.env is None else args.env
     with write_transaction(engine) as conn:
         if args.action == "unset":
             removed = retention.unset_override(conn, args.tenant, env, args.kind)
@@ -265,20 +273,12 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from engines.common.identity import ENVS, TENANT_RE
     from engines.db.engine import build_engine
     from engines.purge import purge
     from engines.storage.factory import build_blob_store
 
-    if not TENANT_RE.match(args.tenant):
-        print("--tenant must look like t_[a-z0-9_-]+", file=sys.stderr)
-        return 2
-    env = None if args.env is None else ENVS.get(args.env)
-    if args.env is not None and env is None:
-        print("--env must be one of dev, staging, prod", file=sys.stderr)
-        return 2
     settings = _settings()
-    report = purge(build_blob_store(settings), build_engine(settings), args.tenant, env,
+    report = purge(build_blob_store(settings), build_engine(settings), args.tenant, args.env,
                    apply=args.apply, progress=print)
     print(json.dumps(report.summary(), indent=2))
     if not args.apply:
@@ -323,12 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="print a signed dev token (HS256)")
-    token.add_argument("--tenant", action="append", required=True,
+    token.add_argument("--tenant", action="append", required=True, type=tenant_arg,
                        help="tenant id; repeat for several")
     token.add_argument("--sub", required=True, help="actor id")
     token.add_argument("--role", default="member")
     token.add_argument("--ttl", type=int, default=3600, help="seconds; 0 for no expiry")
-    token.add_argument("--env", action="append",
+    token.add_argument("--env", action="append", type=env_arg,
                        help="limit the token to this env; repeat for several (default: all)")
     token.set_defaults(func=cmd_token)
 
@@ -351,16 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     ret = sub.add_parser("retention", help="per-tenant retention overrides")
     ret.add_argument("action", choices=["show", "set", "unset"])
-    ret.add_argument("--tenant")
-    ret.add_argument("--env", help="one env; default: every env of the tenant")
+    ret.add_argument("--tenant", type=tenant_arg)
+    ret.add_argument("--env", type=env_arg, help="one env; default: every env of the tenant")
     ret.add_argument("--kind", choices=["preview", "replay", "audit"])
     ret.add_argument("--keep", help="a duration (90d, 12h, 30m, 45s) or 'forever'")
     ret.set_defaults(func=cmd_retention)
 
     pg = sub.add_parser("purge", help="remove every blob and row of a tenant (dry run unless "
                                       "--apply)")
-    pg.add_argument("--tenant", required=True)
-    pg.add_argument("--env", help="one env; default: every env")
+    pg.add_argument("--tenant", required=True, type=tenant_arg)
+    pg.add_argument("--env", type=env_arg, help="one env; default: every env")
     pg.add_argument("--apply", action="store_true", help="remove; default is a dry run")
     pg.set_defaults(func=cmd_purge)
     sub.add_parser("worker", help="deliver webhooks (without serving HTTP)").set_defaults(
