@@ -23,6 +23,7 @@ from sqlalchemy import Connection, delete, update
 from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts import retention, variants
 from engines.canvas_artifacts.models import ArtifactRecord
+from engines.canvas_artifacts.service import record_lineage
 from engines.common.errors import ApiError, NotFound, ServiceUnavailable
 from engines.common.ids import new_id
 from engines.common.runtime import Runtime
@@ -52,17 +53,10 @@ class Deletion:
 def _event(conn: Connection, rt: Runtime, record: ArtifactRecord, deletion: Deletion,
            now: datetime) -> DatasetEvent:
     documents = rt.nexus.documents_for(conn, record.tenant_id, record.env, record.id)
-    lineage = {
-        "tenant_id": record.tenant_id, "env": record.env, "workspace_id": record.workspace_id,
-        "project_id": record.project_id, "surface_id": record.surface_id,
-        "app_id": record.app_id, "canvas_id": record.canvas_id, "rev": record.rev,
-        "artifact_id": record.id, "kind": record.kind, "uri": record.uri,
-        "mime_type": record.mime_type, "sha256": record.sha256,
-        "size_bytes": record.size_bytes, "media_artifact_id": record.media_artifact_id,
-        "actor_id": deletion.actor_id, "request_id": deletion.request_id,
-        "correlation_id": deletion.correlation_id, "reason": deletion.reason,
-        "deleted_at": now.isoformat(), "created_at": record.created_at.isoformat(),
-    }
+    # the artifact's lineage, with the deleter's actor, request and correlation ids
+    lineage = {**record_lineage(record), "actor_id": deletion.actor_id,
+               "request_id": deletion.request_id, "correlation_id": deletion.correlation_id,
+               "reason": deletion.reason, "deleted_at": now.isoformat()}
     return DatasetEvent(id=new_id("dse"), tenant_id=record.tenant_id, env=record.env,
                         event_type=f"canvas.{record.kind}.{deletion.reason}",
                         subject_id=record.id,

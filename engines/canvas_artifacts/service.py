@@ -105,7 +105,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _lineage(record: ArtifactRecord) -> dict[str, Any]:
+def record_lineage(record: ArtifactRecord) -> dict[str, Any]:
+    """The lineage Nexus keeps of an artifact: its routing keys, ids and payload facts."""
     return {
         "tenant_id": record.tenant_id, "env": record.env, "workspace_id": record.workspace_id,
         "project_id": record.project_id, "surface_id": record.surface_id,
@@ -122,7 +123,7 @@ def _lineage(record: ArtifactRecord) -> dict[str, Any]:
 def _metadata_writer(rt: Runtime, record: ArtifactRecord,
                      replay_index: dict[str, Any] | None) -> Callable[[Connection], None]:
     """Step (2): every record of the artifact, written on the caller's transaction."""
-    lineage = _lineage(record)
+    lineage = record_lineage(record)
     document = NexusDocument(id=new_id("nxd"), tenant_id=record.tenant_id, env=record.env,
                              kind=NexusKind(MEDIA_KIND[record.kind]), subject_id=record.id,
                              lineage=lineage, created_at=record.created_at)
