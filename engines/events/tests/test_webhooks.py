@@ -289,3 +289,28 @@ def _behind(stack: Stack) -> list[dict[str, Any]]:
     with stack.runtime.engine.connect() as conn:
         return subscriptions_behind(conn)
 
+
+
+def test_stop_lets_the_delivery_in_flight_be_recorded(lab: Stack) -> None:
+    """A worker told to stop (SIGTERM, shutdown) while its POST is in flight waits for
+    the answer and records it, so the next worker does not send the event again."""
+    tenant = new_tenant()
+    with receiver(["hang"]) as hook:
+        sub = subscribe(lab, hook.url, tenant)
+        created(create_audit(lab, new_canvas(), tenant=tenant))
+        worker = DeliveryWorker(lab.runtime.engine,
+                                lab.settings.model_copy(update={"webhook_timeout_seconds": 5}))
+
+        async def run() -> None:
+            worker.start()
+            while not hook.hanging.is_set():
+                await asyncio.sleep(0.02)
+            stopping = asyncio.get_running_loop().create_task(worker.stop())
+            await asyncio.sleep(0.2)
+            assert not stopping.done(), "stop() abandoned the delivery in flight"
+            hook.release.set()
+            await stopping
+
+        asyncio.run(run())
+    assert [(a["attempt"], a["outcome"]) for a in attempts(lab, tenant, sub["id"])] == [
+        (1, "retrying")]

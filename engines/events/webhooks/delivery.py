@@ -45,6 +45,7 @@ class DeliveryWorker:
         self.settings = settings
         self._client = client
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -68,22 +69,27 @@ class DeliveryWorker:
         self._task = asyncio.get_running_loop().create_task(self.run_forever())
 
     async def stop(self) -> None:
+        """Let the round in flight finish, so a delivery that reached its receiver is
+        recorded rather than sent again by the next worker; cancel only past its timeout."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            grace = 2 * self.settings.webhook_timeout_seconds + 1
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, grace)
         if self._client is not None:
             await self._client.aclose()
 
     async def run_forever(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 busy = await self.run_once()
             except Exception:  # noqa: BLE001 - the worker outlives DB and network hiccups
                 log.exception("webhooks: delivery round failed")
                 busy = 0
             if not busy:
-                await asyncio.sleep(self.settings.webhook_poll_seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(),
+                                           self.settings.webhook_poll_seconds)
 
     async def run_once(self) -> int:
         """One round: fan out, then attempt what is due. Returns deliveries attempted."""
