@@ -39,7 +39,8 @@ from starlette.responses import Response
 
 from engines.common.errors import BadRequest, Conflict, ServiceUnavailable
 from engines.common.identity import RequestContext
-from engines.db.engine import CommitOutcomeUnknown, write_transaction
+from engines.db.engine import CommitOutcomeUnknown
+from engines.db.group_commit import run_write
 from engines.db.metadata import UtcDateTime, metadata
 
 log = logging.getLogger("engines.idempotency")
@@ -144,11 +145,13 @@ def write_once(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str,
 def _attempt(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str, status: int,
              body: bytes, write: Callable[[Connection], None],
              committed: Probe) -> Response | None:
+    def transaction(conn: Connection) -> None:
+        if claim is not None:
+            _store(conn, claim, body_sha256, status, body)
+        write(conn)
+
     try:
-        with write_transaction(engine) as conn:
-            if claim is not None:
-                _store(conn, claim, body_sha256, status, body)
-            write(conn)
+        run_write(engine, transaction)
     except CommitOutcomeUnknown:
         return _resolve(engine, committed)
     except IntegrityError as exc:
