@@ -8,8 +8,11 @@ upload so no object (and no orphaned part) is left.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
+import io
+import itertools
 import logging
 import threading
 from collections.abc import Iterator
@@ -77,6 +80,44 @@ def build_s3_client(settings: Settings):  # type: ignore[no-untyped-def]
                                       config=config)
 
 
+class _PartBody(io.RawIOBase):
+    """A part's buffered chunks read as one seekable stream, so a part goes out
+    without first being joined into one more copy of its 8 MiB (boto reads it
+    through once for the checksum, seeks back, then sends it)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._starts = list(itertools.accumulate((len(c) for c in chunks), initial=0))
+        self._size = self._starts[-1]
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        if self._pos >= self._size:
+            return 0
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        chunk = self._chunks[index]
+        start = self._pos - self._starts[index]
+        count = min(len(buffer), len(chunk) - start)
+        buffer[:count] = memoryview(chunk)[start:start + count]
+        self._pos += count
+        return count
+
+
 class S3BlobWriter(BlobWriter):
     def __init__(self, client, bucket: str, key: str, content_type: str,  # type: ignore[no-untyped-def]
                  part_size: int) -> None:
@@ -90,7 +131,7 @@ class S3BlobWriter(BlobWriter):
         self.upload_id: str | None = None
         self.parts: list[dict[str, object]] = []
 
-    def _upload_part(self, data: bytes) -> None:
+    def _upload_part(self, data: bytes | io.RawIOBase) -> None:
         with _translated(self.key):
             if self.upload_id is None:
                 self.upload_id = self.client.create_multipart_upload(
@@ -114,10 +155,13 @@ class S3BlobWriter(BlobWriter):
         self.buffered += len(data)
         if self.buffered < self.part_size:
             return
-        joined = self._take()
-        if len(joined) < 2 * self.part_size:
-            self._upload_part(joined)
+        if self.buffered < 2 * self.part_size:
+            part = _PartBody(self.chunks)
+            self._upload_part(part)
+            self.chunks = []
+            self.buffered = 0
             return
+        joined = self._take()
         # one very large write (an in-process client): cut it into part_size parts
         view = memoryview(joined)
         whole = len(joined) - len(joined) % self.part_size
