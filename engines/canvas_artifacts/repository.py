@@ -62,8 +62,11 @@ replay_indexes = Table(
 _RECORD_COLUMNS = [canvas_artifacts.c[name] for name in ArtifactRecord.model_fields]
 
 
+_INSERT_RECORD = insert(canvas_artifacts)  # built once: it runs in every create
+
+
 def insert_record(conn: Connection, record: ArtifactRecord) -> None:
-    conn.execute(insert(canvas_artifacts), record.model_dump())
+    conn.execute(_INSERT_RECORD, record.model_dump())
 
 
 def insert_replay_index(conn: Connection, record: ArtifactRecord, index: dict[str, object]) -> None:

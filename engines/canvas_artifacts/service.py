@@ -172,8 +172,8 @@ async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, c
         media_artifact_id=new_id("mda"), created_at=_now(), meta=payload.meta)
     body = orjson.dumps(record.model_dump(mode="json"))
     try:
-        replayed = await run_in_threadpool(
-            idempotency.write_once, rt.engine, claim, payload.body_sha256, 201, body,
+        replayed = await idempotency.write_once(
+            rt.engine, claim, payload.body_sha256, 201, body,
             _metadata_writer(rt, record, payload.replay_index),
             lambda conn: row_exists(conn, repo.canvas_artifacts, record.id))
     except idempotency.OutcomeUnknown:

@@ -35,6 +35,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engines.common.errors import BadRequest, Conflict, ServiceUnavailable
@@ -57,6 +58,7 @@ idempotency_keys = Table(
 )
 
 MAX_KEY_LENGTH = 255
+_INSERT_KEY = insert(idempotency_keys)  # built once: it runs in every keyed create
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,7 @@ def claim_from(request: Request, ctx: RequestContext, actor_id: str) -> Idempote
 
 def _store(conn: Connection, claim: IdempotencyClaim, body_sha256: str, status: int,
            body: bytes) -> None:
-    conn.execute(insert(idempotency_keys), {
+    conn.execute(_INSERT_KEY, {
         "tenant_id": claim.tenant_id, "env": claim.env, "key": claim.key,
         "fingerprint": claim.fingerprint(body_sha256), "status": status, "body": body,
         "created_at": datetime.now(UTC),
@@ -121,9 +123,9 @@ Probe = Callable[[Connection], bool]
 """Given a fresh connection, whether the create's rows are committed."""
 
 
-def write_once(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str, status: int,
-               body: bytes, write: Callable[[Connection], None],
-               committed: Probe) -> Response | None:
+async def write_once(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str,
+                     status: int, body: bytes, write: Callable[[Connection], None],
+                     committed: Probe) -> Response | None:
     """Run write(conn) in one transaction that also claims the key.
 
     Returns None when the writes committed, or the replayed first response
@@ -133,16 +135,16 @@ def write_once(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str,
     rows would reference. Other failures propagate (nothing was committed).
     """
     try:
-        return _attempt(engine, claim, body_sha256, status, body, write, committed)
+        return await _attempt(engine, claim, body_sha256, status, body, write, committed)
     except DBAPIError as exc:
         # lost before COMMIT: rolled back, nothing written, so running it again is safe
         if not exc.connection_invalidated:
             raise
         log.warning("database connection lost before COMMIT; running the transaction again")
-    return _attempt(engine, claim, body_sha256, status, body, write, committed)
+    return await _attempt(engine, claim, body_sha256, status, body, write, committed)
 
 
-def _attempt(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str, status: int,
+async def _attempt(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str, status: int,
              body: bytes, write: Callable[[Connection], None],
              committed: Probe) -> Response | None:
     def transaction(conn: Connection) -> None:
@@ -151,13 +153,13 @@ def _attempt(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str, s
         write(conn)
 
     try:
-        run_write(engine, transaction)
+        await run_write(engine, transaction)
     except CommitOutcomeUnknown:
-        return _resolve(engine, committed)
+        return await run_in_threadpool(_resolve, engine, committed)
     except IntegrityError as exc:
         if claim is None or not _is_key_conflict(exc):
             raise
-        return _replay(engine, claim, body_sha256)
+        return await run_in_threadpool(_replay, engine, claim, body_sha256)
     return None
 
 

@@ -16,6 +16,7 @@ PostgreSQL takes concurrent writers itself and does not go through here.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import weakref
@@ -23,7 +24,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+import anyio
 from sqlalchemy import Connection, Engine
+from starlette.concurrency import run_in_threadpool
 
 from engines.db.engine import CommitOutcomeUnknown, write_transaction
 
@@ -43,13 +46,9 @@ class GroupCommitter:
         self._lock = threading.Lock()
         self._running = False
 
-    def run(self, work: Callable[[Connection], T]) -> T:
-        """Run work(conn) in a shared transaction; return its result once committed.
-
-        Raises what work raised (its savepoint rolled back, nothing of it kept),
-        CommitOutcomeUnknown if the COMMIT's reply was lost, or the error that
-        failed the whole transaction.
-        """
+    def submit(self, work: Callable[[Connection], T]) -> Future[T]:
+        """Queue work(conn) for the next shared transaction; its future is resolved
+        once that transaction committed (or failed)."""
         future: Future[T] = Future()
         self._queue.put((work, future))
         with self._lock:
@@ -57,7 +56,7 @@ class GroupCommitter:
                 self._running = True
                 threading.Thread(target=self._loop, name="engines-group-commit",
                                  daemon=True).start()
-        return future.result()
+        return future
 
     def _loop(self) -> None:
         while True:
@@ -75,6 +74,10 @@ class GroupCommitter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            # a unit whose caller is gone before it ran is dropped; once running, it is not
+            batch = [unit for unit in batch if unit[1].set_running_or_notify_cancel()]
+            if not batch:
+                continue
             engine = self._engine()
             if engine is None:
                 for _work, future in batch:
@@ -128,16 +131,26 @@ _committers: weakref.WeakKeyDictionary[Engine, GroupCommitter] = weakref.WeakKey
 _committers_lock = threading.Lock()
 
 
-def run_write(engine: Engine, work: Callable[[Connection], T]) -> T:
+def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with write_transaction(engine) as conn:
+        return work(conn)
+
+
+async def run_write(engine: Engine, work: Callable[[Connection], T]) -> T:
     """work(conn) in one committed transaction: grouped with others on SQLite.
 
-    Raises CommitOutcomeUnknown when the COMMIT was sent and its reply lost.
+    Returns work's result once committed. Raises what work raised (nothing of
+    it kept), CommitOutcomeUnknown when the COMMIT was sent and its reply
+    lost, or the error that failed the transaction. On SQLite the caller waits
+    on the writer thread's future without holding a worker thread of its own.
+    Like a worker-thread call, the wait is not cancelled halfway: a caller
+    always learns the outcome of the write it started.
     """
     if engine.dialect.name != "sqlite":
-        with write_transaction(engine) as conn:
-            return work(conn)
+        return await run_in_threadpool(_in_transaction, engine, work)
     with _committers_lock:
         committer = _committers.get(engine)
         if committer is None:
             committer = _committers[engine] = GroupCommitter(engine)
-    return committer.run(work)
+    with anyio.CancelScope(shield=True):
+        return await asyncio.wrap_future(committer.submit(work))

@@ -63,10 +63,13 @@ def insert_asset(conn: Connection, asset: MediaAsset, *, if_absent: bool = False
     conn.execute(insert_ignore(conn, assets) if if_absent else insert(assets), values)
 
 
+_INSERT_ARTIFACT = insert(artifacts)  # built once: it runs in every create
+
+
 def insert_artifact(conn: Connection, artifact: DerivedArtifact, *,
                     if_absent: bool = False) -> None:
     values = artifact.model_dump()
-    conn.execute(insert_ignore(conn, artifacts) if if_absent else insert(artifacts), values)
+    conn.execute(insert_ignore(conn, artifacts) if if_absent else _INSERT_ARTIFACT, values)
 
 
 def get_asset(conn: Connection, tenant_id: str, env: str, asset_id: str) -> MediaAsset | None:

@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engines.common.body import read_limited, request_media_type, require_json
@@ -77,8 +76,8 @@ async def create_media_asset(request: Request, rt: Rt, caller: Writer) -> Respon
         return await service.create_asset_upload(rt, caller.ctx, caller.auth.actor_id, request)
     if content_type == "application/json":
         body, sha = await _json_body(request, rt, AssetCreate)
-        return await run_in_threadpool(service.create_asset_json, rt, caller.ctx,
-                                       caller.auth.actor_id, body, _claim(request, caller), sha)
+        return await service.create_asset_json(rt, caller.ctx, caller.auth.actor_id, body,
+                                               _claim(request, caller), sha)
     raise UnsupportedMediaType("send multipart/form-data with a file, or application/json")
 
 
@@ -100,8 +99,8 @@ def get_media_asset(asset_id: Id, rt: Rt, caller: Reader) -> Response:
 async def register_media_artifact(asset_id: Id, request: Request, rt: Rt,
                                   caller: Writer) -> Response:
     body, sha = await _json_body(request, rt, ArtifactCreate)
-    return await run_in_threadpool(service.register_artifact, rt, caller.ctx, asset_id, body,
-                                   _claim(request, caller), sha)
+    return await service.register_artifact(rt, caller.ctx, asset_id, body,
+                                           _claim(request, caller), sha)
 
 
 @router.get("/artifacts/{artifact_id}", response_model=DerivedArtifact, responses=_GET_ERRORS)

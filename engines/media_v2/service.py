@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import orjson
 from fastapi import Request
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
@@ -56,13 +55,14 @@ def _kind_for(content_type: str | None) -> str:
     return "other"
 
 
-def _created(rt: Runtime, claim: IdempotencyClaim | None, body_sha256: str,
-             model: MediaAsset | DerivedArtifact, write: Callable[[Connection], None]) -> Response:
+async def _created(rt: Runtime, claim: IdempotencyClaim | None, body_sha256: str,
+                   model: MediaAsset | DerivedArtifact,
+                   write: Callable[[Connection], None]) -> Response:
     """Commit write(conn) with the idempotency claim; 201 with the model, or the replay."""
     body = orjson.dumps(model.model_dump(mode="json"))
     table = repo.assets if isinstance(model, MediaAsset) else repo.artifacts
-    replayed = write_once(rt.engine, claim, body_sha256, 201, body, write,
-                          lambda conn: row_exists(conn, table, model.id))
+    replayed = await write_once(rt.engine, claim, body_sha256, 201, body, write,
+                                lambda conn: row_exists(conn, table, model.id))
     return replayed or Response(body, status_code=201, media_type="application/json")
 
 
@@ -95,9 +95,8 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
                              "sha256": blob.sha256})
     fingerprint = hashlib.sha256(f"{upload.filename}\n{blob.sha256}".encode()).hexdigest()
     try:
-        response = await run_in_threadpool(
-            _created, rt, claim_from(request, ctx, actor_id), fingerprint, asset,
-            lambda conn: repo.insert_asset(conn, asset))
+        response = await _created(rt, claim_from(request, ctx, actor_id), fingerprint, asset,
+                                  lambda conn: repo.insert_asset(conn, asset))
     except OutcomeUnknown:
         raise  # the asset may be committed: its blob stays, gc decides when it can read
     except BaseException:
@@ -110,13 +109,14 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
     return response
 
 
-def create_asset_json(rt: Runtime, ctx: RequestContext, actor_id: str, body: AssetCreate,
+async def create_asset_json(rt: Runtime, ctx: RequestContext, actor_id: str, body: AssetCreate,
                       claim: IdempotencyClaim | None, body_sha256: str) -> Response:
     source_uri = check_uri_in_scope(rt.settings.raw_bucket, ctx, body.source_uri)
     asset = MediaAsset(id=new_id("ma"), tenant_id=ctx.tenant_id, env=ctx.env, user_id=actor_id,
                        kind=body.kind, source_uri=source_uri, tags=body.tags,
                        created_at=datetime.now(UTC), meta=body.meta)
-    return _created(rt, claim, body_sha256, asset, lambda conn: repo.insert_asset(conn, asset))
+    return await _created(rt, claim, body_sha256, asset,
+                          lambda conn: repo.insert_asset(conn, asset))
 
 
 def _asset_not_found() -> NotFound:
@@ -142,7 +142,7 @@ def list_assets(rt: Runtime, ctx: RequestContext, *, limit: int,
     return AssetList(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
 
 
-def register_artifact(rt: Runtime, ctx: RequestContext, asset_id: str, body: ArtifactCreate,
+async def register_artifact(rt: Runtime, ctx: RequestContext, asset_id: str, body: ArtifactCreate,
                       claim: IdempotencyClaim | None, body_sha256: str) -> Response:
     uri = check_uri_in_scope(rt.settings.raw_bucket, ctx, body.uri)
     if body.start_ms is not None and body.end_ms is not None and body.end_ms < body.start_ms:
@@ -158,7 +158,7 @@ def register_artifact(rt: Runtime, ctx: RequestContext, asset_id: str, body: Art
             raise _asset_not_found()
         repo.insert_artifact(conn, artifact)
 
-    return _created(rt, claim, body_sha256, artifact, write)
+    return await _created(rt, claim, body_sha256, artifact, write)
 
 
 @retry_on_disconnect

@@ -7,6 +7,7 @@ constraint, a bug) fails alone and its neighbours' rows are kept.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from engines.config import Settings
 from engines.db import group_commit
 from engines.db.engine import build_engine
-from engines.db.group_commit import run_write
+from engines.db.group_commit import run_write as run_write_async
 
 things = Table("things", MetaData(), Column("id", Integer, primary_key=True),
                Column("name", String(32), nullable=False))
@@ -43,6 +44,11 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     things.metadata.create_all(engine)
     yield engine
     engine.dispose()
+
+
+def run_write(engine: Engine, work):  # type: ignore[no-untyped-def]
+    """As a request's event loop awaits it; each caller thread runs its own loop."""
+    return asyncio.run(run_write_async(engine, work))
 
 
 def _commits(engine: Engine) -> list[int]:

@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engines.canvas_artifacts.router import SAFE_ID
@@ -59,8 +58,8 @@ async def create_webhook(request: Request, rt: Rt, caller: Admin) -> Response:
     await service.check_destination(rt, body.url)
     created = service.new_subscription(caller, body)
     answer = created.model_dump_json().encode()
-    replayed = await run_in_threadpool(
-        idempotency.write_once, rt.engine,
+    replayed = await idempotency.write_once(
+        rt.engine,
         idempotency.claim_from(request, caller.ctx, caller.auth.actor_id),
         hashlib.sha256(raw).hexdigest(), 201, answer,
         service.subscription_writer(caller.ctx, created),

@@ -21,6 +21,8 @@ on commit, which wakes the per-process listeners; the rows stay the truth.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -28,6 +30,7 @@ from sqlalchemy import (
     Index,
     String,
     Table,
+    bindparam,
     insert,
     select,
     text,
@@ -76,25 +79,36 @@ event_sequences = Table(
 )
 
 
-def next_seq(tx: Connection, tenant_id: str, env: str) -> int:
-    """Take the next number of (tenant_id, env), locking its counter until commit."""
-    dialect = postgresql if tx.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(event_sequences).values(tenant_id=tenant_id, env=env, last_seq=1)
-    stmt = stmt.on_conflict_do_update(
+def _next_seq_statement(dialect: Any) -> Any:
+    stmt = dialect.insert(event_sequences).values(
+        tenant_id=bindparam("tenant_id"), env=bindparam("env"), last_seq=1)
+    return stmt.on_conflict_do_update(
         index_elements=["tenant_id", "env"],
         set_={"last_seq": event_sequences.c.last_seq + 1},
     ).returning(event_sequences.c.last_seq)
-    return int(tx.execute(stmt).scalar_one())
+
+
+# Built once: constructing a statement costs more than running it (cache key, coercions),
+# and these run in every create's transaction.
+_NEXT_SEQ = {"postgresql": _next_seq_statement(postgresql), "sqlite": _next_seq_statement(sqlite)}
+_INSERT_DOCUMENT = insert(documents)
+_INSERT_EVENT = insert(events)
+
+
+def next_seq(tx: Connection, tenant_id: str, env: str) -> int:
+    """Take the next number of (tenant_id, env), locking its counter until commit."""
+    stmt = _NEXT_SEQ["postgresql" if tx.dialect.name == "postgresql" else "sqlite"]
+    return int(tx.execute(stmt, {"tenant_id": tenant_id, "env": env}).scalar_one())
 
 
 class SqlNexusBackend(NexusBackend):
     def record(self, tx: Connection, document: NexusDocument, event: DatasetEvent) -> None:
-        tx.execute(insert(documents), document.model_dump())
+        tx.execute(_INSERT_DOCUMENT, document.model_dump())
         self.record_event(tx, event)
 
     def record_event(self, tx: Connection, event: DatasetEvent) -> None:
         event.seq = next_seq(tx, event.tenant_id, event.env)
-        tx.execute(insert(events), event.model_dump())
+        tx.execute(_INSERT_EVENT, event.model_dump())
         if tx.dialect.name == "postgresql":
             tx.execute(text("SELECT pg_notify(:channel, :payload)"),
                        {"channel": NOTIFY_CHANNEL, "payload": f"{event.tenant_id} {event.env}"})
