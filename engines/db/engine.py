@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,13 +67,12 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     """One transaction; a failure of the COMMIT itself raises CommitOutcomeUnknown.
 
     Any failure before COMMIT rolls back: nothing was written. SQLite writers
-    in this process are queued on a lock: SQLite allows one writer at a time,
-    and a writer that finds the database locked sleeps in SQLite's busy
+    are queued on a lock (`_SqliteWriters`): SQLite allows one writer at a
+    time, and a writer that finds the database locked sleeps in SQLite's busy
     handler with growing back-off (up to 100 ms a nap), which made p99 spike
-    under concurrent creates. The lock hands the write lock over at once;
-    only writers in other processes still meet the busy handler.
+    under concurrent creates. The lock hands the write lock over at once.
     """
-    lock = _sqlite_write_lock(str(engine.url)) if engine.dialect.name == "sqlite" \
+    lock = _sqlite_writers(engine.url.database or "") if engine.dialect.name == "sqlite" \
         else contextlib.nullcontext()
     with lock, engine.connect() as conn:
         transaction = conn.begin()
@@ -87,10 +88,44 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             raise CommitOutcomeUnknown(str(exc.orig or exc)) from exc
 
 
+class _SqliteWriters:
+    """The writers of one SQLite file: a thread lock within this process, then an
+    `flock` on a file beside the database across processes.
+
+    Waiting on `flock` wakes the moment the holder lets go, where SQLite's busy
+    handler would sleep out its back-off: with two worker processes creating at
+    once that sleep was the larger part of a create's time. Correctness never
+    rests on it: SQLite's own locking still decides, the flock only hands the
+    turn over (an in-memory database, or a lock file that cannot be made, goes
+    without it).
+    """
+
+    def __init__(self, database: str) -> None:
+        self._threads = threading.Lock()
+        self._fd: int | None = None
+        if database and database != ":memory:":
+            with contextlib.suppress(OSError):
+                self._fd = os.open(f"{database}-writelock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._threads.release()
+                raise
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._threads.release()
+
+
 @functools.cache
-def _sqlite_write_lock(url: str) -> threading.Lock:
-    """One lock per database file, shared by every engine on it in this process."""
-    return threading.Lock()
+def _sqlite_writers(database: str) -> _SqliteWriters:
+    """One per database file, shared by every engine on it in this process."""
+    return _SqliteWriters(database)
 
 
 def build_engine(settings: Settings, url: str | None = None) -> Engine:
