@@ -6,6 +6,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
 from engines.canvas_artifacts import export, lifecycle, service
@@ -75,6 +76,37 @@ async def _lean_read(request: Request) -> dict[str, Any] | None:
     return {**ids, "rt": await get_runtime(request), "caller": await reader(request)}
 
 
+_VARIANT_PARAM = re.compile(rb"(w|h|q)=([1-9][0-9]{0,8})|(format)=(webp|png|jpeg|auto)")
+"""One variant parameter, plainly valid: a number without sign or leading zero, under
+2**30, or a known format name."""
+
+
+async def _lean_content(request: Request) -> dict[str, Any] | None:
+    """A content GET with no query, or with only image-variant parameters (thumbnails:
+    a board list asks for hundreds of `?w=256`), each given once."""
+    query = request.scope["query_string"]
+    if not query:
+        return await _lean_read(request)
+    asked: dict[str, int | str] = {}
+    for part in query.split(b"&"):
+        match = _VARIANT_PARAM.fullmatch(part)
+        if match is None:
+            return None
+        name = (match[1] or match[3]).decode()
+        if name in asked:
+            return None
+        asked[name] = int(match[2]) if match[1] else match[4].decode()
+    try:
+        variant = VariantQuery.model_validate(asked)
+    except ValidationError:
+        return None  # FastAPI answers it, with its 422
+    ids = _plain_ids(request)
+    if ids is None:
+        return None
+    return {**ids, "variant": variant, "rt": await get_runtime(request),
+            "caller": await reader(request)}
+
+
 async def _lean_create(request: Request) -> dict[str, Any] | None:
     """A create with `?rev=N` as its whole query string."""
     rev = _REV_ONLY.fullmatch(request.scope["query_string"])
@@ -128,7 +160,7 @@ _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     "parameters": [{"name": name, "in": "header", "required": False,
                     "schema": {"type": "string"}}
                    for name in ("Range", "If-Range", "If-None-Match")]})
-@lean(_lean_read)
+@lean(_lean_content)
 async def get_artifact_content(request: Request, canvas_id: CanvasId, artifact_id: ArtifactId,
                                rt: Rt, caller: Reader,
                                from_ms: Annotated[int | None, Query(ge=0)] = None,

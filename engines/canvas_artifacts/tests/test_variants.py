@@ -276,7 +276,7 @@ def test_concurrent_first_requests_store_one_good_variant(stack):
     assert opened(responses[0].content).size == (256, 128)
     with stack.runtime.engine.connect() as conn:
         assert len(variants.variants_of(conn, "t_acme", "dev", record["id"])) == 1
-    assert len(_variant_keys(stack, record)) == 1
+    assert len(_variant_keys(stack, record)) == 2  # 128 px WebP, 256 px PNG
 
 
 def test_requests_waiting_for_a_render_slot_reuse_the_variant_rendered_meanwhile(
@@ -313,7 +313,7 @@ def test_racing_renders_with_different_bytes_keep_one_consistent_variant(stack, 
     _slots(monkeypatch, 2)
     responses = _concurrently(stack, record, "?w=128&format=jpeg", 2)
     assert [r.status_code for r in responses] == [200, 200]
-    assert len(_variant_keys(stack, record)) == 1
+    assert len(_variant_keys(stack, record)) == 2  # 128 px WebP, 256 px PNG
     with stack.runtime.engine.connect() as conn:
         [variant] = variants.variants_of(conn, "t_acme", "dev", record["id"])
     again = _get(stack, record, "?w=128&format=jpeg")
@@ -397,3 +397,21 @@ def test_transparency_is_kept_where_the_format_has_it_and_flattened_on_white_in_
         assert _near(image.getpixel((10, 10)), pixel[:3]), query
         if mode == "RGBA":
             assert image.getpixel((10, 10))[3] == 0, query
+
+
+def test_lean_and_full_paths_serve_the_same_variant(stack):
+    """`?w=128&format=webp` takes the lean path; the same ask spelled in ways only FastAPI
+    parses (a leading zero, an extra parameter) takes the full one: same bytes, same ETag."""
+    record = _preview(stack, png(300, 300), "image/png")
+    lean = _get(stack, record, "?w=128&format=webp")
+    for query in ("?w=0128&format=webp", "?format=webp&w=128&disposition=attachment"):
+        full = _get(stack, record, query)
+        assert full.status_code == lean.status_code == 200
+        assert full.content == lean.content
+        assert full.headers["etag"] == lean.headers["etag"]
+    twice = _get(stack, record, "?w=128&w=256")  # not lean; FastAPI takes the last one
+    assert twice.headers["etag"] == _get(stack, record, "?w=256").headers["etag"]
+    assert_error(_get(stack, record, "?w=1073741824"), 422, "image.size_not_allowed")
+    assert_error(_get(stack, record, "?w=1073741825"), 422, "request.invalid")
+    assert_error(_get(stack, record, "?w=128", **{"X-Tenant-Id": "t_other"}), 403)
+    assert len(_variant_keys(stack, record)) == 2  # 128 px WebP, 256 px PNG
