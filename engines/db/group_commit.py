@@ -83,7 +83,14 @@ class GroupCommitter:
                 for _work, future in batch:
                     future.set_exception(RuntimeError("the database engine was disposed"))
                 continue
-            _commit_batch(engine, batch)
+            try:
+                _commit_batch(engine, batch)
+            except BaseException as exc:  # noqa: BLE001 - the writer must outlive any unit
+                # nobody may wait forever: whatever a unit raised that escaped the batch
+                # (not an Exception) still answers every caller not yet answered
+                for _work, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
             del engine
 
 

@@ -138,3 +138,16 @@ def test_the_writer_thread_leaves_when_idle(engine: Engine,
         deadline.wait(0.02)
     assert len(writers()) <= before
     assert run_write(engine, _insert(2)) == 2, "the next unit starts a writer again"
+
+
+def test_a_unit_raising_a_base_exception_answers_its_caller(engine: Engine) -> None:
+    """Not every exception is an Exception: the writer thread answers the caller and
+    keeps serving the next units instead of dying with callers left waiting."""
+
+    def exits(conn: Connection) -> None:
+        raise SystemExit("a unit that exits")
+
+    with pytest.raises(SystemExit):
+        run_write(engine, exits)
+    assert run_write(engine, _insert(5)) == 5
+    assert _ids(engine) == [5]
