@@ -16,9 +16,8 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 from sqlalchemy import Connection, Engine
 
 from engines.common.ids import new_id
@@ -28,6 +27,9 @@ from engines.events.feed import read_after, read_event
 from engines.events.webhooks import repository as repo
 from engines.events.webhooks.destinations import DestinationRefused, resolve
 from engines.events.webhooks.signing import signed_headers
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("engines.webhooks")
 T = TypeVar("T")
@@ -50,7 +52,10 @@ class DeliveryWorker:
     @property
     def client(self) -> httpx.AsyncClient:
         """Made on first delivery: building one (TLS context) costs ~0.1 s, and an app
-        started only to answer a few requests (a test client) never delivers."""
+        started only to answer a few requests (a test client) never delivers. httpx is
+        imported here too: a worker that never delivers keeps its 6 MiB out."""
+        import httpx
+
         if self._client is None:
             self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
                                              headers={"user-agent": USER_AGENT})
@@ -144,6 +149,8 @@ class DeliveryWorker:
         return event.json() if event is not None else None
 
     async def _post(self, delivery: dict[str, Any], body: bytes) -> tuple[int | None, str | None]:
+        import httpx
+
         try:
             target = await asyncio.to_thread(resolve, delivery["url"], self.settings)
         except DestinationRefused as exc:
