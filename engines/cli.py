@@ -52,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # our request log line replaces uvicorn's access log (--no-access-log silences it)
     logging_config = log_config(settings, level=args.log_level, request_log=args.access_log)
     with multiprocess_dir(workers):
-        uvicorn.run("engines.app:create_app", factory=True, host=args.host, port=args.port,
+        uvicorn.run("engines.app:served_app", factory=True, host=args.host, port=args.port,
                     workers=workers, log_level=args.log_level, access_log=False,
                     log_config=logging_config,
                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
