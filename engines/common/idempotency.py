@@ -144,9 +144,9 @@ async def write_once(engine: Engine, claim: IdempotencyClaim | None, body_sha256
     return await _attempt(engine, claim, body_sha256, status, body, write, committed)
 
 
-async def _attempt(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str, status: int,
-             body: bytes, write: Callable[[Connection], None],
-             committed: Probe) -> Response | None:
+async def _attempt(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str,
+                   status: int, body: bytes, write: Callable[[Connection], None],
+                   committed: Probe) -> Response | None:
     def transaction(conn: Connection) -> None:
         if claim is not None:
             _store(conn, claim, body_sha256, status, body)

@@ -94,6 +94,11 @@ class GroupCommitter:
             del engine
 
 
+def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with write_transaction(engine) as conn:
+        return work(conn)
+
+
 def _commit_batch(engine: Engine, batch: list[Unit]) -> None:
     """One transaction for the batch; every future is resolved after its COMMIT.
 
@@ -126,8 +131,7 @@ def _commit_batch(engine: Engine, batch: list[Unit]) -> None:
 def _run_alone(engine: Engine, unit: Unit) -> None:
     work, future = unit
     try:
-        with write_transaction(engine) as conn:
-            result = work(conn)
+        result = _in_transaction(engine, work)
     except Exception as exc:  # noqa: BLE001 - handed to the unit's caller
         future.set_exception(exc)
         return
@@ -136,11 +140,6 @@ def _run_alone(engine: Engine, unit: Unit) -> None:
 
 _committers: weakref.WeakKeyDictionary[Engine, GroupCommitter] = weakref.WeakKeyDictionary()
 _committers_lock = threading.Lock()
-
-
-def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
-    with write_transaction(engine) as conn:
-        return work(conn)
 
 
 async def run_write(engine: Engine, work: Callable[[Connection], T]) -> T:
