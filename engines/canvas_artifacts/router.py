@@ -68,12 +68,17 @@ def _plain_ids(request: Request) -> dict[str, Any] | None:
     return dict(params)
 
 
-async def _lean_read(request: Request) -> dict[str, Any] | None:
-    """A GET by id with no query string: the defaults of every query parameter."""
-    ids = None if request.scope["query_string"] else _plain_ids(request)
+async def _read_arguments(request: Request) -> dict[str, Any] | None:
+    """Plain ids, the runtime and an authorised reader: every lean GET's arguments."""
+    ids = _plain_ids(request)
     if ids is None:
         return None
     return {**ids, "rt": await get_runtime(request), "caller": await reader(request)}
+
+
+async def _lean_read(request: Request) -> dict[str, Any] | None:
+    """A GET by id with no query string: the defaults of every query parameter."""
+    return None if request.scope["query_string"] else await _read_arguments(request)
 
 
 _VARIANT_PARAM = re.compile(rb"(w|h|q)=([1-9][0-9]{0,8})|(format)=(webp|png|jpeg|auto)")
@@ -81,12 +86,9 @@ _VARIANT_PARAM = re.compile(rb"(w|h|q)=([1-9][0-9]{0,8})|(format)=(webp|png|jpeg
 2**30, or a known format name."""
 
 
-async def _lean_content(request: Request) -> dict[str, Any] | None:
-    """A content GET with no query, or with only image-variant parameters (thumbnails:
-    a board list asks for hundreds of `?w=256`), each given once."""
-    query = request.scope["query_string"]
-    if not query:
-        return await _lean_read(request)
+def _plain_variant(query: bytes) -> VariantQuery | None:
+    """The variant a query of plainly valid variant parameters, each given once, asks
+    for; None for any other query (FastAPI then answers it, 422s included)."""
     asked: dict[str, int | str] = {}
     for part in query.split(b"&"):
         match = _VARIANT_PARAM.fullmatch(part)
@@ -97,14 +99,20 @@ async def _lean_content(request: Request) -> dict[str, Any] | None:
             return None
         asked[name] = int(match[2]) if match[1] else match[4].decode()
     try:
-        variant = VariantQuery.model_validate(asked)
+        return VariantQuery.model_validate(asked)
     except ValidationError:
-        return None  # FastAPI answers it, with its 422
-    ids = _plain_ids(request)
-    if ids is None:
         return None
-    return {**ids, "variant": variant, "rt": await get_runtime(request),
-            "caller": await reader(request)}
+
+
+async def _lean_content(request: Request) -> dict[str, Any] | None:
+    """A content GET with no query, or with only image-variant parameters (thumbnails:
+    a board list asks for hundreds of `?w=256`)."""
+    query = request.scope["query_string"]
+    if not query:
+        return await _read_arguments(request)
+    variant = _plain_variant(query)
+    arguments = await _read_arguments(request) if variant is not None else None
+    return None if arguments is None else {**arguments, "variant": variant}
 
 
 async def _lean_create(request: Request) -> dict[str, Any] | None:
