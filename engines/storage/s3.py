@@ -141,12 +141,14 @@ class S3BlobWriter(BlobWriter):
                                            UploadId=self.upload_id, Body=data)["ETag"]
         self.parts.append({"PartNumber": number, "ETag": etag})
 
+    def _take_chunks(self) -> list[bytes]:
+        """The buffered chunks, handed over: the writer starts a new buffer."""
+        chunks, self.chunks, self.buffered = self.chunks, [], 0
+        return chunks
+
     def _take(self) -> bytes:
-        """The buffered chunks as one part: a single copy of the bytes."""
-        part = b"".join(self.chunks)
-        self.chunks.clear()
-        self.buffered = 0
-        return part
+        """The buffered chunks as one body: a single copy of the bytes."""
+        return b"".join(self._take_chunks())
 
     def write(self, data: bytes) -> None:
         # parts may differ in size (all but the last >= 5 MiB), so a part is
@@ -156,10 +158,7 @@ class S3BlobWriter(BlobWriter):
         if self.buffered < self.part_size:
             return
         if self.buffered < 2 * self.part_size:
-            part = _PartBody(self.chunks)
-            self._upload_part(part)
-            self.chunks = []
-            self.buffered = 0
+            self._upload_part(_PartBody(self._take_chunks()))
             return
         joined = self._take()
         # one very large write (an in-process client): cut it into part_size parts
@@ -178,7 +177,7 @@ class S3BlobWriter(BlobWriter):
                                        ContentType=self.content_type)
             return
         if self.buffered:
-            self._upload_part(self._take())
+            self._upload_part(_PartBody(self._take_chunks()))
         with _translated(self.key):
             self.client.complete_multipart_upload(
                 Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
