@@ -902,8 +902,16 @@ def main(argv: list[str] | None = None) -> int:
             out = RESULTS / f"{stamp}-{combo}{suffix}.json"
             out.write_text(json.dumps(result, indent=2, default=str))
             print(f"wrote {out.relative_to(servers.ROOT)}")
+            keep_latest_only(out, f"*-{combo}{suffix}.json")
     print(f"\nbench finished in {time.perf_counter() - started:.0f}s", flush=True)
     return 0
+
+
+def keep_latest_only(latest: Path, pattern: str) -> None:
+    """bench/results holds the latest run per combination: older runs live in git history."""
+    for older in RESULTS.glob(pattern):
+        if older != latest and older.name[:17] < latest.name[:17]:
+            older.unlink()
 
 
 if __name__ == "__main__":

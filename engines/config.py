@@ -123,7 +123,7 @@ class Settings(BaseSettings):
         return {"preview": self.retention_preview, "replay": self.retention_replay,
                 "audit": self.retention_audit}[kind]
 
-    # observability (engines/observability): see README "Metrics, logs, traces"
+    # observability (engines/observability): see docs/observability.md
     log_format: Literal["json", "text"] = "json"
     metrics_enabled: bool = True
     metrics_tenant_labels: bool = False
