@@ -20,11 +20,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engines.app import build_runtime, create_app
-from engines.common.runtime import Runtime
+from engines.auth.tokens import issue_token
 from engines.config import Settings
 from engines.db.engine import build_engine
 from engines.db.migrate import upgrade
-from engines.identity.auth import issue_token
+from engines.runtime import Runtime
 
 SIGNING_KEY = "test-signing-key-" + "k" * 32
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

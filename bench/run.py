@@ -329,7 +329,7 @@ class Bench:
         for proc in (self.service, self.baseline):
             proc.wait_ready("/healthz")
             proc.wait_workers(w)
-        from engines.identity.auth import issue_token
+        from engines.auth.tokens import issue_token
 
         token = issue_token(self.settings, sub="u_bench", tenants=[TENANT], role="owner",
                             ttl=3600)

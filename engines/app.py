@@ -7,28 +7,30 @@ import gc
 from fastapi import FastAPI
 from starlette.responses import Response
 
+from engines.auth.routing import TraceHeadersMiddleware
+from engines.auth.tokens import TokenVerifier
 from engines.canvas_artifacts import signed_router
 from engines.canvas_artifacts.router import router as canvas_router
-from engines.common.body import BodyIdleTimeoutMiddleware
-from engines.common.docs import install_docs
-from engines.common.errors import install_error_handlers
-from engines.common.head import HeadAsGetMiddleware
-from engines.common.identity import TraceHeadersMiddleware
-from engines.common.jsonutil import OrjsonResponse
-from engines.common.openapi import install_openapi, operation_id
-from engines.common.runtime import Runtime
 from engines.config import Settings, get_settings
 from engines.db.engine import build_engine
 from engines.events.background import events_lifespan
 from engines.events.hub import EventHub
 from engines.events.sse import router as events_router
 from engines.events.webhooks.routes import router as webhooks_router
-from engines.identity.auth import TokenVerifier
+from engines.http.body import BodyIdleTimeoutMiddleware
+from engines.http.docs import install_docs
+from engines.http.errors import install_error_handlers
+from engines.http.head import HeadAsGetMiddleware
+from engines.http.jsonutil import OrjsonResponse
+from engines.http.openapi import install_openapi, operation_id
+from engines.lifecycle.references import discard_fresh_blob
+from engines.lifecycle.routes import router as lifecycle_router
+from engines.lineage.nexus.backends.base import NexusBackend
+from engines.lineage.nexus.backends.sql import SqlNexusBackend
 from engines.media_v2.routes import router as media_router
-from engines.nexus.backends.base import NexusBackend
-from engines.nexus.backends.sql import SqlNexusBackend
 from engines.observability import install as install_observability
 from engines.observability.readiness import ReadinessProbe
+from engines.runtime import Runtime
 from engines.storage.base import BlobStore
 from engines.storage.factory import build_blob_store
 
@@ -36,7 +38,8 @@ from engines.storage.factory import build_blob_store
 def build_runtime(settings: Settings, *, store: BlobStore | None = None,
                   nexus: NexusBackend | None = None) -> Runtime:
     return Runtime(settings=settings, engine=build_engine(settings),
-                   store=store or build_blob_store(settings), nexus=nexus or SqlNexusBackend())
+                   store=store or build_blob_store(settings), nexus=nexus or SqlNexusBackend(),
+                   discard=discard_fresh_blob)
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
@@ -55,6 +58,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_error_handlers(app)
     app.include_router(events_router)  # before /canvas/{id}/artifacts/{artifact_id}
     app.include_router(webhooks_router)
+    app.include_router(lifecycle_router)  # before /canvas/{id}/artifacts/{artifact_id}
     app.include_router(canvas_router)
     app.include_router(media_router)
     app.include_router(signed_router.authenticated)

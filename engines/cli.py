@@ -26,8 +26,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from engines.app import build_runtime
+    from engines.auth.tokens import issue_token
     from engines.db.migrate import upgrade
-    from engines.identity.auth import issue_token
     from engines.observability.logging import log_config
     from engines.observability.metrics import multiprocess_dir
     from engines.server import uvicorn_options
@@ -88,7 +88,7 @@ def token_key_problem(settings: Settings) -> str | None:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from engines.identity.auth import ROLES, issue_token
+    from engines.auth.tokens import ROLES, issue_token
 
     if args.role not in ROLES:
         print(f"--role must be one of {', '.join(ROLES)}", file=sys.stderr)
@@ -170,7 +170,7 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
 
 def tenant_arg(text: str) -> str:
     """--tenant: a tenant id, as X-Tenant-Id must be."""
-    from engines.common.identity import TENANT_RE
+    from engines.http.params import TENANT_RE
 
     if not TENANT_RE.match(text) or len(text) > 64:
         raise argparse.ArgumentTypeError(
@@ -181,7 +181,7 @@ def tenant_arg(text: str) -> str:
 
 def env_arg(text: str) -> str:
     """--env: dev, staging (or stage) or prod, as X-Env accepts them; the canonical name."""
-    from engines.common.identity import ENVS
+    from engines.http.params import ENVS
 
     env = ENVS.get(text.lower())
     if env is None:
@@ -207,8 +207,8 @@ gc: retention = artifacts past their retention (RETENTION_*, `engines retention`
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from engines.app import build_runtime
-    from engines.canvas_artifacts.lifecycle import expire_all
-    from engines.gc import collect
+    from engines.lifecycle.delete import expire_all
+    from engines.lifecycle.gc import collect
 
     settings = _settings()
     runtime = build_runtime(settings)
@@ -234,8 +234,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from engines.canvas_artifacts import retention
     from engines.db.engine import build_engine, write_transaction
+    from engines.lifecycle import retention
 
     settings = _settings()
     engine = build_engine(settings)
@@ -274,7 +274,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     from engines.db.engine import build_engine
-    from engines.purge import purge
+    from engines.lifecycle.purge import purge
     from engines.storage.factory import build_blob_store
 
     settings = _settings()

@@ -23,12 +23,12 @@ import httpx
 import pytest
 
 from conftest import SIGNING_KEY, _unavailable, new_canvas
+from engines.auth.tokens import issue_token
 from engines.canvas_artifacts import signed
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.canvas_artifacts.tests.images import png, rotated_jpeg, webp
 from engines.canvas_artifacts.variants import VariantQuery
 from engines.config import Settings
-from engines.identity.auth import issue_token
 from tests._server import Server, running_server
 
 pytestmark = pytest.mark.slow

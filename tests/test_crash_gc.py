@@ -33,14 +33,14 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from conftest import PNG, SIGNING_KEY, Stack, new_canvas
+from engines.auth.tokens import issue_token
 from engines.canvas_artifacts.repository import canvas_artifacts
 from engines.config import Settings
 from engines.db.engine import build_engine
-from engines.gc import collect
-from engines.identity.auth import issue_token
+from engines.lifecycle.gc import collect
+from engines.lineage.nexus.backends.sql import documents as nexus_documents
+from engines.lineage.nexus.backends.sql import events as dataset_events
 from engines.media_v2.repository import artifacts as media_artifacts
-from engines.nexus.backends.sql import documents as nexus_documents
-from engines.nexus.backends.sql import events as dataset_events
 from engines.storage.base import BlobInfo
 from engines.storage.local import UPLOADS_DIR, LocalBlobStore, LocalBlobWriter
 

@@ -23,12 +23,12 @@ import pytest
 from standardwebhooks import Webhook
 
 from conftest import SIGNING_KEY, create_pg_database, drop_pg_database, new_canvas
+from engines.auth.tokens import issue_token
 from engines.config import Settings
 from engines.db.engine import build_engine
 from engines.db.migrate import upgrade
 from engines.events.tests.receiver import receiver
 from engines.events.tests.sse_client import SseReader
-from engines.identity.auth import issue_token
 from tests._server import ENGINES, Server, running_server
 
 pytestmark = [pytest.mark.slow]

@@ -19,8 +19,8 @@ import orjson
 import pytest
 
 from conftest import PNG, SIGNING_KEY, new_canvas
+from engines.auth.tokens import issue_token
 from engines.config import Settings
-from engines.identity.auth import issue_token
 from tests._server import running_server
 
 MIB = 1024 * 1024

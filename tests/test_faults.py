@@ -34,15 +34,15 @@ from sqlalchemy import Connection, Engine, func, select, text
 
 from conftest import PNG, Stack, new_canvas
 from engines.canvas_artifacts.repository import canvas_artifacts, replay_indexes
-from engines.common.idempotency import idempotency_keys
-from engines.dataset.events.schemas import DatasetEvent
-from engines.gc import collect
+from engines.db.idempotency import idempotency_keys
+from engines.lifecycle.gc import collect
+from engines.lineage.dataset_events import DatasetEvent
+from engines.lineage.nexus.backends.sql import SqlNexusBackend
+from engines.lineage.nexus.backends.sql import documents as nexus_documents
+from engines.lineage.nexus.backends.sql import events as dataset_events
+from engines.lineage.nexus.schemas import NexusDocument
 from engines.media_v2.repository import artifacts as media_artifacts
 from engines.media_v2.repository import assets as media_assets
-from engines.nexus.backends.sql import SqlNexusBackend
-from engines.nexus.backends.sql import documents as nexus_documents
-from engines.nexus.backends.sql import events as dataset_events
-from engines.nexus.schemas import NexusDocument
 from engines.storage.base import BlobInfo
 
 MIB = 1024 * 1024

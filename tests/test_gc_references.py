@@ -30,7 +30,7 @@ from engines.canvas_artifacts.tests.helpers import (
 from engines.config import Settings
 from engines.db.engine import build_engine
 from engines.db.migrate import upgrade
-from engines.gc import collect
+from engines.lifecycle.gc import collect
 from engines.storage.tests._support import png_body
 from tests.test_crash_gc import ENGINES, service_env
 from tests.test_faults import served

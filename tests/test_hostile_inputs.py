@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from conftest import PNG, Stack, new_canvas
-from engines.identity.auth import issue_token
+from engines.auth.tokens import issue_token
 
 CANVAS = "/canvas/{canvas}/artifacts"
 

@@ -32,10 +32,10 @@ from conftest import (
     make_bucket,
     new_canvas,
 )
+from engines.auth.tokens import issue_token
 from engines.config import Settings
 from engines.db.engine import build_engine
 from engines.db.migrate import upgrade
-from engines.identity.auth import issue_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3]
 

@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import PNG, SIGNING_KEY, new_canvas
+from engines.auth.tokens import issue_token
 from engines.config import Settings
-from engines.identity.auth import issue_token
 from tests._server import running_server
 
 pytestmark = pytest.mark.slow

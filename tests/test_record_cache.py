@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 
 from conftest import PNG, SIGNING_KEY, new_canvas
+from engines.auth.tokens import issue_token
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.canvas_artifacts.record_cache import MAX_ENTRIES, RecordCache, key_of
 from engines.config import Settings
-from engines.identity.auth import issue_token
 from tests._server import running_server
 
 TTL_MS = 400

@@ -21,8 +21,8 @@ import orjson
 import pytest
 
 from conftest import PNG, SIGNING_KEY
+from engines.auth.tokens import issue_token
 from engines.config import Settings
-from engines.identity.auth import issue_token
 from tests._server import Server, running_server
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,6 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import SIGNING_KEY, Stack, new_canvas
-from engines.canvas_artifacts import lifecycle
 from engines.canvas_artifacts.tests.helpers import (
     METADATA_TABLES,
     blob_keys,
@@ -30,8 +29,9 @@ from engines.canvas_artifacts.tests.helpers import (
     new_tenant,
     url,
 )
-from engines.common.errors import ServiceUnavailable
-from engines.nexus.backends.sql import events as dataset_events
+from engines.http.errors import ServiceUnavailable
+from engines.lifecycle import delete as lifecycle
+from engines.lineage.nexus.backends.sql import events as dataset_events
 from tests.test_crash_gc import ENGINES, service_env
 
 

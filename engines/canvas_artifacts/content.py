@@ -10,10 +10,10 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.canvas_artifacts.replay_store import DecodedReplay
-from engines.canvas_artifacts.sniff import ACTIVE_TYPES, EXTENSIONS, RASTER_TYPES, sniff
-from engines.common.errors import ApiError, NotFound
-from engines.common.head import is_head
 from engines.config import Settings
+from engines.http.errors import ApiError, NotFound
+from engines.http.head import is_head
+from engines.http.sniff import ACTIVE_TYPES, EXTENSIONS, RASTER_TYPES, sniff
 from engines.storage.base import BlobNotFound, BlobStore
 from engines.storage.ingest import HEAD_BYTES
 

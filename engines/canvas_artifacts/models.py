@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from engines.dataset.events.schemas import DatasetEvent
-from engines.nexus.schemas import NexusDocument
+from engines.lineage.dataset_events import DatasetEvent
+from engines.lineage.nexus.schemas import NexusDocument
 
 ArtifactKindName = Literal["preview", "replay", "audit"]
 

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from engines.canvas_artifacts.models import MAX_INT
-from engines.common.jsonutil import (
+from engines.http.jsonutil import (
     MalformedJson,
     ValueTooLarge,
     json_depth,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import ValidationError
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from engines.canvas_artifacts import export, lifecycle, service
+from engines.auth.tokens import Reader, Writer, reader, writer
+from engines.canvas_artifacts import service
 from engines.canvas_artifacts.models import (
     ArtifactKindName,
     ArtifactList,
@@ -19,22 +20,19 @@ from engines.canvas_artifacts.models import (
     RenderRef,
     ReplayDocument,
 )
-from engines.canvas_artifacts.sniff import MAGIC
 from engines.canvas_artifacts.variants import VariantQuery, variant_query
-from engines.common.errors import AUTHENTICATED_ERRORS, BODY_ERRORS, error_responses
-from engines.common.identity import SAFE_ID_PATTERN
-from engines.common.jsonutil import OrjsonResponse
-from engines.common.lean import LeanRoute, lean
-from engines.common.openapi import (
+from engines.http.errors import AUTHENTICATED_ERRORS, BODY_ERRORS, error_responses
+from engines.http.jsonutil import OrjsonResponse
+from engines.http.lean import LeanRoute, lean
+from engines.http.openapi import (
     BINARY,
     FileUpload,
     body_schema,
     request_body,
 )
-from engines.common.runtime import Runtime, get_runtime
-from engines.identity.auth import Caller, admin, reader, writer
-
-SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+from engines.http.params import MAX_ID_LENGTH, SAFE_ID_PATTERN, ArtifactId, CanvasId, Rev
+from engines.http.sniff import MAGIC
+from engines.runtime import Rt, get_runtime
 
 router = APIRouter(prefix="/canvas/{canvas_id}/artifacts", tags=["canvas artifacts"],
                    route_class=LeanRoute)
@@ -42,17 +40,9 @@ router = APIRouter(prefix="/canvas/{canvas_id}/artifacts", tags=["canvas artifac
 
 # A plain path parameter, not a dependency that raises: dependencies run before request
 # validation, so an unauthenticated caller must get 401 here, never a 422.
-CanvasId = Annotated[str, Path(pattern=SAFE_ID_PATTERN, max_length=128)]
-ArtifactId = Annotated[str, Path(pattern=SAFE_ID)]
-Rev = Annotated[int, Query(ge=0, le=2**53, description="canvas revision")]
-Rt = Annotated[Runtime, Depends(get_runtime)]
-Reader = Annotated[Caller, Depends(reader)]
-Writer = Annotated[Caller, Depends(writer)]
-Admin = Annotated[Caller, Depends(admin)]
 
-# ---- lean paths (engines/common/lean.py): plainly valid requests of the hot routes ----
-_CANVAS_ID_RE = re.compile(SAFE_ID_PATTERN)
-_ARTIFACT_ID_RE = re.compile(SAFE_ID)
+# ---- lean paths (engines/http/lean.py): plainly valid requests of the hot routes ----
+_SAFE_ID_RE = re.compile(SAFE_ID_PATTERN)
 _REV_ONLY = re.compile(rb"rev=(0|[1-9][0-9]{0,15})")
 """`?rev=N` alone, N without sign or leading zero and under 2**53 (checked below)."""
 
@@ -60,10 +50,11 @@ _REV_ONLY = re.compile(rb"rev=(0|[1-9][0-9]{0,15})")
 def _plain_ids(request: Request) -> dict[str, Any] | None:
     params = request.path_params
     canvas_id = params["canvas_id"]
-    if len(canvas_id) > 128 or not _CANVAS_ID_RE.fullmatch(canvas_id):
+    if len(canvas_id) > MAX_ID_LENGTH or not _SAFE_ID_RE.fullmatch(canvas_id):
         return None
     artifact_id = params.get("artifact_id")
-    if artifact_id is not None and not _ARTIFACT_ID_RE.fullmatch(artifact_id):
+    if artifact_id is not None and (len(artifact_id) > MAX_ID_LENGTH
+                                    or not _SAFE_ID_RE.fullmatch(artifact_id)):
         return None
     return dict(params)
 
@@ -128,11 +119,6 @@ async def _lean_create(request: Request) -> dict[str, Any] | None:
 _JSON = "application/json"
 _OCTETS = "application/octet-stream"
 
-
-
-def _deletion(caller: Caller) -> lifecycle.Deletion:
-    return lifecycle.Deletion("deleted", caller.auth.actor_id, caller.ctx.request_id,
-                              caller.ctx.correlation_id)
 
 
 _PREVIEW_BODY = request_body({
@@ -228,29 +214,6 @@ def list_artifacts(canvas_id: CanvasId, rt: Rt, caller: Reader,
     return OrjsonResponse(page.model_dump(mode="json"))
 
 
-@router.delete("", responses={**_RESPONSES, 200: {
-    "description": "how many artifacts this call deleted",
-    "content": {_JSON: {"schema": {"type": "object", "required": ["deleted"], "properties": {
-        "deleted": {"type": "integer"}}}}}}})
-def delete_canvas_artifacts(canvas_id: CanvasId, rt: Rt, caller: Admin) -> Response:
-    """Every artifact of the canvas in the caller's tenant/env (admin or owner)."""
-    deleted = lifecycle.delete_canvas(rt, caller.ctx.tenant_id, caller.ctx.env, canvas_id,
-                                      _deletion(caller))
-    return OrjsonResponse({"deleted": deleted})
-
-
-@router.get("/export", responses={**_RESPONSES, 200: {
-    "description": "a tar: manifest.jsonl, then each payload at {kind}/{artifact_id}.{ext}",
-    "content": {"application/x-tar": _BYTES}}})
-def export_artifacts(canvas_id: CanvasId, rt: Rt, caller: Reader,
-                     kind: ArtifactKindName | None = None) -> Response:
-    export.has_live_artifacts(rt, caller.ctx, canvas_id)
-    return StreamingResponse(
-        export.stream_export(rt, caller.ctx, canvas_id, kind), media_type="application/x-tar",
-        headers={"Content-Disposition": f'attachment; filename="{canvas_id}-artifacts.tar"',
-                 "X-Content-Type-Options": "nosniff"})
-
-
 @router.get("/latest", response_model=ArtifactRecord, responses=_RESPONSES)
 def get_latest_artifact(canvas_id: CanvasId, kind: ArtifactKindName, rt: Rt,
                         caller: Reader) -> Response:
@@ -264,16 +227,6 @@ async def get_artifact(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
                        caller: Reader) -> Response:
     record = await service.find_artifact(rt, caller.ctx, canvas_id, artifact_id)
     return OrjsonResponse(record.model_dump(mode="json"))
-
-
-@router.delete("/{artifact_id}", status_code=204, responses=_RESPONSES)
-def delete_artifact(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
-                    caller: Writer) -> Response:
-    """The record, content, lineage route and media_v2 artifact answer 404 from now on;
-    the Nexus deletion event stays."""
-    lifecycle.delete_artifact(rt, caller.ctx.tenant_id, caller.ctx.env, canvas_id, artifact_id,
-                              _deletion(caller))
-    return Response(status_code=204)
 
 
 @router.get("/{artifact_id}/lineage", response_model=Lineage, responses=_RESPONSES)

@@ -26,6 +26,8 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from engines.auth.routing import RequestContext
+from engines.auth.tokens import Caller
 from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts import variants
 from engines.canvas_artifacts.content import presign_ttl, serve_blob, serve_render_ref
@@ -46,9 +48,12 @@ from engines.canvas_artifacts.replay_ingest import (
     parse_replay,
 )
 from engines.canvas_artifacts.replay_store import compress, json_reader
-from engines.canvas_artifacts.sniff import EXTENSIONS, head_checker
-from engines.common import idempotency
-from engines.common.body import (
+from engines.common.ids import new_id
+from engines.config import Settings
+from engines.db import idempotency
+from engines.db.engine import retry_on_disconnect
+from engines.db.metadata import row_exists
+from engines.http.body import (
     UPLOAD_CHUNK,
     limited_stream,
     read_limited,
@@ -57,31 +62,26 @@ from engines.common.body import (
     require_json,
     upload_chunks,
 )
-from engines.common.errors import (
+from engines.http.errors import (
     ApiError,
     NotFound,
     ServiceUnavailable,
     Unprocessable,
     first_error_message,
 )
-from engines.common.identity import RequestContext, is_safe_id
-from engines.common.ids import new_id
-from engines.common.jsonutil import parse_json
-from engines.common.runtime import Runtime
-from engines.config import Settings
-from engines.dataset.events.schemas import DatasetEvent
-from engines.db.engine import retry_on_disconnect
-from engines.db.metadata import row_exists
-from engines.identity.auth import Caller
+from engines.http.jsonutil import parse_json
+from engines.http.params import is_safe_id
+from engines.http.sniff import EXTENSIONS, head_checker
+from engines.lineage.dataset_events import DatasetEvent
+from engines.lineage.nexus.schemas import NexusDocument, NexusKind
 from engines.media_v2 import repository as media_repo
 from engines.media_v2.models import DerivedArtifact
 from engines.media_v2.service import ensure_canvas_asset
-from engines.nexus.schemas import NexusDocument, NexusKind
 from engines.observability import metrics
+from engines.runtime import Runtime
 from engines.storage.base import StoredBlob
 from engines.storage.ingest import HeadCheck, ingest, ingest_bytes
 from engines.storage.keys import canvas_key
-from engines.storage.references import discard_fresh_blob
 from engines.storage.uris import check_uri_in_scope
 
 log = logging.getLogger("engines.canvas_artifacts")
@@ -153,7 +153,7 @@ def _metadata_writer(rt: Runtime, record: ArtifactRecord,
 
 async def _discard(rt: Runtime, payload: Payload) -> None:
     if payload.blob is not None:
-        await discard_fresh_blob(rt.engine, rt.store, payload.blob.key)
+        await rt.discard_fresh_blob(payload.blob.key)
 
 
 async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, canvas_id: str,

@@ -28,12 +28,12 @@ from pydantic import BaseModel, Field, ValidationError
 from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.canvas_artifacts.variants import VariantQuery, check_request
-from engines.common.body import read_limited, require_json
-from engines.common.errors import Forbidden, NotFound, Unprocessable, first_error_message
-from engines.common.jsonutil import parse_json
-from engines.common.runtime import Runtime
 from engines.config import Settings
 from engines.db.engine import retry_on_disconnect
+from engines.http.body import read_limited, require_json
+from engines.http.errors import Forbidden, NotFound, Unprocessable, first_error_message
+from engines.http.jsonutil import parse_json
+from engines.runtime import Runtime
 
 MAX_TTL_SECONDS = 86_400
 VARIANT_PARAMS = ("w", "h", "format", "q")

@@ -17,9 +17,9 @@ from engines.canvas_artifacts.router import (
     Reader,
     Rt,
 )
-from engines.common.errors import error_responses
-from engines.common.jsonutil import OrjsonResponse
-from engines.common.openapi import AuthenticatedRoute, body_schema, request_body
+from engines.http.errors import error_responses
+from engines.http.jsonutil import OrjsonResponse
+from engines.http.openapi import AuthenticatedRoute, body_schema, request_body
 
 authenticated = APIRouter(prefix="/canvas/{canvas_id}/artifacts", tags=["signed urls"],
                           route_class=AuthenticatedRoute)

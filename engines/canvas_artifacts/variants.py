@@ -37,15 +37,14 @@ from starlette.responses import Response
 from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts.content import presign_ttl, serve_blob
 from engines.canvas_artifacts.models import ArtifactRecord
-from engines.common.errors import NotFound, ServiceUnavailable, Unprocessable
-from engines.common.runtime import Runtime
 from engines.config import Settings
 from engines.db.engine import CommitOutcomeUnknown, retry_on_disconnect, write_transaction
+from engines.http.errors import NotFound, ServiceUnavailable, Unprocessable
 from engines.media_v2 import repository as media_repo
 from engines.media_v2.models import DerivedArtifact
+from engines.runtime import Runtime
 from engines.storage.ingest import ingest_bytes
 from engines.storage.keys import canvas_key
-from engines.storage.references import discard_fresh_blob
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -381,10 +380,10 @@ async def _render_and_store(rt: Runtime, record: ArtifactRecord, spec: VariantSp
         try:
             winner = await run_in_threadpool(_record, rt, record, derived)
         except NotFound:
-            await discard_fresh_blob(rt.engine, rt.store, blob.key)
+            await rt.discard_fresh_blob(blob.key)
             raise
     if winner.uri != blob.uri:  # a concurrent render with other bytes won
-        await discard_fresh_blob(rt.engine, rt.store, blob.key)
+        await rt.discard_fresh_blob(blob.key)
     return winner
 
 

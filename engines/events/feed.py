@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, select
 
-from engines.nexus.backends.sql import event_sequences, events
+from engines.lineage.nexus.backends.sql import event_sequences, events
 
 ARTIFACT_WRITTEN = "artifact_written"
 ARTIFACT_DELETED = "artifact_deleted"

@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine
 
 from engines.config import Settings
 from engines.events.feed import FeedEvent, Key, last_seq, last_seqs, read_after
-from engines.nexus.backends.sql import NOTIFY_CHANNEL
+from engines.lineage.nexus.backends.sql import NOTIFY_CHANNEL
 
 log = logging.getLogger("engines.events")
 T = TypeVar("T")

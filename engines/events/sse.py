@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import StreamingResponse
 
-from engines.canvas_artifacts.router import CanvasId
-from engines.common.errors import AUTHENTICATED_ERRORS, Unprocessable, error_responses
-from engines.common.openapi import AuthenticatedRoute
+from engines.auth.tokens import Caller, Reader
 from engines.events.feed import EVENT_NAMES, FeedEvent
 from engines.events.hub import EventHub
-from engines.identity.auth import Caller, reader
+from engines.http.errors import AUTHENTICATED_ERRORS, Unprocessable, error_responses
+from engines.http.openapi import AuthenticatedRoute
+from engines.http.params import CanvasId
 
 router = APIRouter(tags=["events"], route_class=AuthenticatedRoute)
 
@@ -31,7 +31,6 @@ _MESSAGE = {"type": "object", "description": "one SSE message (comments are hear
 _RESPONSES = {**error_responses(*AUTHENTICATED_ERRORS),
               200: {"description": "an endless `text/event-stream` of artifact events",
                     "content": {"text/event-stream": {"schema": _MESSAGE}}}}
-Reader = Annotated[Caller, Depends(reader)]
 After = Annotated[int | None, Query(ge=0, le=2**63 - 1,
                                     description="resume after this seq (as Last-Event-ID)")]
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from engines.common.body import read_limited, request_media_type, require_json
-from engines.common.errors import (
+from engines.auth.tokens import Caller, Reader, Writer
+from engines.db.idempotency import IdempotencyClaim, claim_from
+from engines.http.body import read_limited, request_media_type, require_json
+from engines.http.errors import (
     AUTHENTICATED_ERRORS,
     BODY_ERRORS,
     Unprocessable,
@@ -18,11 +20,9 @@ from engines.common.errors import (
     error_responses,
     first_error_message,
 )
-from engines.common.idempotency import IdempotencyClaim, claim_from
-from engines.common.jsonutil import OrjsonResponse, parse_json
-from engines.common.openapi import AuthenticatedRoute, FileUpload, body_schema, request_body
-from engines.common.runtime import Runtime, get_runtime
-from engines.identity.auth import Caller, reader, writer
+from engines.http.jsonutil import OrjsonResponse, parse_json
+from engines.http.openapi import AuthenticatedRoute, FileUpload, body_schema, request_body
+from engines.http.params import MAX_ID_LENGTH, SAFE_ID_PATTERN, SafeId
 from engines.media_v2 import service
 from engines.media_v2.models import (
     ArtifactCreate,
@@ -32,15 +32,12 @@ from engines.media_v2.models import (
     DerivedArtifact,
     MediaAsset,
 )
+from engines.runtime import Rt, Runtime
 
-SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 JSON_LIMIT = 1024 * 1024
 
 router = APIRouter(prefix="/media-v2", tags=["media_v2"], route_class=AuthenticatedRoute)
-Rt = Annotated[Runtime, Depends(get_runtime)]
-Reader = Annotated[Caller, Depends(reader)]
-Writer = Annotated[Caller, Depends(writer)]
-Id = Annotated[str, Path(pattern=SAFE_ID)]
+Id = SafeId
 _READ_ERRORS = error_responses(*AUTHENTICATED_ERRORS)
 _GET_ERRORS = error_responses(*AUTHENTICATED_ERRORS, 404)
 
@@ -83,7 +80,9 @@ async def create_media_asset(request: Request, rt: Rt, caller: Writer) -> Respon
 
 @router.get("/assets", response_model=AssetList, responses=_READ_ERRORS)
 def list_media_assets(rt: Rt, caller: Reader, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                cursor: Annotated[str | None, Query(pattern=SAFE_ID)] = None) -> Response:
+                cursor: Annotated[str | None, Query(pattern=SAFE_ID_PATTERN,
+                                                     max_length=MAX_ID_LENGTH)] = None,
+                ) -> Response:
     return _dump(service.list_assets(rt, caller.ctx, limit=limit, before_id=cursor))
 
 

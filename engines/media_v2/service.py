@@ -12,14 +12,13 @@ from sqlalchemy import Connection
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from engines.common.body import read_upload, upload_chunks
-from engines.common.errors import NotFound, Unprocessable
-from engines.common.idempotency import IdempotencyClaim, OutcomeUnknown, claim_from, write_once
-from engines.common.identity import RequestContext
+from engines.auth.routing import RequestContext
 from engines.common.ids import new_id
-from engines.common.runtime import Runtime
 from engines.db.engine import retry_on_disconnect
+from engines.db.idempotency import IdempotencyClaim, OutcomeUnknown, claim_from, write_once
 from engines.db.metadata import row_exists
+from engines.http.body import read_upload, upload_chunks
+from engines.http.errors import NotFound, Unprocessable
 from engines.media_v2 import repository as repo
 from engines.media_v2.models import (
     ArtifactCreate,
@@ -31,9 +30,9 @@ from engines.media_v2.models import (
 )
 from engines.media_v2.upload_type import upload_checker
 from engines.observability import metrics
+from engines.runtime import Runtime
 from engines.storage.ingest import ingest
 from engines.storage.keys import media_key
-from engines.storage.references import discard_fresh_blob
 from engines.storage.uris import check_uri_in_scope
 
 _KIND_BY_PREFIX = {"video/": "video", "audio/": "audio", "image/": "image"}
@@ -100,10 +99,10 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
     except OutcomeUnknown:
         raise  # the asset may be committed: its blob stays, gc decides when it can read
     except BaseException:
-        await discard_fresh_blob(rt.engine, rt.store, blob.key)
+        await rt.discard_fresh_blob(blob.key)
         raise
     if response.headers.get("idempotent-replayed"):
-        await discard_fresh_blob(rt.engine, rt.store, blob.key)
+        await rt.discard_fresh_blob(blob.key)
     else:
         metrics.record_created("media_asset", blob.size, tenant=ctx.tenant_id, env=ctx.env)
     return response

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engines.canvas_artifacts.sniff import ACTIVE_TYPES, sniff
-from engines.common.body import media_type
-from engines.common.errors import UnsupportedMediaType
+from engines.http.body import media_type
+from engines.http.errors import UnsupportedMediaType
+from engines.http.sniff import ACTIVE_TYPES, sniff
 
 GENERIC = "application/octet-stream"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from engines.common.runtime import Runtime
 from engines.observability import metrics, tracing
 from engines.observability.logging import register_secrets, settings_secrets
 from engines.observability.requests import RequestObserver
+from engines.runtime import Runtime
 
 
 def install(app: FastAPI, runtime: Runtime) -> None:

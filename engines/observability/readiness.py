@@ -16,9 +16,9 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from engines.common.jsonutil import OrjsonResponse
-from engines.common.runtime import Runtime
+from engines.http.jsonutil import OrjsonResponse
 from engines.observability import metrics
+from engines.runtime import Runtime
 from engines.storage.base import BlobStore
 from engines.storage.local import LocalBlobStore
 from engines.storage.s3 import S3BlobStore

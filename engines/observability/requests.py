@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engines.common.identity import ENVS, TENANT_RE
+from engines.http.params import ENVS, TENANT_RE
 from engines.observability import metrics, tracing
 from engines.observability.logging import REQUEST_LOGGER
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
-from engines.common.runtime import Runtime
+from engines.runtime import Runtime
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter

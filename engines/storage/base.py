@@ -8,18 +8,33 @@ and already validated (see `keys`); URIs are what records keep.
 from __future__ import annotations
 
 import abc
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-
-class BlobNotFound(Exception):
-    """The key has no object (deleted, never written, or lost)."""
+from engines.http.errors import BackendFailure
 
 
-class StorageUnavailable(Exception):
+class BlobNotFound(BackendFailure):
+    """The key has no object (deleted, never written, or lost).
+
+    Callers that expect a miss catch it; one that escapes to a client means a
+    record points at lost bytes: a 503 and an error-level log line.
+    """
+
+    code = "storage.blob_missing"
+    public_message = "the artifact's bytes are missing from the blob store"
+    log_text, log_level = "record points to a missing blob", logging.ERROR
+
+
+class StorageUnavailable(BackendFailure):
     """The store could not be reached or refused the operation."""
+
+    code = "storage.unavailable"
+    public_message = "the blob store is unavailable; retry later"
+    log_text = "blob store error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 from starlette.concurrency import run_in_threadpool
 
-from engines.common.errors import PayloadTooLarge
+from engines.http.errors import too_large
 from engines.storage.base import BlobStore, BlobWriter, StoredBlob
 from engines.storage.leases import UploadLeases
 
@@ -29,12 +29,6 @@ HeadCheck = Callable[[bytes], str]
 """Given the first bytes, return the content type to store (or raise)."""
 KeyFor = Callable[[str], str]
 """Given the checked content type, return the blob key (extension included)."""
-
-
-def too_large(limit: int) -> PayloadTooLarge:
-    """413 that also closes the connection, so the server stops draining the body."""
-    return PayloadTooLarge(f"body exceeds the limit of {limit} bytes",
-                           headers={"Connection": "close"})
 
 
 class _Ingest:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from engines.common.identity import is_safe_id
+from engines.http.params import is_safe_id
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 

@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from engines.common.errors import Unprocessable
-from engines.common.identity import RequestContext
+from engines.auth.routing import RequestContext
+from engines.http.errors import Unprocessable
 from engines.storage.keys import tenant_prefix
 
 LOCAL_SCHEME = "local"

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from conftest import Stack
 from engines.app import build_runtime, create_app
-from engines.nexus.backends.base import NexusBackend
+from engines.lineage.nexus.backends.base import NexusBackend
 
 
 @pytest.fixture(params=["local-sqlite", "s3-postgres"])

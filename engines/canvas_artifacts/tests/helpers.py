@@ -17,11 +17,11 @@ from sqlalchemy import func, select
 
 from conftest import PNG, Stack
 from engines.canvas_artifacts.repository import canvas_artifacts, replay_indexes
-from engines.common.idempotency import idempotency_keys
+from engines.db.idempotency import idempotency_keys
+from engines.lineage.nexus.backends.sql import documents as nexus_documents
+from engines.lineage.nexus.backends.sql import events as dataset_events
 from engines.media_v2.repository import artifacts as media_artifacts
 from engines.media_v2.repository import assets as media_assets
-from engines.nexus.backends.sql import documents as nexus_documents
-from engines.nexus.backends.sql import events as dataset_events
 
 BASE = "/canvas/{canvas}/artifacts"
 METADATA_TABLES = {
@@ -137,7 +137,7 @@ def assert_nothing_kept(stack: Stack, tenant: str) -> None:
 def fail_third_deletion_in_batches_of_two(stack: Stack, monkeypatch: Any) -> None:
     """Deletions run two per transaction, and the third deletion event fails: the first
     batch commits, the second rolls back whole (a crash or an outage midway)."""
-    from engines.canvas_artifacts import lifecycle
+    from engines.lifecycle import delete as lifecycle
 
     monkeypatch.setattr(lifecycle, "BATCH", 2)
     real = stack.runtime.nexus.record_event

@@ -19,9 +19,9 @@ from engines.canvas_artifacts.tests.helpers import (
     row_counts,
     url,
 )
-from engines.dataset.events.schemas import DatasetEvent
-from engines.nexus.backends.sql import SqlNexusBackend
-from engines.nexus.schemas import NexusDocument
+from engines.lineage.dataset_events import DatasetEvent
+from engines.lineage.nexus.backends.sql import SqlNexusBackend
+from engines.lineage.nexus.schemas import NexusDocument
 
 
 class NexusDown(RuntimeError):

@@ -25,8 +25,8 @@ from engines.canvas_artifacts.tests.helpers import (
     fail_third_deletion_in_batches_of_two,
     url,
 )
-from engines.gc import collect
-from engines.nexus.backends.sql import events as dataset_events
+from engines.lifecycle.gc import collect
+from engines.lineage.nexus.backends.sql import events as dataset_events
 from engines.storage.base import StorageUnavailable
 
 

@@ -183,7 +183,7 @@ def test_a_body_built_to_defeat_runs_costs_little_parsing(monkeypatch) -> None:
 def test_a_slice_boundary_inside_a_multibyte_character_is_not_malformed(char: str) -> None:
     """The reader parses growing slices; one ending inside a UTF-8 character must read as
     'needs more bytes', not as invalid JSON (found by the property test above)."""
-    from engines.common.jsonutil import read_value
+    from engines.http.jsonutil import read_value
 
     encoded = char.encode()
     for offset in range(1, len(encoded)):

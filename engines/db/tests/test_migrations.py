@@ -18,11 +18,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
 import engines.canvas_artifacts.repository  # noqa: F401 - registers canvas_artifacts
-import engines.canvas_artifacts.retention  # noqa: F401 - registers retention_overrides
-import engines.common.idempotency  # noqa: F401 - registers idempotency_keys
+import engines.db.idempotency  # noqa: F401 - registers idempotency_keys
 import engines.events.webhooks.tables  # noqa: F401 - registers webhook_*
+import engines.lifecycle.retention  # noqa: F401 - registers retention_overrides
+import engines.lineage.nexus.backends.sql  # noqa: F401 - registers nexus_documents, dataset_events
 import engines.media_v2.repository  # noqa: F401 - registers media_v2_*
-import engines.nexus.backends.sql  # noqa: F401 - registers nexus_documents, dataset_events
 import engines.storage.leases  # noqa: F401 - registers upload_leases
 from conftest import create_pg_database, drop_pg_database
 from engines.config import Settings

@@ -15,11 +15,11 @@ from conftest import Stack
 from engines.canvas_artifacts.tests.helpers import new_tenant
 from engines.common.ids import new_id
 from engines.config import Settings
-from engines.dataset.events.schemas import DatasetEvent
 from engines.db.engine import build_engine, write_transaction
 from engines.db.migrate import alembic_config, upgrade
 from engines.events.feed import last_seq, read_after
-from engines.nexus.backends.sql import SqlNexusBackend, events
+from engines.lineage.dataset_events import DatasetEvent
+from engines.lineage.nexus.backends.sql import SqlNexusBackend, events
 
 WRITERS, EACH = 6, 8
 

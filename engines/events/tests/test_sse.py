@@ -11,7 +11,6 @@ from datetime import timedelta
 import pytest
 
 from conftest import new_canvas
-from engines.canvas_artifacts import lifecycle
 from engines.canvas_artifacts.tests.helpers import (
     assert_error,
     create_audit,
@@ -21,6 +20,7 @@ from engines.canvas_artifacts.tests.helpers import (
     new_tenant,
 )
 from engines.events.tests.conftest import Live
+from engines.lifecycle import delete as lifecycle
 
 pytestmark = [pytest.mark.slow]
 

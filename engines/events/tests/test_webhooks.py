@@ -266,7 +266,7 @@ def test_purged_events_are_not_delivered(lab: Stack) -> None:
     """Tenant purge deletes the event rows: a pending delivery is dropped, not sent."""
     from sqlalchemy import delete
 
-    from engines.nexus.backends.sql import events
+    from engines.lineage.nexus.backends.sql import events
 
     tenant = new_tenant()
     with receiver() as hook:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from engines.common.identity import SAFE_ID_PATTERN
+from engines.http.params import SAFE_ID_PATTERN
 
 EventName = Literal["artifact_written", "artifact_deleted"]
 

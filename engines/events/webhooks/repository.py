@@ -18,7 +18,7 @@ from sqlalchemy.orm import aliased
 
 from engines.db.upsert import insert_ignore
 from engines.events.webhooks.tables import attempts, deliveries, subscriptions
-from engines.nexus.backends.sql import event_sequences
+from engines.lineage.nexus.backends.sql import event_sequences
 
 ACTIVE, DISABLED = "active", "disabled"
 PENDING, DELIVERING, SUCCEEDED, FAILED, DROPPED = (

@@ -5,22 +5,12 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from engines.canvas_artifacts.router import SAFE_ID
-from engines.common import idempotency
-from engines.common.body import read_limited, require_json
-from engines.common.errors import (
-    AUTHENTICATED_ERRORS,
-    Unprocessable,
-    error_responses,
-    first_error_message,
-)
-from engines.common.jsonutil import parse_json
-from engines.common.openapi import AuthenticatedRoute, body_schema, request_body
-from engines.common.runtime import Runtime, get_runtime
+from engines.auth.tokens import Admin
+from engines.db import idempotency
 from engines.db.metadata import row_exists
 from engines.events.webhooks import service
 from engines.events.webhooks.models import (
@@ -30,7 +20,17 @@ from engines.events.webhooks.models import (
     WebhookList,
 )
 from engines.events.webhooks.tables import subscriptions
-from engines.identity.auth import Caller, admin
+from engines.http.body import read_limited, require_json
+from engines.http.errors import (
+    AUTHENTICATED_ERRORS,
+    Unprocessable,
+    error_responses,
+    first_error_message,
+)
+from engines.http.jsonutil import parse_json
+from engines.http.openapi import AuthenticatedRoute, body_schema, request_body
+from engines.http.params import SafeId
+from engines.runtime import Rt
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], route_class=AuthenticatedRoute)
 
@@ -38,9 +38,7 @@ MAX_BODY = 16 * 1024
 _RESPONSES = error_responses(*AUTHENTICATED_ERRORS)
 
 
-Rt = Annotated[Runtime, Depends(get_runtime)]
-Admin = Annotated[Caller, Depends(admin)]
-WebhookId = Annotated[str, Path(pattern=SAFE_ID)]
+WebhookId = SafeId
 
 
 @router.post("", status_code=201, response_model=WebhookCreated,

@@ -8,10 +8,9 @@ from typing import Any
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
-from engines.common.errors import NotFound, Unprocessable
-from engines.common.identity import RequestContext
+from engines.auth.routing import RequestContext
+from engines.auth.tokens import Caller
 from engines.common.ids import new_id
-from engines.common.runtime import Runtime
 from engines.db.engine import retry_on_disconnect
 from engines.events.feed import last_seq
 from engines.events.webhooks import repository as repo
@@ -25,7 +24,8 @@ from engines.events.webhooks.models import (
     WebhookList,
 )
 from engines.events.webhooks.signing import new_secret
-from engines.identity.auth import Caller
+from engines.http.errors import NotFound, Unprocessable
+from engines.runtime import Runtime
 
 
 def _not_found() -> NotFound:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from starlette.types import ASGIApp, Message
 
 from conftest import PNG
-from engines.canvas_artifacts.sniff import head_checker
+from engines.http.sniff import head_checker
 from engines.storage.base import BlobStore, StoredBlob
 from engines.storage.ingest import ingest
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PNG, new_canvas
-from engines.common.errors import PayloadTooLarge
+from engines.http.errors import PayloadTooLarge
 from engines.storage.base import BlobNotFound
 from engines.storage.keys import canvas_key
 from engines.storage.local import LocalBlobStore

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from conftest import PNG, new_canvas
-from engines.common.errors import PayloadTooLarge
 from engines.config import Settings
+from engines.http.errors import PayloadTooLarge
 from engines.storage.base import BlobNotFound, StorageUnavailable
 from engines.storage.keys import canvas_key
 from engines.storage.s3 import S3BlobStore

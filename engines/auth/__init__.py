@@ -1,0 +1,1 @@
+"""Who calls: JWT verification and roles (tokens), routing headers (routing)."""

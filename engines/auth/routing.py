@@ -1,0 +1,114 @@
+"""Who is calling and for which tenant/env: the routing keys of every request.
+
+`RequestContext` comes from headers only. Tenant and env are the isolation
+boundary; project/workspace/surface/app are recorded for lineage.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engines.http.errors import BadRequest, NotFound
+from engines.http.params import ENVS, TENANT_RE, TRACE_ID_RE, is_safe_id
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    tenant_id: str
+    env: str
+    project_id: str
+    request_id: str
+    correlation_id: str
+    workspace_id: str | None = None
+    surface_id: str | None = None
+    app_id: str | None = None
+
+
+def _optional_id(request: Request, header: str) -> str | None:
+    value = request.headers.get(header)
+    if value is None:
+        return None
+    if not is_safe_id(value):
+        raise BadRequest(f"{header} is malformed")
+    return value
+
+
+def get_request_context(request: Request) -> RequestContext:
+    """Build the context from headers; missing or malformed routing keys are 400."""
+    headers = request.headers
+    tenant = headers.get("x-tenant-id")
+    if not tenant:
+        raise BadRequest("X-Tenant-Id header is required")
+    if not TENANT_RE.match(tenant) or len(tenant) > 64:
+        raise BadRequest("X-Tenant-Id is malformed (expected t_[a-z0-9_-]+)")
+    env_raw = headers.get("x-env")
+    if not env_raw:
+        raise BadRequest("X-Env header is required")
+    env = ENVS.get(env_raw.lower())
+    if env is None:
+        raise BadRequest("X-Env must be one of dev, staging, prod")
+    project = headers.get("x-project-id")
+    if not project:
+        raise BadRequest("X-Project-Id header is required")
+    if not is_safe_id(project):
+        raise BadRequest("X-Project-Id is malformed")
+    return RequestContext(
+        tenant_id=tenant,
+        env=env,
+        project_id=project,
+        request_id=request.state.request_id,
+        correlation_id=request.state.correlation_id,
+        workspace_id=_optional_id(request, "x-workspace-id"),
+        surface_id=_optional_id(request, "x-surface-id"),
+        app_id=_optional_id(request, "x-app-id"),
+    )
+
+
+def assert_context_matches(ctx: RequestContext, tenant_id: str, env: str, what: str) -> None:
+    """A record of another tenant/env is reported exactly like a missing one."""
+    if tenant_id != ctx.tenant_id or env != ctx.env:
+        raise NotFound(f"{what} not found", code=f"{what}.not_found")
+
+
+def _trace_id(value: bytes | None) -> str:
+    if value:
+        text = value.decode("latin-1")
+        if TRACE_ID_RE.match(text):
+            return text
+    return uuid.uuid4().hex
+
+
+class TraceHeadersMiddleware:
+    """Pure ASGI middleware: assigns request/correlation ids and echoes them.
+
+    Runs before routing so that even a 401 or a 404 for an unknown path
+    carries a request id, in the envelope and in the response headers.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = _trace_id(headers.get(b"x-request-id"))
+        correlation_id = _trace_id(headers.get(b"x-correlation-id")) \
+            if headers.get(b"x-correlation-id") else request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["correlation_id"] = correlation_id
+        extra = [(b"x-request-id", request_id.encode()),
+                 (b"x-correlation-id", correlation_id.encode())]
+
+        async def send_with_ids(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        await self.app(scope, receive, send_with_ids)

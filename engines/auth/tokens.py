@@ -1,0 +1,250 @@
+"""Bearer-token verification and the membership/role checks every route makes.
+
+Tokens are HS256 (AUTH_JWT_SIGNING) or, when AUTH_JWKS_URL is set, RS256
+against the issuer's JWKS. Only configured algorithms are accepted; `none`
+never is. The order of checks is fixed: token (401), routing headers (400),
+tenant membership, env (the optional `envs` claim) and role (403).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from engines.auth.routing import RequestContext, get_request_context
+from engines.config import Settings
+from engines.http.errors import Forbidden, ServiceUnavailable, Unauthorized
+from engines.http.params import ENVS
+
+ROLES = ("viewer", "member", "admin", "owner")
+MAX_SUBJECT_LENGTH = 128
+"""The narrowest column a subject is stored in (media_v2_assets.user_id)."""
+WRITE_ROLES = frozenset({"member", "admin", "owner"})
+_HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
+VERIFIED_CACHE_SIZE = 10_000
+VERIFIED_TTL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    actor_id: str
+    tenant_ids: frozenset[str]
+    role_map: dict[str, str] = field(default_factory=dict)
+    default_tenant_id: str | None = None
+    envs: frozenset[str] | None = None
+    """The envs the token is limited to (its `envs` claim); None means every env."""
+
+    def role_for(self, tenant_id: str) -> str | None:
+        """A listed tenant without a role_map entry is a viewer; unlisted has none."""
+        if tenant_id not in self.tenant_ids:
+            return None
+        role = self.role_map.get(tenant_id, "viewer")
+        return role if role in ROLES else "viewer"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The verified caller and the routing keys of the request."""
+
+    auth: AuthContext
+    ctx: RequestContext
+    role: str
+
+
+class TokenVerifier:
+    """Verifies tokens with the configured key material; built once per app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.algorithms = [a for a in settings.auth_jwt_algorithms if a.lower() != "none"]
+        self.hmac_key = settings.signing_key() if _HMAC_ALGS & set(self.algorithms) else None
+        # Only the whole key set is cached, for AUTH_JWKS_CACHE_SECONDS: PyJWKClient's
+        # per-kid cache never expires, so a key the issuer revoked would stay trusted.
+        self.jwks = (
+            jwt.PyJWKClient(settings.auth_jwks_url, cache_keys=False,
+                            lifespan=settings.auth_jwks_cache_seconds, timeout=5,
+                            cooldown_duration=settings.auth_jwks_refresh_cooldown_seconds)
+            if settings.auth_jwks_url else None
+        )
+        self._verified: dict[str, tuple[AuthContext, float]] = {}
+        # an OIDC issuer signs tokens for many clients: pin the issuer and audience
+        self.issuer = settings.auth_jwt_issuer
+        self.audience = settings.auth_jwt_audience
+        self.required_claims = ["sub"]
+        if self.issuer:
+            self.required_claims.append("iss")
+        if self.audience:
+            self.required_claims.append("aud")
+        # a revoked JWKS key must stop working when the key set is refetched
+        self.verified_ttl = min(VERIFIED_TTL, settings.auth_jwks_cache_seconds) \
+            if self.jwks else VERIFIED_TTL
+
+    def _key_for(self, token: str, alg: str) -> Any:
+        if alg in _HMAC_ALGS and self.hmac_key:
+            return self.hmac_key
+        if self.jwks is not None and not alg.startswith("HS"):
+            try:
+                return self.jwks.get_signing_key_from_jwt(token).key
+            except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError) as exc:
+                # the issuer is unreachable or serves no usable keys: our outage, not a bad
+                # token, so clients retry instead of discarding a token that may be valid
+                raise ServiceUnavailable("the token issuer's keys are unavailable; retry later",
+                                         code="auth.jwks_unavailable") from exc
+            except jwt.PyJWKClientError as exc:
+                raise Unauthorized(f"no usable signing key: {exc}") from exc
+        raise Unauthorized("token algorithm not accepted")
+
+    def verify(self, token: str) -> AuthContext:
+        """The token's AuthContext, from the cache of recently verified tokens if there.
+
+        Clients send the same token on every request; verifying it again each
+        time (two base64/JSON parses and an HMAC) was a visible share of a
+        small request's CPU. A cached entry lives at most VERIFIED_TTL seconds
+        and never past the token's own `exp`.
+        """
+        now = time.time()
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        auth, expires = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (auth, min(expires, now + self.verified_ttl))
+        return auth
+
+    def _verify(self, token: str) -> tuple[AuthContext, float]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized("malformed token") from exc
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise Unauthorized("token algorithm not accepted")
+        try:
+            claims = jwt.decode(token, self._key_for(token, alg), algorithms=[alg],
+                                issuer=self.issuer, audience=self.audience,
+                                options={"require": self.required_claims,
+                                         "verify_aud": self.audience is not None})
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("token expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise Unauthorized("token not yet valid") from exc
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from exc
+        expires = claims.get("exp")
+        return _auth_from_claims(claims), float(expires) if expires else math.inf
+
+
+def _check_subject(sub: Any) -> str:
+    """The subject becomes actor and user id columns: a value a column cannot hold
+    (too long, or a NUL PostgreSQL refuses) must be the token's fault (401), not an
+    outage (503) on one database and a 201 on the other."""
+    if not isinstance(sub, str) or not sub:
+        raise Unauthorized("token has no subject")
+    if len(sub) > MAX_SUBJECT_LENGTH or not sub.isprintable():
+        raise Unauthorized(f"token subject must be 1-{MAX_SUBJECT_LENGTH} printable characters")
+    return sub
+
+
+def _envs_claim(value: Any) -> frozenset[str] | None:
+    """The optional `envs` claim: a list of env names (`stage` is `staging`)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+            isinstance(env, str) and env.lower() in ENVS for env in value):
+        raise Unauthorized("envs claim must be a list of dev, staging, prod")
+    return frozenset(ENVS[env.lower()] for env in value)
+
+
+def _auth_from_claims(claims: dict[str, Any]) -> AuthContext:
+    sub = _check_subject(claims.get("sub"))
+    tenants = claims.get("tenant_ids") or []
+    role_map = claims.get("role_map") or {}
+    if not isinstance(tenants, list) or not all(isinstance(t, str) for t in tenants):
+        raise Unauthorized("tenant_ids claim must be a list of strings")
+    if not isinstance(role_map, dict):
+        raise Unauthorized("role_map claim must be an object")
+    return AuthContext(actor_id=sub, tenant_ids=frozenset(tenants),
+                       role_map={str(k): str(v) for k, v in role_map.items()},
+                       default_tenant_id=claims.get("default_tenant_id"),
+                       envs=_envs_claim(claims.get("envs")))
+
+
+def issue_token(settings: Settings, *, sub: str, tenants: list[str], role: str,
+                ttl: int | None = 3600, envs: list[str] | None = None) -> str:
+    """Sign a dev token (HS256) as `engines token` and the tests do; `envs` limits it."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": sub, "tenant_ids": tenants, "default_tenant_id": tenants[0] if tenants else None,
+        "role_map": {t: role for t in tenants}, "iat": now,
+    }
+    if ttl:
+        claims["exp"] = now + ttl
+    if envs is not None:
+        claims["envs"] = envs
+    return jwt.encode(claims, settings.signing_key(), algorithm="HS256")
+
+
+def get_auth_context(request: Request) -> AuthContext:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized()
+    verifier: TokenVerifier = request.app.state.verifier
+    return verifier.verify(token.strip())
+
+
+def _caller(request: Request, *, write: bool) -> Caller:
+    auth = get_auth_context(request)
+    ctx = get_request_context(request)
+    role = auth.role_for(ctx.tenant_id)
+    if role is None:
+        raise Forbidden("token is not valid for this tenant", code="auth.tenant_forbidden")
+    if auth.envs is not None and ctx.env not in auth.envs:
+        raise Forbidden(f"token is not valid for env {ctx.env}", code="auth.env_forbidden")
+    if write and role not in WRITE_ROLES:
+        raise Forbidden(f"role {role} cannot write", code="auth.role_forbidden")
+    return Caller(auth=auth, ctx=ctx, role=role)
+
+
+async def _checked_caller(request: Request, *, write: bool) -> Caller:
+    """HS256 checks are microseconds: run them on the loop, saving a thread hop per
+    request. A JWKS verifier may fetch keys over the network, so it gets a thread."""
+    if request.app.state.verifier.jwks is None:
+        return _caller(request, write=write)
+    return await run_in_threadpool(_caller, request, write=write)
+
+
+async def reader(request: Request) -> Caller:
+    """Dependency: any member of the tenant, viewers included."""
+    return await _checked_caller(request, write=False)
+
+
+async def writer(request: Request) -> Caller:
+    """Dependency: members, admins and owners."""
+    return await _checked_caller(request, write=True)
+
+
+ADMIN_ROLES = frozenset({"admin", "owner"})
+
+
+async def admin(request: Request) -> Caller:
+    """Dependency: admins and owners, for tenant-wide operations (bulk delete, webhooks)."""
+    caller = await _checked_caller(request, write=True)
+    if caller.role not in ADMIN_ROLES:
+        raise Forbidden(f"role {caller.role} cannot do this; admin or owner needed",
+                        code="auth.role_forbidden")
+    return caller
+
+
+Reader = Annotated[Caller, Depends(reader)]
+"""A route parameter: any member of the tenant (viewer and up)."""
+Writer = Annotated[Caller, Depends(writer)]
+"""A route parameter: member, admin or owner."""
+Admin = Annotated[Caller, Depends(admin)]
+"""A route parameter: admin or owner."""

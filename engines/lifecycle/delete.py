@@ -1,0 +1,223 @@
+"""The end of an artifact's life: delete, expire (retention) and tenant purge.
+
+A delete is two steps, in this order:
+1. one transaction marks the artifact deleted everywhere (the record and its
+   media_v2 DerivedArtifact become tombstones, the replay index goes) and
+   writes the Nexus `DatasetEvent` `canvas.{kind}.deleted` (or `.expired`);
+2. the blob is removed, if the reference model says nothing live still
+   points at it. A failure here changes nothing for the caller: the blob is
+   a deleted-record blob now, and `engines gc` removes it.
+A crash between the two is the same case. Nothing is ever removed before
+the transaction that makes it unreferenced has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, delete, update
+
+from engines.canvas_artifacts import repository as repo
+from engines.canvas_artifacts import variants
+from engines.canvas_artifacts.models import ArtifactRecord
+from engines.canvas_artifacts.service import record_lineage
+from engines.common.ids import new_id
+from engines.db.engine import CommitOutcomeUnknown, write_transaction
+from engines.http.errors import ApiError, NotFound, ServiceUnavailable
+from engines.lifecycle import retention
+from engines.lifecycle.references import delete_if_unreferenced
+from engines.lineage.dataset_events import DatasetEvent
+from engines.media_v2.repository import artifacts as media_artifacts
+from engines.observability import metrics
+from engines.runtime import Runtime
+
+log = logging.getLogger("engines.lifecycle")
+
+BATCH = 500
+"""Artifacts per transaction in bulk deletes and expiry: bounded memory and lock time."""
+SYSTEM_ACTOR = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """Who removes artifacts, and why (`deleted` by a caller, `expired` by retention)."""
+
+    reason: str
+    actor_id: str
+    request_id: str
+    correlation_id: str
+
+
+def _event(conn: Connection, rt: Runtime, record: ArtifactRecord, deletion: Deletion,
+           now: datetime) -> DatasetEvent:
+    documents = rt.nexus.documents_for(conn, record.tenant_id, record.env, record.id)
+    # the artifact's lineage, with the deleter's actor, request and correlation ids
+    lineage = {**record_lineage(record), "actor_id": deletion.actor_id,
+               "request_id": deletion.request_id, "correlation_id": deletion.correlation_id,
+               "reason": deletion.reason, "deleted_at": now.isoformat()}
+    return DatasetEvent(id=new_id("dse"), tenant_id=record.tenant_id, env=record.env,
+                        event_type=f"canvas.{record.kind}.{deletion.reason}",
+                        subject_id=record.id,
+                        document_id=documents[0].id if documents else "",
+                        lineage=lineage, created_at=now)
+
+
+def _tombstone(conn: Connection, rt: Runtime, record: ArtifactRecord,
+               deletion: Deletion, variant_uris: list[str]) -> bool:
+    """Step 1 for one record, on the caller's transaction; False if already deleted.
+    The URIs of its image variants, tombstoned with it, are added to variant_uris."""
+    now = datetime.now(UTC)
+    c = repo.canvas_artifacts.c
+    marked = conn.execute(update(repo.canvas_artifacts).where(
+        c.id == record.id, c.deleted_at.is_(None)).values(deleted_at=now)).rowcount
+    if not marked:
+        return False
+    conn.execute(update(media_artifacts).where(
+        media_artifacts.c.id == record.media_artifact_id).values(deleted_at=now))
+    conn.execute(delete(repo.replay_indexes).where(
+        repo.replay_indexes.c.artifact_id == record.id))
+    variant_uris.extend(variants.tombstone_variants(conn, record, now))
+    rt.nexus.record_event(conn, _event(conn, rt, record, deletion, now))
+    return True
+
+
+def _remove_blobs(rt: Runtime, uris: list[str]) -> None:
+    """Step 2: each blob, unless still referenced; failures are left to gc."""
+    for uri in uris:
+        key = rt.store.key_for(uri)
+        if key is None:
+            continue
+        try:
+            delete_if_unreferenced(rt.engine, rt.store, key)
+        except Exception:  # noqa: BLE001 - the delete stands; gc removes the blob later
+            log.exception("could not remove the blob %s of a deleted artifact", uri)
+
+
+def _delete_batch(rt: Runtime, load: Callable[[Connection], list[ArtifactRecord]],
+                  deletion: Deletion) -> list[ArtifactRecord]:
+    """One transaction: load records, tombstone them; then remove their blobs."""
+    done: list[ArtifactRecord] = []
+    variant_uris: list[str] = []
+    try:
+        with write_transaction(rt.engine) as conn:
+            done = [r for r in load(conn) if _tombstone(conn, rt, r, deletion, variant_uris)]
+    except CommitOutcomeUnknown as exc:
+        # the blobs are kept: a committed tombstone makes them gc's, an uncommitted one
+        # leaves the artifacts live; a retry of the request finishes the job either way
+        raise ServiceUnavailable("the database connection was lost while committing the "
+                                 "delete; retry it", code="metadata.outcome_unknown") from exc
+    except ApiError:
+        raise
+    except Exception as exc:
+        log.exception("could not record a deletion")
+        raise ServiceUnavailable("metadata write failed; nothing was deleted by this batch",
+                                 code="metadata.write_failed") from exc
+    for record in done:
+        rt.records.discard(record)  # other processes see the delete within RECORD_CACHE_MS
+    # a render-ref (no sha256) points at a blob that is not ours to remove
+    _remove_blobs(rt, [r.uri for r in done if r.sha256 is not None] + variant_uris)
+    for record in done:
+        metrics.record_deleted(record.kind, deletion.reason)
+    return done
+
+
+def _not_found() -> NotFound:
+    return NotFound("artifact not found", code="canvas.not_found")
+
+
+def delete_artifact(rt: Runtime, tenant_id: str, env: str, canvas_id: str, artifact_id: str,
+                    deletion: Deletion) -> ArtifactRecord:
+    """DELETE one artifact; 404 if it is missing, foreign or already deleted."""
+    def load(conn: Connection) -> list[ArtifactRecord]:
+        record = repo.get_record(conn, tenant_id, env, canvas_id, artifact_id)
+        if record is None:
+            raise _not_found()
+        return [record]
+
+    done = _delete_batch(rt, load, deletion)
+    if not done:
+        raise _not_found()  # a concurrent delete won
+    return done[0]
+
+
+def delete_canvas(rt: Runtime, tenant_id: str, env: str, canvas_id: str,
+                  deletion: Deletion) -> int:
+    """Every live artifact of a canvas, BATCH per transaction; a retry finishes the job."""
+    deleted = 0
+    while True:
+        batch = _delete_batch(rt, lambda conn: repo.list_records(
+            conn, tenant_id, env, canvas_id, kind=None, rev=None, before_id=None,
+            limit=BATCH), deletion)
+        if not batch:
+            return deleted
+        deleted += len(batch)
+
+
+# ---- retention --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryPlan:
+    tenant_id: str
+    env: str
+    kind: str
+    cutoff: datetime
+    count: int
+
+
+def expiry_plans(rt: Runtime, now: datetime) -> list[ExpiryPlan]:
+    """Per (tenant, env, kind) with a retention in force, how many artifacts are past it."""
+    plans = []
+    with rt.engine.connect() as conn:
+        found = retention.overrides(conn)
+        for kind in retention.KINDS:
+            for tenant_id, env in retention.scopes_with_artifacts(conn, kind):
+                keep = retention.effective_keep(rt.settings, found, tenant_id, env, kind)
+                if keep is None:
+                    continue
+                cutoff = now - keep
+                count = retention.count_expired(
+                    conn, tenant_id, env, kind, cutoff,
+                    keep_latest=rt.settings.retention_keep_latest)
+                if count:
+                    plans.append(ExpiryPlan(tenant_id, env, kind, cutoff, count))
+    return plans
+
+
+def expire(rt: Runtime, plan: ExpiryPlan) -> Iterator[int]:
+    """Expire what one plan found, BATCH per transaction; yields each batch's size.
+
+    Resumable: a crash loses nothing that should stay (each batch commits its
+    tombstones and events together) and the next run expires the rest.
+    """
+    deletion = Deletion("expired", SYSTEM_ACTOR, new_id("req"), new_id("cor"))
+
+    def load(conn: Connection) -> list[ArtifactRecord]:
+        ids = retention.expired_ids(conn, plan.tenant_id, plan.env, plan.kind, plan.cutoff,
+                                    keep_latest=rt.settings.retention_keep_latest,
+                                    limit=BATCH)
+        return repo.records_by_id(conn, plan.tenant_id, plan.env, ids)
+
+    while batch := _delete_batch(rt, load, deletion):
+        yield len(batch)
+
+
+
+def expire_all(rt: Runtime, *, apply: bool,
+               progress: Callable[[str], None] = lambda _m: None) -> list[dict[str, object]]:
+    """Every retention in force, applied (or, in a dry run, listed): what `engines gc` runs."""
+    listed = []
+    for plan in expiry_plans(rt, datetime.now(UTC)):
+        expired = sum(expire(rt, plan)) if apply else 0
+        if apply:
+            metrics.record_retention(expired)
+        verb = f"expired {expired}" if apply else f"would expire {plan.count}"
+        progress(f"retention: {plan.tenant_id}/{plan.env} {plan.kind}: {verb} "
+                 f"(created before {plan.cutoff.isoformat()})")
+        listed.append({"tenant_id": plan.tenant_id, "env": plan.env, "kind": plan.kind,
+                       "created_before": plan.cutoff.isoformat(),
+                       "expired" if apply else "would_expire": expired if apply else plan.count})
+    return listed

@@ -1,0 +1,109 @@
+"""The reference model: which blobs committed records still point at.
+
+Every column that holds a blob URI is listed here, once. Compensation after
+a failed create, DELETE, retention, purge and `engines gc` all ask this
+module "can anything committed reference this key?" before a blob is
+removed, so adding a table that keeps URIs means adding one line below and
+no deleting path can forget it.
+
+URIs are stored canonical (`uris.canonical_uri`), so a reference is an exact
+match on an indexed column. A row with `deleted_at` set is a tombstone: it no
+longer keeps its blob alive.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import anyio
+from sqlalchemy import Column, Connection, Engine, exists, or_, select, true
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
+from starlette.concurrency import run_in_threadpool
+
+from engines.canvas_artifacts.repository import canvas_artifacts
+from engines.media_v2.repository import artifacts as media_artifacts
+from engines.media_v2.repository import assets as media_assets
+from engines.storage.base import BlobStore
+
+log = logging.getLogger("engines.lifecycle.references")
+
+URI_COLUMNS: dict[Column[str], ColumnElement[bool]] = {
+    # a render-ref (no sha256: we never stored its bytes) points at a blob that is not
+    # the artifact's own, so even deleted it never makes its target removable
+    canvas_artifacts.c.uri: or_(canvas_artifacts.c.deleted_at.is_(None),
+                                canvas_artifacts.c.sha256.is_(None)),
+    media_assets.c.source_uri: true(),
+    media_artifacts.c.uri: media_artifacts.c.deleted_at.is_(None),
+}
+"""Every column that may hold the URI of a blob in our store, and which of its rows
+keep that blob alive (the others are tombstones)."""
+
+
+def _live(column: Column[str]) -> ColumnElement[bool]:
+    return URI_COLUMNS[column]
+
+
+def is_referenced(conn: Connection, uri: str) -> bool:
+    """True if any live committed row holds this (canonical) URI."""
+    return any(conn.execute(select(exists().where(column == uri, _live(column)))).scalar()
+               for column in URI_COLUMNS)
+
+
+def _keys(conn: Connection, store: BlobStore, *, live: bool) -> Iterator[str]:
+    for column in URI_COLUMNS:
+        state = _live(column) if live else ~_live(column)
+        for uri in conn.execute(select(column).where(state)).scalars():
+            key = store.key_for(uri)
+            if key is not None:
+                yield key
+
+
+def referenced_keys(conn: Connection, store: BlobStore) -> set[str]:
+    """The keys every live row points at: what gc must never delete."""
+    return set(_keys(conn, store, live=True))
+
+
+def tombstoned_keys(conn: Connection, store: BlobStore, referenced: set[str]) -> set[str]:
+    """Keys of deleted records that no live row references: blobs due for removal."""
+    return set(_keys(conn, store, live=False)) - referenced
+
+
+def delete_if_unreferenced(engine: Engine, store: BlobStore, key: str) -> bool:
+    """Remove the blob unless a committed record references it; True if removed.
+
+    If the database cannot be asked, this raises and nothing is removed.
+    """
+    with engine.connect() as conn:
+        if is_referenced(conn, store.uri_for(key)):
+            log.warning("kept blob %s: a committed record references it", key)
+            return False
+    store.delete(key)
+    return True
+
+
+def _discard(engine: Engine, store: BlobStore, key: str) -> None:
+    try:
+        delete_if_unreferenced(engine, store, key)
+    except DBAPIError:
+        # the database is unreachable, so nothing could commit a reference to this key
+        log.warning("could not check the references of %s; removing it", key)
+        store.delete(key)
+
+
+async def discard_fresh_blob(engine: Engine, store: BlobStore, key: str) -> None:
+    """Compensation for a create whose transaction did not commit; even under cancellation.
+
+    The key was made for this request only, so once its transaction has
+    certainly not committed, a reference can only come from a row written
+    since (an `s3://` URI registered through media_v2): asked when the
+    database answers. A create whose COMMIT outcome is unknown never comes
+    here; its blob stays for gc. A failure is logged, not raised: the request
+    already has its answer, and `engines gc` removes what this could not.
+    """
+    with anyio.CancelScope(shield=True):
+        try:
+            await run_in_threadpool(_discard, engine, store, key)
+        except Exception:  # noqa: BLE001 - see docstring
+            log.exception("could not delete orphan blob %s", key)

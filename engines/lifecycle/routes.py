@@ -1,0 +1,66 @@
+"""HTTP routes for the end of an artifact's life: delete one, delete a canvas, export.
+
+Beside the canvas routes under the same prefix and tag; mounted before them, so
+`/export` is matched before `/{artifact_id}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.responses import Response, StreamingResponse
+
+from engines.auth.tokens import Admin, Caller, Reader, Writer
+from engines.canvas_artifacts.models import ArtifactKindName
+from engines.http.errors import AUTHENTICATED_ERRORS, error_responses
+from engines.http.jsonutil import OrjsonResponse
+from engines.http.openapi import BINARY
+from engines.http.params import ArtifactId, CanvasId
+from engines.lifecycle import delete as lifecycle
+from engines.lifecycle import export
+from engines.runtime import Rt
+
+router = APIRouter(prefix="/canvas/{canvas_id}/artifacts", tags=["canvas artifacts"])
+
+_JSON = "application/json"
+_BYTES = {"schema": BINARY}
+_RESPONSES: dict[int | str, dict[str, Any]] = error_responses(*AUTHENTICATED_ERRORS, 404)
+
+
+def _deletion(caller: Caller) -> lifecycle.Deletion:
+    return lifecycle.Deletion("deleted", caller.auth.actor_id, caller.ctx.request_id,
+                              caller.ctx.correlation_id)
+
+
+@router.delete("", responses={**_RESPONSES, 200: {
+    "description": "how many artifacts this call deleted",
+    "content": {_JSON: {"schema": {"type": "object", "required": ["deleted"], "properties": {
+        "deleted": {"type": "integer"}}}}}}})
+def delete_canvas_artifacts(canvas_id: CanvasId, rt: Rt, caller: Admin) -> Response:
+    """Every artifact of the canvas in the caller's tenant/env (admin or owner)."""
+    deleted = lifecycle.delete_canvas(rt, caller.ctx.tenant_id, caller.ctx.env, canvas_id,
+                                      _deletion(caller))
+    return OrjsonResponse({"deleted": deleted})
+
+
+@router.get("/export", responses={**_RESPONSES, 200: {
+    "description": "a tar: manifest.jsonl, then each payload at {kind}/{artifact_id}.{ext}",
+    "content": {"application/x-tar": _BYTES}}})
+def export_artifacts(canvas_id: CanvasId, rt: Rt, caller: Reader,
+                     kind: ArtifactKindName | None = None) -> Response:
+    export.has_live_artifacts(rt, caller.ctx, canvas_id)
+    return StreamingResponse(
+        export.stream_export(rt, caller.ctx, canvas_id, kind), media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{canvas_id}-artifacts.tar"',
+                 "X-Content-Type-Options": "nosniff"})
+
+
+@router.delete("/{artifact_id}", status_code=204, responses=_RESPONSES)
+def delete_artifact(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
+                    caller: Writer) -> Response:
+    """The record, content, lineage route and media_v2 artifact answer 404 from now on;
+    the Nexus deletion event stays."""
+    lifecycle.delete_artifact(rt, caller.ctx.tenant_id, caller.ctx.env, canvas_id, artifact_id,
+                              _deletion(caller))
+    return Response(status_code=204)

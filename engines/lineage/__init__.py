@@ -1,0 +1,1 @@
+"""Lineage: Nexus documents and dataset events."""

@@ -1,0 +1,128 @@
+"""Nexus on the service's SQL database, so lineage commits with the artifact.
+
+The `dataset_events` rows are also the events outbox (engines/events): each
+row gets a `seq`, its position in the feed of its (tenant_id, env).
+
+How `seq` is assigned, and why a reader never sees a gap filled later:
+`event_sequences` holds one counter row per (tenant_id, env). Writing an
+event increments that row (an upsert) in the writer's own transaction and
+uses the new value. The row stays locked until the transaction ends, so
+writers of one tenant/env take turns: the next one gets its number only
+after the previous one committed (or rolled back, which also rolls back its
+increment). Numbers are therefore handed out in commit order with no holes,
+and a reader that saw seq N can never later find a committed N-1 it missed.
+The lock is taken by the last statement of the artifact transaction, so it
+is held only for the commit itself. On SQLite the database write lock
+serialises all writers anyway.
+
+On PostgreSQL the same transaction sends `NOTIFY engines_events`, delivered
+on commit, which wakes the per-process listeners; the rows stay the truth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    String,
+    Table,
+    bindparam,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from engines.db.metadata import JsonDoc, UtcDateTime, metadata
+from engines.lineage.dataset_events import DatasetEvent
+from engines.lineage.nexus.backends.base import NexusBackend
+from engines.lineage.nexus.schemas import NexusDocument
+
+NOTIFY_CHANNEL = "engines_events"
+
+documents = Table(
+    "nexus_documents", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("env", String(16), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("subject_id", String(64), nullable=False),
+    Column("lineage", JsonDoc, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_nexus_documents_subject", "tenant_id", "env", "subject_id"),
+)
+
+events = Table(
+    "dataset_events", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("env", String(16), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("subject_id", String(64), nullable=False),
+    Column("document_id", String(64), nullable=False),
+    Column("lineage", JsonDoc, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("seq", BigInteger),
+    Index("ix_dataset_events_subject", "tenant_id", "env", "subject_id"),
+    Index("ux_dataset_events_seq", "tenant_id", "env", "seq", unique=True),
+)
+
+event_sequences = Table(
+    "event_sequences", metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("env", String(16), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+)
+
+
+def _next_seq_statement(dialect: Any) -> Any:
+    stmt = dialect.insert(event_sequences).values(
+        tenant_id=bindparam("tenant_id"), env=bindparam("env"), last_seq=1)
+    return stmt.on_conflict_do_update(
+        index_elements=["tenant_id", "env"],
+        set_={"last_seq": event_sequences.c.last_seq + 1},
+    ).returning(event_sequences.c.last_seq)
+
+
+# Built once: constructing a statement costs more than running it (cache key, coercions),
+# and these run in every create's transaction.
+_NEXT_SEQ = {"postgresql": _next_seq_statement(postgresql), "sqlite": _next_seq_statement(sqlite)}
+_INSERT_DOCUMENT = insert(documents)
+_INSERT_EVENT = insert(events)
+
+
+def next_seq(tx: Connection, tenant_id: str, env: str) -> int:
+    """Take the next number of (tenant_id, env), locking its counter until commit."""
+    stmt = _NEXT_SEQ["postgresql" if tx.dialect.name == "postgresql" else "sqlite"]
+    return int(tx.execute(stmt, {"tenant_id": tenant_id, "env": env}).scalar_one())
+
+
+class SqlNexusBackend(NexusBackend):
+    def record(self, tx: Connection, document: NexusDocument, event: DatasetEvent) -> None:
+        tx.execute(_INSERT_DOCUMENT, document.model_dump())
+        self.record_event(tx, event)
+
+    def record_event(self, tx: Connection, event: DatasetEvent) -> None:
+        event.seq = next_seq(tx, event.tenant_id, event.env)
+        tx.execute(_INSERT_EVENT, event.model_dump())
+        if tx.dialect.name == "postgresql":
+            tx.execute(text("SELECT pg_notify(:channel, :payload)"),
+                       {"channel": NOTIFY_CHANNEL, "payload": f"{event.tenant_id} {event.env}"})
+
+    def documents_for(self, conn: Connection, tenant_id: str, env: str,
+                      subject_id: str) -> list[NexusDocument]:
+        rows = conn.execute(select(documents).where(
+            documents.c.tenant_id == tenant_id, documents.c.env == env,
+            documents.c.subject_id == subject_id).order_by(documents.c.id)).mappings()
+        return [NexusDocument.model_validate(dict(r)) for r in rows]
+
+    def events_for(self, conn: Connection, tenant_id: str, env: str,
+                   subject_id: str) -> list[DatasetEvent]:
+        rows = conn.execute(select(events).where(
+            events.c.tenant_id == tenant_id, events.c.env == env,
+            events.c.subject_id == subject_id).order_by(events.c.id)).mappings()
+        return [DatasetEvent.model_validate(dict(r)) for r in rows]
