@@ -844,11 +844,11 @@ def targets(result: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
         value = up["service"]["mib_per_s"] / (up["service"]["size"] / up["raw_s"] / MIB)
         out.append(("upload MiB/s >= 0.5x raw write", value >= 0.5, f"{value:.2f}x"))
     value = ratio("thumbnail_get", "rps")
-    out.append(("thumbnail GET of a stored variant >= 0.8x plain content GET (issue 11)",
+    out.append(("thumbnail GET of a stored variant >= 0.8x plain content GET",
                 None if value is None else value >= 0.8,
                 "-" if value is None else f"{value:.2f}x"))
     p99 = (raw.get("list") or {}).get("service", {}).get("p99_ms")
-    out.append(("list p99 < 20 ms at 100k (issue 5)", None if p99 is None else p99 < 20,
+    out.append(("list p99 < 20 ms at 100k", None if p99 is None else p99 < 20,
                 "-" if p99 is None else f"{p99:.1f} ms"))
     return out
 
@@ -889,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(result))
         result["targets"] = [{"target": t, "met": m, "measured": v}
                              for t, m, v in targets(result)]
-        print("\ntargets (issue 12):")
+        print("\ntargets:")
         for t in result["targets"]:
             mark = {True: "met ", False: "MISS", None: "n/a "}[t["met"]]
             print(f"  [{mark}] {t['target']}: {t['measured']}")

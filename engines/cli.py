@@ -1,4 +1,4 @@
-"""The `engines` command: serve, token, migrate, doctor, gc, worker."""
+"""The `engines` command: serve, token, migrate, doctor, gc, retention, purge, worker."""
 
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def default_workers() -> int:
     """One worker per core this process may run on: a create or fetch is CPU-bound
     Python, so one process uses one core; SQLite in WAL mode takes several
-    writer processes (SQLite's busy handler queues them)."""
+    writer processes (each groups its creates into one transaction, and they take turns
+    through the writer's flock beside the database file)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux

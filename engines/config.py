@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     # it sees a delete made by another process (engines/canvas_artifacts/record_cache.py)
     record_cache_ms: int = Field(default=1000, ge=0)
 
-    # signed content URLs and image variants (issue 11)
+    # signed content URLs and image variants (docs/signed-urls.md)
     url_signing_key: str | None = None
     public_base_url: str | None = None
     image_transforms: bool = True

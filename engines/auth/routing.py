@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engines.http.errors import BadRequest, NotFound
+from engines.http.errors import BadRequest
 from engines.http.params import ENVS, TENANT_RE, TRACE_ID_RE, is_safe_id
 
 
@@ -66,12 +66,6 @@ def get_request_context(request: Request) -> RequestContext:
         surface_id=_optional_id(request, "x-surface-id"),
         app_id=_optional_id(request, "x-app-id"),
     )
-
-
-def assert_context_matches(ctx: RequestContext, tenant_id: str, env: str, what: str) -> None:
-    """A record of another tenant/env is reported exactly like a missing one."""
-    if tenant_id != ctx.tenant_id or env != ctx.env:
-        raise NotFound(f"{what} not found", code=f"{what}.not_found")
 
 
 def _trace_id(value: bytes | None) -> str:

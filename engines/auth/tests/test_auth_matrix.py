@@ -1,4 +1,4 @@
-"""The auth matrix of DESIGN.md / issue 2, every row, on both backend stacks.
+"""The auth matrix (docs/http.md: headers, roles, tenants), every row, on both backend stacks.
 
 Each row is exercised against a read and a write route of both route
 families (canvas artifacts and media_v2), because both mount the same

@@ -1,4 +1,4 @@
-"""The token table of issue 4, one test per row, plus the TokenVerifier directly.
+"""The token rules of docs/http.md, one test per rule, plus the TokenVerifier directly.
 
 Tokens are crafted both with PyJWT and by hand (base64url segments and an
 HMAC computed here), so that a malformed token is rejected for the reason

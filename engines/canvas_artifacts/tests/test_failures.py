@@ -60,7 +60,7 @@ def test_failing_nexus_fails_every_create_and_keeps_nothing(make_stack, stack_na
     }
     for what, attempt in attempts.items():
         response = attempt()
-        # a metadata outage is 503 (DESIGN.md), with the one error envelope
+        # a metadata outage is 503 (docs/http.md), with the one error envelope
         assert response.status_code == 503, (what, response.status_code, response.text)
         assert_error(response, 503)
         assert "nexus write failed" not in response.text  # internals stay in the log

@@ -211,7 +211,7 @@ def test_over_max_replay_bytes_is_413_and_keeps_nothing(make_stack, stack_name):
     created(stack.client.post(url(new_canvas(), "/replay"), content=small, headers=headers))
 
 
-# ---- bounds of times and revisions (issue 8, finding 12) ---------------------------------
+# ---- bounds of times and revisions ----------------------------------------------------
 
 MAX_INT = 2**53
 
