@@ -15,13 +15,14 @@ from engines.auth.tokens import Admin, Caller, Reader, Writer
 from engines.canvas_artifacts.models import ArtifactKindName
 from engines.http.errors import AUTHENTICATED_ERRORS, error_responses
 from engines.http.jsonutil import OrjsonResponse
-from engines.http.openapi import BINARY
+from engines.http.openapi import BINARY, AuthenticatedRoute
 from engines.http.params import ArtifactId, CanvasId
 from engines.lifecycle import delete as lifecycle
 from engines.lifecycle import export
 from engines.runtime import Rt
 
-router = APIRouter(prefix="/canvas/{canvas_id}/artifacts", tags=["canvas artifacts"])
+router = APIRouter(prefix="/canvas/{canvas_id}/artifacts", tags=["canvas artifacts"],
+                   route_class=AuthenticatedRoute)
 
 _JSON = "application/json"
 _BYTES = {"schema": BINARY}
