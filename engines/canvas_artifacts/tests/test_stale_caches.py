@@ -11,6 +11,7 @@ missing blob or replay index) it is dropped and the answer is the database's.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -36,6 +37,15 @@ def _warm(stack: Stack, base: str, paths: tuple[str, ...], tenant: str = "t_acme
         assert response.status_code == 200, (path, response.text)
 
 
+def _warmed_preview(stack: Stack, other: Stack) -> tuple[dict[str, Any], str]:
+    """A real PNG preview made through `stack` whose record, content and 64 px variant
+    `other` now holds in memory; and the record's path."""
+    record = created(create_preview(stack, new_canvas(), body=png(300, 200)))
+    base = url(record["canvas_id"], f"/{record['id']}")
+    _warm(other, base, PATHS)
+    return record, base
+
+
 def test_creates_after_a_purge_write_the_canvas_asset_again(stack: Stack) -> None:
     """The process remembers the canvas's media_v2 asset and skips its insert; after a
     purge erased it, the skipped insert would fail the artifact's foreign key."""
@@ -59,11 +69,7 @@ def test_creates_after_a_purge_write_the_canvas_asset_again(stack: Stack) -> Non
 def test_a_stale_record_of_a_deleted_preview_answers_404_not_a_missing_blob(
         stack: Stack, twin, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     other = twin(stack)
-    canvas = new_canvas()
-    record = created(create_preview(stack, canvas, body=png(300, 200)))
-    base = url(canvas, f"/{record['id']}")
-    _warm(stack, base, PATHS)
-    _warm(other, base, PATHS)  # `other` now holds the record and the variant in memory
+    _record, base = _warmed_preview(stack, other)
     assert stack.client.delete(base, headers=stack.headers()).status_code == 204
 
     with caplog.at_level(logging.ERROR):
@@ -93,10 +99,7 @@ def test_a_live_record_whose_blob_is_missing_is_still_an_outage(
         stack: Stack, twin, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     """Only a record the database confirms live, with its blob gone, is a 503."""
     other = twin(stack)
-    canvas = new_canvas()
-    record = created(create_preview(stack, canvas, body=png(300, 200)))
-    base = url(canvas, f"/{record['id']}")
-    _warm(other, base, PATHS)
+    record, base = _warmed_preview(stack, other)
     variant = [k for k in _keys(stack) if f"/{record['id']}.v/" in k]
     stack.runtime.store.delete(stack.runtime.store.key_for(record["uri"]))
     for key in variant:
