@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                   default_response_class=OrjsonResponse, docs_url=None, redoc_url=None,
                   generate_unique_id_function=operation_id, lifespan=events_lifespan)
     app.state.runtime = runtime
-    app.state.event_hub = EventHub(runtime.engine, settings)
+    app.state.event_hub = EventHub(runtime.engine, settings, runtime.caches)
     app.state.verifier = TokenVerifier(settings)
     app.add_middleware(BodyIdleTimeoutMiddleware, seconds=settings.body_idle_timeout)
     app.add_middleware(TraceHeadersMiddleware)

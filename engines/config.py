@@ -94,8 +94,9 @@ class Settings(BaseSettings):
     # one keyframe is parsed whole: this bounds the memory a replay create can take
     max_keyframe_bytes: int = 1 * MIB
     max_json_depth: int = 64
-    # how long a process may answer GETs of a record from memory: the bound on how late
-    # it sees a delete made by another process (engines/canvas_artifacts/record_cache.py)
+    # how long a process may answer GETs of a record from memory; a delete made by another
+    # process is dropped sooner, by the events hub (docs/caches.md): this is the bound when
+    # the hub is not running or has lost its database link
     record_cache_ms: int = Field(default=1000, ge=0)
 
     # signed content URLs and image variants (docs/signed-urls.md)

@@ -18,7 +18,13 @@ import httpx
 from conftest import PNG, SIGNING_KEY, new_canvas
 from engines.auth.tokens import issue_token
 from engines.canvas_artifacts.models import ArtifactRecord
-from engines.canvas_artifacts.record_cache import MAX_ENTRIES, RecordCache, key_of
+from engines.canvas_artifacts.record_cache import (
+    MAX_ENTRIES,
+    RecordCache,
+    key_of,
+    record_cache,
+    remember,
+)
 from engines.config import Settings
 from tests._server import running_server
 
@@ -47,11 +53,11 @@ class FakeClock:
 
 def test_an_entry_lives_ttl_from_the_start_of_the_read_that_filled_it() -> None:
     clock = FakeClock()
-    cache = RecordCache(1000, clock)
+    cache = RecordCache(MAX_ENTRIES, 1.0, clock)
     record = _record()
     started = cache.now()
     clock.t += 0.3  # the database read took 300 ms
-    cache.put(key_of(record), record, started)
+    remember(cache, record, started)
     clock.t += 0.69
     assert cache.get(key_of(record)) is record
     clock.t += 0.01  # 1000 ms after the read began
@@ -59,17 +65,18 @@ def test_an_entry_lives_ttl_from_the_start_of_the_read_that_filled_it() -> None:
 
 
 def test_disabled_cache_keeps_nothing_and_memory_is_bounded() -> None:
-    off = RecordCache(0)
+    off = record_cache(0)
     record = _record()
-    off.put(key_of(record), record, off.now())
+    remember(off, record, off.now())
     assert off.get(key_of(record)) is None
-    cache = RecordCache(60_000)
+    cache = record_cache(60_000)
     for n in range(MAX_ENTRIES + 10):
-        r = _record(f"art_{n}")
-        cache.put(key_of(r), r, cache.now())
-    assert len(cache._entries) == MAX_ENTRIES
+        remember(cache, _record(f"art_{n}"), cache.now())
+    assert len(cache) == MAX_ENTRIES
     assert cache.get(key_of(_record("art_0"))) is None
     assert cache.get(key_of(_record(f"art_{MAX_ENTRIES + 9}"))) is not None
+    cache.drop(("t", "dev"), f"art_{MAX_ENTRIES + 9}")  # what a deletion event names
+    assert cache.get(key_of(_record(f"art_{MAX_ENTRIES + 9}"))) is None
 
 
 def test_a_delete_in_another_process_is_seen_within_record_cache_ms(tmp_path: Path) -> None:

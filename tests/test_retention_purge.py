@@ -31,6 +31,7 @@ from engines.canvas_artifacts.tests.helpers import (
 )
 from engines.http.errors import ServiceUnavailable
 from engines.lifecycle import delete as lifecycle
+from engines.lineage.dataset_events import SCOPE_PURGED
 from engines.lineage.nexus.backends.sql import events as dataset_events
 from tests.test_crash_gc import ENGINES, service_env
 
@@ -176,6 +177,16 @@ def table_counts(stack: Stack, tenant: str) -> dict[str, int]:
             table.c.tenant_id == tenant)).scalar_one() for name, table in METADATA_TABLES.items()}
 
 
+def purge_events(stack: Stack, tenant: str) -> list[tuple[str, dict[str, Any]]]:
+    """The purge's feed events of a tenant: (env, lineage without its timestamp)."""
+    with stack.runtime.engine.connect() as conn:
+        rows = conn.execute(select(dataset_events.c.env, dataset_events.c.lineage).where(
+            dataset_events.c.tenant_id == tenant, dataset_events.c.event_type == SCOPE_PURGED)
+            .order_by(dataset_events.c.env, dataset_events.c.seq)).all()
+    return [(env, {k: v for k, v in lineage.items() if k in ("tenant_id", "env")})
+            for env, lineage in rows]
+
+
 def populate(stack: Stack, tenant: str, canvas: str) -> None:
     for env in ("dev", "prod"):
         created(create_preview(stack, canvas, tenant=tenant, env=env, Idempotency_Key="k1"))
@@ -204,7 +215,11 @@ def test_purge_removes_one_tenant_and_nothing_else(stack: Stack) -> None:
 
     applied = summary(engines(env, "purge", "--tenant", "t_gone", "--apply"))
     assert applied["rows"] == dry["rows"] and applied["blobs"] == dry["blobs"]
-    assert table_counts(stack, "t_gone") == dict.fromkeys(METADATA_TABLES, 0)
+    # all that is left: one `tenant.purged` event per env, for running servers' caches
+    assert table_counts(stack, "t_gone") == {**dict.fromkeys(METADATA_TABLES, 0),
+                                             "dataset_events": 2}
+    assert purge_events(stack, "t_gone") == [("dev", {"tenant_id": "t_gone", "env": "dev"}),
+                                             ("prod", {"tenant_id": "t_gone", "env": "prod"})]
     assert [k for k in blob_keys(stack) if k.startswith("tenants/t_gone/")] == []
     assert table_counts(stack, "t_stays") == stays_rows
     assert [k for k in blob_keys(stack) if k.startswith("tenants/t_stays/")] == stays_blobs
@@ -212,6 +227,7 @@ def test_purge_removes_one_tenant_and_nothing_else(stack: Stack) -> None:
 
     again = summary(engines(env, "purge", "--tenant", "t_gone", "--apply"))
     assert again["blobs"] == 0 and set(again["rows"].values()) == {0}
+    assert len(purge_events(stack, "t_gone")) == 4, "a purge keeps the earlier events"
 
 
 def test_purge_of_one_env_keeps_the_tenants_other_envs(stack: Stack) -> None:
@@ -220,6 +236,7 @@ def test_purge_of_one_env_keeps_the_tenants_other_envs(stack: Stack) -> None:
     env = cli_env(stack)
     applied = summary(engines(env, "purge", "--tenant", "t_envs", "--env", "prod", "--apply"))
     assert applied["envs"] == ["prod"] and applied["rows"]["canvas_artifacts"] == 3
+    assert [env for env, _ in purge_events(stack, "t_envs")] == ["prod"]
     assert [k for k in blob_keys(stack) if k.startswith("tenants/t_envs/prod/")] == []
     assert len([k for k in blob_keys(stack) if k.startswith("tenants/t_envs/dev/")]) == 4
     assert len(ids(stack, canvas, "t_envs")) == 3

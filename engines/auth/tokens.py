@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from engines.auth.routing import RequestContext, get_request_context
+from engines.common.cache import Cache
 from engines.config import Settings
 from engines.http.errors import Forbidden, ServiceUnavailable, Unauthorized
 from engines.http.params import ENVS
@@ -71,7 +72,6 @@ class TokenVerifier:
                             cooldown_duration=settings.auth_jwks_refresh_cooldown_seconds)
             if settings.auth_jwks_url else None
         )
-        self._verified: dict[str, tuple[AuthContext, float]] = {}
         # an OIDC issuer signs tokens for many clients: pin the issuer and audience
         self.issuer = settings.auth_jwt_issuer
         self.audience = settings.auth_jwt_audience
@@ -83,6 +83,9 @@ class TokenVerifier:
         # a revoked JWKS key must stop working when the key set is refetched
         self.verified_ttl = min(VERIFIED_TTL, settings.auth_jwks_cache_seconds) \
             if self.jwks else VERIFIED_TTL
+        # wall-clock: an entry must not outlive the token's own `exp`, an epoch time
+        self._verified: Cache[str, AuthContext] = Cache(VERIFIED_CACHE_SIZE, self.verified_ttl,
+                                                        clock=time.time)
 
     def _key_for(self, token: str, alg: str) -> Any:
         if alg in _HMAC_ALGS and self.hmac_key:
@@ -104,17 +107,16 @@ class TokenVerifier:
 
         Clients send the same token on every request; verifying it again each
         time (two base64/JSON parses and an HMAC) was a visible share of a
-        small request's CPU. A cached entry lives at most VERIFIED_TTL seconds
-        and never past the token's own `exp`.
+        small request's CPU. A cached entry (engines/common/cache.py) lives at
+        most VERIFIED_TTL seconds and never past the token's own `exp`; a token
+        holds no tenant data, so no event drops it.
         """
-        now = time.time()
         cached = self._verified.get(token)
-        if cached is not None and cached[1] > now:
-            return cached[0]
+        if cached is not None:
+            return cached
+        started = self._verified.now()
         auth, expires = self._verify(token)
-        if len(self._verified) >= VERIFIED_CACHE_SIZE:
-            self._verified.clear()
-        self._verified[token] = (auth, min(expires, now + self.verified_ttl))
+        self._verified.put(token, auth, started, ttl=expires - started)
         return auth
 
     def _verify(self, token: str) -> tuple[AuthContext, float]:

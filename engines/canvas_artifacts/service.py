@@ -14,7 +14,7 @@ import base64
 import binascii
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +23,7 @@ import orjson
 from fastapi import Request
 from pydantic import ValidationError
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -39,7 +40,7 @@ from engines.canvas_artifacts.models import (
     RenderRef,
     ReplayDocument,
 )
-from engines.canvas_artifacts.record_cache import key_of
+from engines.canvas_artifacts.record_cache import remember
 from engines.canvas_artifacts.replay import read_window
 from engines.canvas_artifacts.replay_ingest import (
     ENVELOPE_MAX_BYTES,
@@ -79,7 +80,7 @@ from engines.media_v2.models import DerivedArtifact
 from engines.media_v2.service import ensure_canvas_asset
 from engines.observability import metrics
 from engines.runtime import Runtime
-from engines.storage.base import StoredBlob
+from engines.storage.base import BlobNotFound, StoredBlob
 from engines.storage.ingest import HeadCheck, ingest, ingest_bytes
 from engines.storage.keys import canvas_key
 from engines.storage.uris import check_uri_in_scope
@@ -120,9 +121,10 @@ def record_lineage(record: ArtifactRecord) -> dict[str, Any]:
     }
 
 
-def _metadata_writer(rt: Runtime, record: ArtifactRecord,
-                     replay_index: dict[str, Any] | None) -> Callable[[Connection], None]:
-    """Step (2): every record of the artifact, written on the caller's transaction."""
+def _metadata_writer(rt: Runtime, record: ArtifactRecord, replay_index: dict[str, Any] | None,
+                     *, with_asset: bool) -> Callable[[Connection], None]:
+    """Step (2): every record of the artifact, written on the caller's transaction
+    (the canvas asset's insert-if-absent only `with_asset`)."""
     lineage = record_lineage(record)
     document = NexusDocument(id=new_id("nxd"), tenant_id=record.tenant_id, env=record.env,
                              kind=NexusKind(MEDIA_KIND[record.kind]), subject_id=record.id,
@@ -139,7 +141,7 @@ def _metadata_writer(rt: Runtime, record: ArtifactRecord,
               "size_bytes": record.size_bytes})
 
     def write(conn: Connection) -> None:
-        if record.media_asset_id not in rt.known_assets:
+        if with_asset:
             ensure_canvas_asset(conn, record.tenant_id, record.env, record.canvas_id,
                                 record.actor_id, record.media_asset_id, record.created_at)
         media_repo.insert_artifact(conn, derived)
@@ -171,11 +173,9 @@ async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, c
         media_asset_id=canvas_asset_id(ctx.tenant_id, ctx.env, canvas_id),
         media_artifact_id=new_id("mda"), created_at=_now(), meta=payload.meta)
     body = orjson.dumps(record.model_dump(mode="json"))
+    started = rt.records.now()
     try:
-        replayed = await idempotency.write_once(
-            rt.engine, claim, payload.body_sha256, 201, body,
-            _metadata_writer(rt, record, payload.replay_index),
-            lambda conn: row_exists(conn, repo.canvas_artifacts, record.id))
+        replayed = await _write_metadata(rt, claim, payload, record, body)
     except idempotency.OutcomeUnknown:
         raise  # the record may be committed: its blob stays, gc decides when it can read
     except BaseException as exc:
@@ -188,9 +188,40 @@ async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, c
     if replayed is not None:
         await _discard(rt, payload)
         return replayed
-    _remember_asset(rt, record.media_asset_id)
-    rt.records.put(key_of(record), record, rt.records.now())
+    # after a commit the canvas asset exists until a purge erases it (assets are never
+    # deleted otherwise), so later creates on this canvas skip its insert
+    rt.assets.put(record.media_asset_id, True, started, scope=(record.tenant_id, record.env))
+    remember(rt.records, record, started)
     return Response(body, status_code=201, media_type="application/json")
+
+
+async def _write_metadata(rt: Runtime, claim: idempotency.IdempotencyClaim | None,
+                          payload: Payload, record: ArtifactRecord,
+                          body: bytes) -> Response | None:
+    """Step (2) in one transaction with the idempotency claim (`write_once`).
+
+    The canvas asset's insert is skipped while this process knows the asset is
+    committed. That knowledge may be stale (a purge erased the asset since):
+    the artifact's insert then fails on its foreign key, and the entry is
+    dropped and the transaction run once more with the asset's insert. A cache
+    entry may save a statement; it never makes a write fail.
+    """
+    known = rt.assets.get(record.media_asset_id) is not None
+
+    def attempt(with_asset: bool) -> Awaitable[Response | None]:
+        return idempotency.write_once(
+            rt.engine, claim, payload.body_sha256, 201, body,
+            _metadata_writer(rt, record, payload.replay_index, with_asset=with_asset),
+            lambda conn: row_exists(conn, repo.canvas_artifacts, record.id))
+
+    try:
+        return await attempt(not known)
+    except IntegrityError:
+        if not known:
+            raise
+        log.info("canvas asset %s is gone (purged?); writing it again", record.media_asset_id)
+        rt.assets.discard(record.media_asset_id)
+    return await attempt(True)
 
 
 async def _counted(rt: Runtime, caller: Caller, request: Request, *, kind: str,
@@ -202,17 +233,6 @@ async def _counted(rt: Runtime, caller: Caller, request: Request, *, kind: str,
         metrics.record_created(kind, blob.size if blob else 0, tenant=caller.ctx.tenant_id,
                                env=caller.ctx.env)
     return response
-
-
-KNOWN_ASSETS_MAX = 100_000
-
-
-def _remember_asset(rt: Runtime, asset_id: str) -> None:
-    """After a commit the canvas asset exists for good (assets are never deleted),
-    so later creates on this canvas skip its insert: one statement fewer each."""
-    if len(rt.known_assets) >= KNOWN_ASSETS_MAX:
-        rt.known_assets.clear()
-    rt.known_assets.add(asset_id)
 
 
 def canvas_asset_id(tenant_id: str, env: str, canvas_id: str) -> str:
@@ -384,8 +404,7 @@ def _not_found() -> NotFound:
 def get_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
                  artifact_id: str) -> ArtifactRecord:
     """A live record of the caller's tenant/env, from the record cache or the database."""
-    key = (ctx.tenant_id, ctx.env, canvas_id, artifact_id)
-    cached = rt.records.get(key)
+    cached = rt.records.get((ctx.tenant_id, ctx.env, canvas_id, artifact_id))
     if cached is not None:
         return cached
     started = rt.records.now()
@@ -393,7 +412,7 @@ def get_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
         record = repo.get_record(conn, ctx.tenant_id, ctx.env, canvas_id, artifact_id)
     if record is None:
         raise _not_found()
-    rt.records.put(key, record, started)
+    remember(rt.records, record, started)
     return record
 
 
@@ -404,6 +423,22 @@ async def find_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
     if cached is not None:
         return cached
     return await run_in_threadpool(get_artifact, rt, ctx, canvas_id, artifact_id)
+
+
+@retry_on_disconnect
+def _is_live(rt: Runtime, record: ArtifactRecord) -> bool:
+    with rt.engine.connect() as conn:
+        return repo.get_record(conn, record.tenant_id, record.env, record.canvas_id,
+                               record.id) is not None
+
+
+async def confirm_live(rt: Runtime, record: ArtifactRecord) -> None:
+    """Something the record points at is missing (its blob, its replay index): the record
+    may be a stale copy of a deleted artifact. Drop what this process holds of it and ask
+    the database; 404 if the artifact is gone, as a fresh read would answer."""
+    rt.caches.drop((record.tenant_id, record.env), record.id)
+    if not await run_in_threadpool(_is_live, rt, record):
+        raise _not_found()
 
 
 def encode_cursor(last_id: str) -> str:
@@ -467,9 +502,8 @@ def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) 
 MAX_WINDOW_HEAD = ENVELOPE_MAX_BYTES + 16
 
 
-def _replay_window(rt: Runtime, record: ArtifactRecord, key: str, low: int,
+def _replay_window(rt: Runtime, index: dict[str, Any] | None, key: str, low: int,
                    high: int | None) -> bytes:
-    index = _stored_index(rt, record)
     if index is None:
         raise ServiceUnavailable("replay index missing", code="storage.index_missing")
     if index["head"] > MAX_WINDOW_HEAD:
@@ -484,7 +518,22 @@ def _replay_window(rt: Runtime, record: ArtifactRecord, key: str, low: int,
 async def content(rt: Runtime, request: Request, record: ArtifactRecord, *,
                   from_ms: int | None, to_ms: int | None, inline: bool,
                   variant: variants.VariantQuery | None = None) -> Response:
-    """The payload: bytes, an image variant, a replay window, or a redirect for render-refs."""
+    """The payload: bytes, an image variant, a replay window, or a redirect for render-refs.
+
+    A missing blob is an outage (503 `storage.blob_missing`) only if the record is
+    live: a record read from the cache, or just before a delete committed, may
+    name an artifact that is gone, and that is a 404."""
+    try:
+        return await _content(rt, request, record, from_ms=from_ms, to_ms=to_ms,
+                              inline=inline, variant=variant)
+    except BlobNotFound:
+        await confirm_live(rt, record)
+        raise
+
+
+async def _content(rt: Runtime, request: Request, record: ArtifactRecord, *,
+                   from_ms: int | None, to_ms: int | None, inline: bool,
+                   variant: variants.VariantQuery | None) -> Response:
     if variant is not None:
         return await variants.serve_variant(rt, request, record, variant, inline=inline)
     key = rt.store.key_for(record.uri)
@@ -499,12 +548,13 @@ async def content(rt: Runtime, request: Request, record: ArtifactRecord, *,
             raise Unprocessable("from_ms/to_ms apply to replays only", code="request.invalid")
         if from_ms is not None and to_ms is not None and to_ms < from_ms:
             raise Unprocessable("to_ms must be >= from_ms", code="request.invalid")
-        window = await run_in_threadpool(_replay_window, rt, record, key, from_ms or 0, to_ms)
+        window = await run_in_threadpool(_replay_window, rt, await _replay_index(rt, record),
+                                         key, from_ms or 0, to_ms)
         return Response(window, media_type="application/json",
                         headers={"X-Content-Type-Options": "nosniff"})
     reader = rt.store
     if record.kind == "replay":
-        reader = json_reader(rt.store, await run_in_threadpool(_stored_index, rt, record))
+        reader = json_reader(rt.store, await _replay_index(rt, record))
     return await serve_blob(request, reader, key, record, inline=inline,
                             presign_ttl=presign_ttl(rt.settings))
 
@@ -513,3 +563,12 @@ async def content(rt: Runtime, request: Request, record: ArtifactRecord, *,
 def _stored_index(rt: Runtime, record: ArtifactRecord) -> dict[str, Any] | None:
     with rt.engine.connect() as conn:
         return repo.get_replay_index(conn, record)
+
+
+async def _replay_index(rt: Runtime, record: ArtifactRecord) -> dict[str, Any] | None:
+    """A replay's index; None only for a live replay stored before indexes (a delete
+    removes the index, so a missing one may mean a stale record: `confirm_live`)."""
+    index = await run_in_threadpool(_stored_index, rt, record)
+    if index is None:
+        await confirm_live(rt, record)
+    return index

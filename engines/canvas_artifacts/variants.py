@@ -188,28 +188,22 @@ def variants_of(conn: Connection, tenant_id: str, env: str,
     return [a for a in found if a.meta.get("source_artifact_id") == artifact_id]
 
 
-KNOWN_VARIANTS_MAX = 10_000
-_known: dict[str, DerivedArtifact] = {}
-"""Variant records this process has read or written, by their derived id.
-
-A stored variant never changes, and it is only reached after its artifact's
-own record was read (a deleted artifact is a 404 before this), so a hit
-saves the second database read of every thumbnail GET.
-"""
-
-
-def _remember(variant: DerivedArtifact) -> DerivedArtifact:
-    if len(_known) >= KNOWN_VARIANTS_MAX:
-        _known.clear()
-    _known[variant.id] = variant
+def _remember(rt: Runtime, variant: DerivedArtifact, read_started: float) -> DerivedArtifact:
+    """Cache a stored variant (`rt.variants`): it never changes, and it is dropped with its
+    source artifact. It is reached only after the artifact's own record was read, and a
+    cached one whose blob is missing sends the request back to the database
+    (`service.content`), so a hit only ever saves the second read of a thumbnail GET."""
+    rt.variants.put(variant.id, variant, read_started, scope=(variant.tenant_id, variant.env),
+                    subject=variant.meta.get("source_artifact_id"))
     return variant
 
 
 @retry_on_disconnect
 def _find(rt: Runtime, tenant_id: str, env: str, variant_id: str) -> DerivedArtifact | None:
+    started = rt.variants.now()
     with rt.engine.connect() as conn:
         found = media_repo.get_artifact(conn, tenant_id, env, variant_id)
-    return _remember(found) if found is not None else None
+    return _remember(rt, found, started) if found is not None else None
 
 
 @retry_on_disconnect
@@ -220,6 +214,7 @@ def _record(rt: Runtime, record: ArtifactRecord, derived: DerivedArtifact) -> De
     this a 404 rather than a variant nothing would ever remove. A COMMIT
     whose outcome is unknown is resolved by the read that follows.
     """
+    started = rt.variants.now()
     with contextlib.suppress(CommitOutcomeUnknown), write_transaction(rt.engine) as conn:
         if not repo.lock_live_record(conn, record):
             raise NotFound("artifact not found", code="canvas.not_found")
@@ -229,7 +224,7 @@ def _record(rt: Runtime, record: ArtifactRecord, derived: DerivedArtifact) -> De
     if winner is None:
         raise ServiceUnavailable("the variant could not be recorded; retry",
                                  code="metadata.write_failed")
-    return _remember(winner)
+    return _remember(rt, winner, started)
 
 
 def tombstone_variants(conn: Connection, record: ArtifactRecord, now: datetime) -> list[str]:
@@ -238,8 +233,6 @@ def tombstone_variants(conn: Connection, record: ArtifactRecord, now: datetime) 
     found = variants_of(conn, record.tenant_id, record.env, record.id)
     media_repo.mark_artifacts_deleted(conn, record.tenant_id, record.env,
                                       [v.id for v in found], now)
-    for variant in found:
-        _known.pop(variant.id, None)
     return [v.uri for v in found]
 
 
@@ -392,7 +385,7 @@ async def serve_variant(rt: Runtime, request: Request, record: ArtifactRecord,
     """The stored variant (rendered on first request) with the same rules as /content."""
     spec = resolve(rt.settings, record, query, request.headers.get("accept", ""))
     variant_id = variant_record_id(record, spec)
-    variant = _known.get(variant_id) or await run_in_threadpool(
+    variant = rt.variants.get(variant_id) or await run_in_threadpool(
         _find, rt, record.tenant_id, record.env, variant_id)
     if variant is None:
         variant = await _render_and_store(rt, record, spec, variant_id)

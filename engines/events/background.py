@@ -1,9 +1,10 @@
 """What runs beside the HTTP routes in each process: the webhook worker, the events hub.
 
 Started by the app's lifespan, so `engines serve` (every worker process)
-delivers webhooks unless WEBHOOKS_ENABLED=false. The SSE hub starts on its
-first subscriber and is stopped here. A TestClient that never enters the
-lifespan gets neither background task.
+delivers webhooks unless WEBHOOKS_ENABLED=false, and its events hub follows
+the feed for the caches from the start (engines/common/cache.py); SSE
+subscribers use the same hub. A TestClient that never enters the lifespan
+gets neither background task (its caches then rely on their time bound).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from engines.events.webhooks.delivery import DeliveryWorker
 @contextlib.asynccontextmanager
 async def events_lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime = app.state.runtime
+    await app.state.event_hub.follow_caches()
     worker = None
     if runtime.settings.webhooks_enabled:
         worker = DeliveryWorker(runtime.engine, runtime.settings)

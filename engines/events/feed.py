@@ -3,7 +3,10 @@
 The rows are the outbox: whatever a reader (an SSE stream, the webhook
 fan-out) has seen is summed up by one number per (tenant, env), the last seq
 it read, so resuming is "every row with seq > N". Which Nexus event types
-become which public event is the one table `PUBLIC_TYPES` below.
+become which public event is the one table `PUBLIC_TYPES` below; other types
+(`tenant.purged`) are not published, and a reader's cursor just moves past
+them. `read_drops` is the caches' view of the same rows: only what makes an
+entry stale.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 
+from engines.lineage.dataset_events import GONE, SCOPE_PURGED
 from engines.lineage.nexus.backends.sql import event_sequences, events
 
 ARTIFACT_WRITTEN = "artifact_written"
@@ -92,6 +96,28 @@ def read_after(conn: Connection, key: Key, after: int,
     found = [event for event in map(to_event, rows) if event is not None]
     last = rows[-1]["seq"] if rows else after
     return found, last, len(rows) == limit
+
+
+_DROPPING = or_(events.c.event_type == SCOPE_PURGED,
+                *(events.c.event_type.like(f"canvas.%{end}") for end in GONE))
+"""The rows `drops_caches` names, as a filter."""
+
+
+def read_drops(conn: Connection, key: Key, after: int, upto: int,
+               limit: int = PAGE) -> tuple[list[str | None], int, bool]:
+    """What caches must forget of `key` for after < seq <= upto: (subjects, last seq read,
+    more left), a subject being a deleted or expired artifact's id, or None for a purge
+    of the whole scope. Only those rows are read, not the creates between them."""
+    tenant_id, env = key
+    rows = conn.execute(
+        select(events.c.seq, events.c.event_type, events.c.subject_id)
+        .where(events.c.tenant_id == tenant_id, events.c.env == env, events.c.seq > after,
+               events.c.seq <= upto, _DROPPING)
+        .order_by(events.c.seq).limit(limit)).all()
+    subjects = [None if event_type == SCOPE_PURGED else subject
+                for _seq, event_type, subject in rows]
+    more = len(rows) == limit
+    return subjects, rows[-1].seq if more else upto, more
 
 
 def read_event(conn: Connection, event_id: str) -> FeedEvent | None:

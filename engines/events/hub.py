@@ -14,6 +14,15 @@ or below the last seq it sent: it registers before it reads, so nothing can
 fall between the backlog and the live part, and nothing is sent twice.
 A subscriber that falls more than QUEUE_MAX events behind re-reads from the
 rows instead of buffering without bound.
+
+The same reader keeps the process's caches honest (engines/common/cache.py):
+from the app's start (`follow_caches`) it keeps, per (tenant, env), the last
+seq it checked, and when something may have been deleted (PostgreSQL: a
+NOTIFY marked `drop`; SQLite: a counter that moved at a poll) it reads only
+the deletions, expiries and purges past that seq and drops the cache entries
+they name. So a deletion committed by any process is forgotten by every
+process within the hub's wake-up latency: the NOTIFY round trip, or
+EVENTS_POLL_SECONDS on SQLite.
 """
 
 from __future__ import annotations
@@ -28,9 +37,10 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from engines.common.cache import CacheGroup
 from engines.config import Settings
-from engines.events.feed import FeedEvent, Key, last_seq, last_seqs, read_after
-from engines.lineage.nexus.backends.sql import NOTIFY_CHANNEL
+from engines.events.feed import FeedEvent, Key, last_seq, last_seqs, read_after, read_drops
+from engines.lineage.nexus.backends.sql import NOTIFY_CHANNEL, NOTIFY_DROP
 
 log = logging.getLogger("engines.events")
 T = TypeVar("T")
@@ -64,12 +74,19 @@ class Subscription:
 class EventHub:
     """Per-process fan-out of the events feed; started lazily in the serving loop."""
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine, settings: Settings,
+                 caches: CacheGroup | None = None) -> None:
         self.engine = engine
         self.settings = settings
+        self.caches = caches
         self.subscribers: dict[Key, set[Subscription]] = {}
         self.cursors: dict[Key, int] = {}
         self._dirty: set[Key] = set()
+        self._following = False
+        self._cache_cursors: dict[Key, int] | None = None
+        """Per key, the seq up to which deletions were dropped from the caches; None until
+        the first look at the counters (what was deleted before it, no cache holds)."""
+        self._caches_dirty: set[Key] = set()
         self._check_all = True
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -91,6 +108,19 @@ class EventHub:
         self._loop, self._wake = loop, asyncio.Event()
         waker = self._listen if self.engine.dialect.name == "postgresql" else self._poll
         self._tasks = [loop.create_task(self._dispatch()), loop.create_task(waker())]
+
+    async def follow_caches(self) -> None:
+        """From now on, drop cache entries of whatever the feed says is gone. Called by the
+        app's lifespan before the first request, so no entry predates the first look."""
+        if self.caches is None:
+            return
+        self._following = True
+        try:
+            self._cache_cursors = await self._db(last_seqs)
+        except Exception:  # noqa: BLE001 - the first look is retried by the dispatcher
+            log.warning("events: could not read the feed counters; retrying", exc_info=True)
+        self.ensure_started()
+        self.poke()
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -178,10 +208,12 @@ class EventHub:
     async def _read_new(self) -> None:
         if self._check_all:
             self._check_all = False
-            if self.subscribers:
+            if self.subscribers or self._following:
                 seqs = await self._db(last_seqs)
                 self._dirty.update(key for key, cursor in self.cursors.items()
                                    if seqs.get(key, 0) > cursor)
+                self._changed_for_caches(seqs)
+        await self._drop_from_caches()
         dirty, self._dirty = self._dirty, set()
         for key in dirty:
             more = True
@@ -195,11 +227,48 @@ class EventHub:
                 for sub in self.subscribers.get(key, ()):
                     sub.push(found)
 
+    def _changed_for_caches(self, seqs: dict[Key, int]) -> None:
+        if not self._following:
+            return
+        if self._cache_cursors is None:
+            self._cache_cursors = dict(seqs)
+            return
+        cursors = self._cache_cursors
+        self._caches_dirty.update(key for key, seq in seqs.items() if seq > cursors.get(key, 0))
+
+    async def _drop_from_caches(self) -> None:
+        """Every artifact deleted or expired, and every scope purged, past each dirty key's
+        cursor: dropped from the caches, then the cursor moves to the key's last seq."""
+        dirty, self._caches_dirty = self._caches_dirty, set()
+        if self.caches is None or self._cache_cursors is None:
+            return
+        for key in dirty:
+            more = True
+            while more:
+                since = self._cache_cursors.get(key, 0)
+                subjects, last, more = await self._db(
+                    lambda conn, k=key, s=since: read_drops(conn, k, s, last_seq(conn, k)))
+                for subject in subjects:
+                    self.caches.drop(key, subject)
+                self._cache_cursors[key] = last
+
+    def _noticed(self, payload: str) -> None:
+        """A NOTIFY: `{tenant} {env}`, plus ` drop` when caches must forget something."""
+        tenant_id, _, rest = payload.partition(" ")
+        env, _, flag = rest.partition(" ")
+        key = (tenant_id, env)
+        if key in self.cursors:
+            self.poke(key)
+        if flag == NOTIFY_DROP and self._following:
+            self._caches_dirty.add(key)
+            self._wake.set()
+
     async def _poll(self) -> None:
-        """SQLite: one counters query per tick, only while someone is subscribed."""
+        """SQLite: one counters query per tick, while someone is subscribed or caches
+        follow the feed."""
         while True:
             await asyncio.sleep(self.settings.events_poll_seconds)
-            if self.subscribers:
+            if self.subscribers or self._following:
                 self.poke()
 
     async def _listen(self) -> None:
@@ -216,9 +285,7 @@ class EventHub:
                     self.poke()  # anything committed while we were not listening
                     while True:
                         async for note in conn.notifies(timeout=LISTEN_CHECK_SECONDS):
-                            tenant_id, _, env = note.payload.partition(" ")
-                            if (tenant_id, env) in self.cursors:
-                                self.poke((tenant_id, env))
+                            self._noticed(note.payload)
                         await conn.execute("SELECT 1")  # a silently dead link raises here
             except Exception:  # noqa: BLE001 - keep listening through DB restarts
                 log.warning("events: LISTEN connection lost; reconnecting", exc_info=True)

@@ -116,7 +116,8 @@ def _delete_batch(rt: Runtime, load: Callable[[Connection], list[ArtifactRecord]
         raise ServiceUnavailable("metadata write failed; nothing was deleted by this batch",
                                  code="metadata.write_failed") from exc
     for record in done:
-        rt.records.discard(record)  # other processes see the delete within RECORD_CACHE_MS
+        # this process at once; every other one when its events hub reads the event
+        rt.caches.drop((record.tenant_id, record.env), record.id)
     # a render-ref (no sha256) points at a blob that is not ours to remove
     _remove_blobs(rt, [r.uri for r in done if r.sha256 is not None] + variant_uris)
     for record in done:

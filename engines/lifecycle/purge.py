@@ -1,24 +1,36 @@
 """Tenant purge (offboarding, erasure requests): every trace of a tenant's scope.
 
-Rows go first, table by table, each in its own transaction; then every blob
-under `tenants/{tenant_id}/{env}/`. A crash anywhere leaves a state the next
-run finishes: rows already gone count 0, blobs left behind are still under
-the prefix. Another tenant's data is untouched: every statement is scoped
-by tenant_id (and env), and the blob prefix is the tenant's own.
+Rows go first, table by table, each in its own transaction; then one
+`tenant.purged` event per env erased; then every blob under
+`tenants/{tenant_id}/{env}/`. A crash anywhere leaves a state the next run
+finishes: rows already gone count 0, blobs left behind are still under the
+prefix. Another tenant's data is untouched: every statement is scoped by
+tenant_id (and env), and the blob prefix is the tenant's own.
+
+The event is how running servers learn of the purge: their events hubs drop
+every cache entry of the scope (engines/common/cache.py), so none of them
+keeps answering from, or skipping inserts for, rows that are gone. It holds
+only the tenant, the env and the time, is not published on SSE or to
+webhooks, and is the one row a purge leaves in `dataset_events` (a later
+purge keeps it and writes another).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from sqlalchemy import Engine, Table, delete, func, select
+from sqlalchemy import ColumnElement, Engine, Table, delete, func, select
 
 from engines.canvas_artifacts.repository import canvas_artifacts, replay_indexes
+from engines.common.ids import new_id
 from engines.db.idempotency import idempotency_keys
 from engines.events.webhooks.tables import deliveries as webhook_deliveries
 from engines.events.webhooks.tables import subscriptions as webhook_subscriptions
 from engines.lifecycle.references import delete_if_unreferenced
+from engines.lineage.dataset_events import SCOPE_PURGED, DatasetEvent
+from engines.lineage.nexus.backends.sql import SqlNexusBackend
 from engines.lineage.nexus.backends.sql import documents as nexus_documents
 from engines.lineage.nexus.backends.sql import events as dataset_events
 from engines.media_v2.repository import artifacts as media_artifacts
@@ -59,13 +71,35 @@ def _envs(engine: Engine, tenant_id: str) -> list[str]:
     return sorted(found)
 
 
+def _scope(table: Table, tenant_id: str, envs: list[str]) -> tuple[ColumnElement[bool], ...]:
+    """The rows of (tenant, envs) in one table; earlier purges' events are not data."""
+    scope = (table.c.tenant_id == tenant_id, table.c.env.in_(envs))
+    if table is dataset_events:
+        return (*scope, dataset_events.c.event_type != SCOPE_PURGED)
+    return scope
+
+
+def _announce(engine: Engine, tenant_id: str, envs: list[str]) -> None:
+    """One `tenant.purged` event per env, after its rows are gone: a server that reads it
+    drops its caches of the scope, and anything it reads later finds the rows gone."""
+    backend = SqlNexusBackend()
+    now = datetime.now(UTC)
+    for env in envs:
+        with engine.begin() as conn:
+            backend.record_event(conn, DatasetEvent(
+                id=new_id("dse"), tenant_id=tenant_id, env=env, event_type=SCOPE_PURGED,
+                subject_id=tenant_id, document_id="",
+                lineage={"tenant_id": tenant_id, "env": env, "reason": "purged",
+                         "purged_at": now.isoformat()}, created_at=now))
+
+
 def purge(store: BlobStore, engine: Engine, tenant_id: str, env: str | None, *, apply: bool,
           progress: Callable[[str], None] = lambda _m: None) -> PurgeReport:
     """Remove (or with apply=False, count) everything of (tenant, env or every env)."""
     envs = [env] if env else _envs(engine, tenant_id)
     report = PurgeReport(tenant_id=tenant_id, envs=envs, applied=apply)
     for table in PURGED_TABLES:
-        scope = (table.c.tenant_id == tenant_id, table.c.env.in_(envs))
+        scope = _scope(table, tenant_id, envs)
         with engine.begin() as conn:
             if apply:
                 count = conn.execute(delete(table).where(*scope)).rowcount
@@ -73,6 +107,8 @@ def purge(store: BlobStore, engine: Engine, tenant_id: str, env: str | None, *, 
                 count = conn.execute(select(func.count()).where(*scope)).scalar_one()
         report.rows[table.name] = count
         progress(f"purge: {table.name}: {count} rows{'' if apply else ' (dry run)'}")
+    if apply:
+        _announce(engine, tenant_id, envs)
     prefixes = [tenant_prefix(tenant_id, e) for e in envs] if env else [f"tenants/{tenant_id}/"]
     for prefix in prefixes:
         for info in store.iter_blobs(prefix):

@@ -54,7 +54,6 @@ def _slots(monkeypatch, n: int) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(variants, "_limiter", anyio.CapacityLimiter(n))
     executor = ThreadPoolExecutor(n)
     monkeypatch.setattr(variants, "_executor", executor)
-    monkeypatch.setattr(variants, "_known", {})
 
 
 def _near(pixel: tuple[int, ...], color: tuple[int, int, int]) -> bool:

@@ -4,7 +4,8 @@ Queries are counted on the served app's engine. While 100 streams sit idle
 (heartbeats flowing), PostgreSQL makes no query at all (LISTEN waits on its
 own connection) and SQLite makes exactly the one counters query per poll
 tick, however many subscribers there are. One commit then reaches all 100
-with one read of the new rows.
+with one read of the new rows (beside it, on SQLite, the process's caches
+look once for deletions among them: docs/caches.md).
 """
 
 from __future__ import annotations
@@ -59,5 +60,7 @@ def test_hundred_idle_subscribers_add_no_queries(make_live) -> None:  # type: ig
         ticks = IDLE_SECONDS / live.stack.settings.events_poll_seconds
         assert all("event_sequences" in s for s in idle), idle
         assert len(idle) <= ticks + 2
-    feed_reads = [s for s in statements if "FROM dataset_events" in s]
+    # the caches' narrow look for deletions (SQLite: once per written scope and tick,
+    # per process) is not a subscriber's read
+    feed_reads = [s for s in statements if "FROM dataset_events" in s and "LIKE" not in s]
     assert len(feed_reads) == 1, feed_reads  # one read for all 100 subscribers

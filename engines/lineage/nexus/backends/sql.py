@@ -17,6 +17,9 @@ serialises all writers anyway.
 
 On PostgreSQL the same transaction sends `NOTIFY engines_events`, delivered
 on commit, which wakes the per-process listeners; the rows stay the truth.
+The payload is `{tenant_id} {env}`, followed by ` drop` for an event after
+which caches must forget something (a deletion, an expiry, a purge), so a
+listener reads the feed for its caches only when there is something to drop.
 """
 
 from __future__ import annotations
@@ -38,11 +41,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engines.db.metadata import JsonDoc, UtcDateTime, metadata
-from engines.lineage.dataset_events import DatasetEvent
+from engines.lineage.dataset_events import DatasetEvent, drops_caches
 from engines.lineage.nexus.backends.base import NexusBackend
 from engines.lineage.nexus.schemas import NexusDocument
 
 NOTIFY_CHANNEL = "engines_events"
+NOTIFY_DROP = "drop"
 
 documents = Table(
     "nexus_documents", metadata,
@@ -110,8 +114,11 @@ class SqlNexusBackend(NexusBackend):
         event.seq = next_seq(tx, event.tenant_id, event.env)
         tx.execute(_INSERT_EVENT, event.model_dump())
         if tx.dialect.name == "postgresql":
+            payload = f"{event.tenant_id} {event.env}"
+            if drops_caches(event.event_type):
+                payload += f" {NOTIFY_DROP}"
             tx.execute(text("SELECT pg_notify(:channel, :payload)"),
-                       {"channel": NOTIFY_CHANNEL, "payload": f"{event.tenant_id} {event.env}"})
+                       {"channel": NOTIFY_CHANNEL, "payload": payload})
 
     def documents_for(self, conn: Connection, tenant_id: str, env: str,
                       subject_id: str) -> list[NexusDocument]:
