@@ -103,9 +103,13 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     image_transforms: bool = True
     image_sizes: Annotated[list[int], NoDecode] = [64, 128, 256, 512, 1024, 2048]
+    # the `q` values a variant may ask for: with IMAGE_SIZES this bounds the variants one
+    # preview can ever have (engines/canvas_artifacts/variants.py, variant_bound)
+    image_qualities: Annotated[list[Annotated[int, Field(ge=1, le=100)]], NoDecode,
+                               Field(min_length=1)] = [50, 75, 90]
     max_image_pixels: int = 50_000_000
 
-    @field_validator("image_sizes", mode="before")
+    @field_validator("image_sizes", "image_qualities", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         """IMAGE_SIZES=64,128,256 as an operator writes it, not as a JSON list."""

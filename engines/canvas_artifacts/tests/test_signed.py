@@ -84,12 +84,12 @@ def test_a_signed_url_serves_content_with_no_headers_like_content(stack):
 
 def test_a_signed_url_can_name_an_image_variant(stack):
     record = _preview(stack, png(600, 300))
-    thumb = _fetch(stack, _signed(stack, record, w=128, format="webp", q=60))
+    thumb = _fetch(stack, _signed(stack, record, w=128, format="webp", q=75))
     assert thumb.status_code == 200
     assert thumb.headers["content-type"] == "image/webp"
     assert opened(thumb.content).size == (128, 64)
     direct = stack.client.get(url(record["canvas_id"], f"/{record['id']}/content"
-                                  "?w=128&format=webp&q=60"), headers=stack.headers())
+                                  "?w=128&format=webp&q=75"), headers=stack.headers())
     assert thumb.content == direct.content
     assert thumb.headers["etag"] == direct.headers["etag"]
 
@@ -105,7 +105,7 @@ def test_every_signed_field_is_tamper_proof(stack):
     record = created(create_preview(stack, canvas, body=png(600, 300)))
     other = created(create_preview(stack, canvas, body=png(300, 300)))
     foreign = created(create_preview(stack, canvas, body=png(300, 300), tenant="t_other"))
-    signed_url = _signed(stack, record, w=128, format="webp", q=60)
+    signed_url = _signed(stack, record, w=128, format="webp", q=75)
     path = urlsplit(signed_url).path
     query = dict(parse_qsl(urlsplit(signed_url).query))
     assert _fetch(stack, signed_url).status_code == 200
@@ -119,7 +119,7 @@ def test_every_signed_field_is_tamper_proof(stack):
                                        f"/t_other/dev/canvas/{canvas}/artifacts/{foreign['id']}")),
         _with(signed_url, w="256"), _with(signed_url, w="0128"), _with(signed_url, w=None),
         _with(signed_url, h="64"), _with(signed_url, format="png"),
-        _with(signed_url, format=None), _with(signed_url, q="61"), _with(signed_url, q=None),
+        _with(signed_url, format=None), _with(signed_url, q="90"), _with(signed_url, q=None),
         _with(signed_url, exp=str(int(query["exp"]) + 1)), _with(signed_url, exp=None),
         _with(signed_url, sig=query["sig"][:-2] + "AA"), _with(signed_url, sig=None),
         _with(signed_url, sig=""),
@@ -165,6 +165,7 @@ def test_issuing_checks_auth_ttl_and_the_variant(stack):
         assert_error(_sign(stack, record, **body), 422, "request.invalid")
     assert _sign(stack, record, ttl_seconds=86_400).status_code == 200
     assert_error(_sign(stack, record, w=300), 422, "image.size_not_allowed")
+    assert_error(_sign(stack, record, w=64, q=80), 422, "image.quality_not_allowed")
     svg = _preview(stack, SVG, "image/svg+xml")
     assert_error(_sign(stack, svg, w=64), 422, "image.not_rasterisable")
 
