@@ -142,7 +142,7 @@ class Stack:
     extra: dict[str, object] = field(default_factory=dict)
 
     def token(self, tenant: str | list[str] = "t_acme", *, role: str = "member",
-              sub: str = "u_ana", ttl: int | None = 3600) -> str:
+              sub: str = "u_ana", ttl: int = 3600) -> str:
         tenants = [tenant] if isinstance(tenant, str) else tenant
         return issue_token(self.settings, sub=sub, tenants=tenants, role=role, ttl=ttl)
 

@@ -93,6 +93,10 @@ def cmd_token(args: argparse.Namespace) -> int:
     if args.role not in ROLES:
         print(f"--role must be one of {', '.join(ROLES)}", file=sys.stderr)
         return 2
+    if args.ttl <= 0:
+        print(f"engines token: --ttl must be at least 1 second, not {args.ttl}: every token "
+              "expires", file=sys.stderr)
+        return 2
     envs = sorted(set(args.env)) if args.env else None
     settings = _settings()
     problem = token_key_problem(settings)
@@ -100,7 +104,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         print(f"engines token: {problem}", file=sys.stderr)
         return 1
     print(issue_token(settings, sub=args.sub, tenants=args.tenant, role=args.role,
-                      ttl=args.ttl or None, envs=envs))
+                      ttl=args.ttl, envs=envs))
     return 0
 
 
@@ -327,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tenant id; repeat for several")
     token.add_argument("--sub", required=True, help="actor id")
     token.add_argument("--role", default="member")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds; 0 for no expiry")
+    token.add_argument("--ttl", type=int, default=3600,
+                       help="seconds until it expires (at least 1; default 3600)")
     token.add_argument("--env", action="append", type=env_arg,
                        help="limit the token to this env; repeat for several (default: all)")
     token.set_defaults(func=cmd_token)

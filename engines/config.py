@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     # an unknown `kid` refetches the JWKS at most this often, so forged kids cannot hammer the IdP
     auth_jwks_refresh_cooldown_seconds: float = 30.0
     auth_jwt_issuer: str | None = None
+    # a token without `exp` would be valid forever: refused (401) unless this is true
+    auth_allow_no_exp: bool = False
     auth_jwt_audience: str | None = None
     dev_key_file: Path = Field(
         default_factory=lambda data: data["engines_home"] / "dev-signing-key")

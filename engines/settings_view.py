@@ -53,4 +53,7 @@ def consequences(settings: Settings) -> list[str]:
     blobs = (f"blobs in S3 bucket RAW_BUCKET={settings.raw_bucket}" if settings.raw_bucket
              else f"blobs in local directory MEDIA_LOCAL_ROOT={settings.media_local_root} "
                   "(RAW_BUCKET unset)")
-    return [f"signing key: {signing}", migrate, blobs]
+    no_exp = ("tokens without exp: accepted, valid forever (AUTH_ALLOW_NO_EXP=true)"
+              if settings.auth_allow_no_exp
+              else "tokens without exp: refused with 401 (AUTH_ALLOW_NO_EXP=false)")
+    return [f"signing key: {signing}", migrate, blobs, no_exp]
