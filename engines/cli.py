@@ -133,7 +133,7 @@ def _check(name: str, fn) -> bool:  # type: ignore[no-untyped-def]
 def cmd_doctor(_args: argparse.Namespace) -> int:
     from engines.db.engine import build_engine
     from engines.db.migrate import pending
-    from engines.settings_view import assignments, consequences
+    from engines.settings_view import assignments, consequences, warnings
     from engines.storage.factory import build_blob_store
 
     settings = _settings()
@@ -143,6 +143,8 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     print("which means:")
     for line in consequences(settings):
         print(f"  {line}")
+    for line in warnings(settings):
+        print(f"WARN  {line}")
 
     def storage() -> str:
         store = build_blob_store(settings)

@@ -39,10 +39,13 @@ async def create_signed_url(request: Request, canvas_id: CanvasId, artifact_id: 
                             rt: Rt, caller: Reader) -> Response:
     """A URL that GETs this artifact's content (or one image variant) with no headers,
     until `expires_at`. Any reader may ask; `ttl_seconds` is 1..86400 (default 300).
-    Nothing is written, so a retry simply gets a fresh URL."""
+    Nothing is written, so a retry simply gets a fresh URL. A `Host` that is neither
+    PUBLIC_BASE_URL's nor in ALLOWED_HOSTS is 400 `signed_url.host_not_allowed`."""
+    base_url = signed.origin(rt.settings, request)
     record = await run_in_threadpool(service.get_artifact, rt, caller.ctx, canvas_id, artifact_id)
     body = await signed.read_request(request)
-    return OrjsonResponse(signed.issue(rt.settings, request, record, body).model_dump(mode="json"))
+    return OrjsonResponse(signed.issue(rt.settings, base_url, record, body).model_dump(
+        mode="json"))
 
 
 @public.get(signed.PATH, responses=_SIGNED_RESPONSES, openapi_extra={
