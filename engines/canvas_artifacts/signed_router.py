@@ -20,6 +20,7 @@ from engines.canvas_artifacts.router import (
 from engines.common.errors import error_responses
 from engines.common.jsonutil import OrjsonResponse
 from engines.common.openapi import AuthenticatedRoute, body_schema, request_body
+from engines.observability.requests import attribute
 
 authenticated = APIRouter(prefix="/canvas/{canvas_id}/artifacts", tags=["signed urls"],
                           route_class=AuthenticatedRoute)
@@ -58,6 +59,7 @@ async def get_signed_content(request: Request, tenant_id: str, env: str, canvas_
     `/content`. Altered or expired: 403; artifact gone: 404."""
     variant = signed.verify(rt.settings, tenant_id, env, canvas_id, artifact_id,
                             dict(request.query_params))
+    attribute(request.scope, tenant_id, env)  # the signature proves the URL's tenant
     record = await run_in_threadpool(signed.load, rt, tenant_id, env, canvas_id, artifact_id)
     return await service.content(rt, request, record, from_ms=None, to_ms=None, inline=False,
                                  variant=variant)

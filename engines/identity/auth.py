@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from engines.common.errors import Forbidden, ServiceUnavailable, Unauthorized
 from engines.common.identity import ENVS, RequestContext, get_request_context
 from engines.config import Settings
+from engines.observability.requests import attribute
 
 ROLES = ("viewer", "member", "admin", "owner")
 MAX_SUBJECT_LENGTH = 128
@@ -212,6 +213,7 @@ def _caller(request: Request, *, write: bool) -> Caller:
         raise Forbidden("token is not valid for this tenant", code="auth.tenant_forbidden")
     if auth.envs is not None and ctx.env not in auth.envs:
         raise Forbidden(f"token is not valid for env {ctx.env}", code="auth.env_forbidden")
+    attribute(request.scope, ctx.tenant_id, ctx.env)  # proven: the token lists the tenant
     if write and role not in WRITE_ROLES:
         raise Forbidden(f"role {role} cannot write", code="auth.role_forbidden")
     return Caller(auth=auth, ctx=ctx, role=role)

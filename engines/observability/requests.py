@@ -28,11 +28,23 @@ def route_template(scope: Scope) -> str | None:
 
 
 def _routing_keys(scope: Scope) -> tuple[str | None, str | None]:
-    """Tenant and env as the client sent them, when well-formed (never free text)."""
+    """Tenant and env as the client sent them, when well-formed (never free text): for the
+    log line only, which shows what a refused request claimed."""
     headers = dict(scope.get("headers") or [])
     tenant = headers.get(b"x-tenant-id", b"").decode("latin-1")
     env = ENVS.get(headers.get(b"x-env", b"").decode("latin-1").lower())
     return (tenant if TENANT_RE.match(tenant) and len(tenant) <= 64 else None), env
+
+
+_ATTRIBUTED = "attributed_tenant"
+
+
+def attribute(scope: Scope, tenant: str, env: str) -> None:
+    """Count this request for (tenant, env) in the per-tenant metrics. Called only once
+    the caller proved it may act there (its token lists the tenant, or a signed URL's
+    signature holds), never from the raw headers: anyone can send a made-up
+    X-Tenant-Id, and each one would be a new metric series."""
+    scope.setdefault("state", {})[_ATTRIBUTED] = (tenant, env)
 
 
 class RequestObserver:
@@ -74,10 +86,13 @@ class RequestObserver:
     @staticmethod
     def _record(scope: Scope, seen: dict[str, Any], seconds: float) -> None:
         route = route_template(scope)
-        tenant, env = _routing_keys(scope)
         state: dict[str, Any] = scope.get("state") or {}
+        proven = state.get(_ATTRIBUTED)
         metrics.observe_request(method=scope["method"], route=route, status=seen["status"],
-                                seconds=seconds, bytes_in=seen["in"], tenant=tenant, env=env)
+                                seconds=seconds, bytes_in=seen["in"],
+                                tenant=proven[0] if proven else None,
+                                env=proven[1] if proven else None)
+        tenant, env = _routing_keys(scope)
         if not log.isEnabledFor(logging.INFO):
             return
         fields = {"request_id": state.get("request_id"),
