@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 from engines.common.durations import format_duration, parse_duration
 from engines.config import Settings, get_settings
@@ -213,13 +214,18 @@ gc: retention = artifacts past their retention (RETENTION_*, `engines retention`
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from engines.app import build_runtime
-    from engines.canvas_artifacts.lifecycle import expire_all
+    from engines.canvas_artifacts.lifecycle import SHOWN_IDS, expire_all
     from engines.gc import collect
 
     settings = _settings()
     runtime = build_runtime(settings)
     max_share = settings.gc_max_delete_share if args.max_share is None else args.max_share
-    retention = expire_all(runtime, apply=args.apply, progress=print)
+    retention = expire_all(runtime, apply=args.apply, progress=print,
+                           shown_ids=None if args.verbose else SHOWN_IDS)
+    expired = [json.dumps({"action": "expired" if args.apply else "would expire",
+                           "reason": "retention", "tenant_id": plan["tenant_id"],
+                           "env": plan["env"], "kind": plan["kind"], "id": artifact_id})
+               for plan in retention for artifact_id in cast(list[str], plan.pop("ids"))]
     report = collect(runtime.store, runtime.engine,
                      older_than=args.older_than, apply=args.apply, force=args.force,
                      max_share=max_share, progress=print)
@@ -227,8 +233,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     lines = [json.dumps({"action": verb, "reason": reason, "key": key})
              for reason, key in report.planned()]
     if args.output:
-        Path(args.output).write_text("".join(f"{line}\n" for line in lines))
-        print(f"gc: {len(lines)} keys listed in {args.output}")
+        Path(args.output).write_text("".join(f"{line}\n" for line in expired + lines))
+        print(f"gc: {len(expired)} artifact ids and {len(lines)} keys listed in {args.output}")
     if args.verbose:
         print("\n".join(lines))
     print(GC_LEGEND)
@@ -352,8 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--max-share", type=float, default=None,
                     help="refuse --apply above this share of orphans (default "
                          "GC_MAX_DELETE_SHARE, 0.10)")
-    gc.add_argument("--verbose", action="store_true", help="print every key it deletes")
-    gc.add_argument("--output", help="write every key it deletes to this file (JSON lines)")
+    gc.add_argument("--verbose", action="store_true",
+                    help="print every key it deletes and every artifact id it expires "
+                         "(default: the first 100 ids per tenant, env and kind)")
+    gc.add_argument("--output", help="write every artifact id it expires and every key it "
+                                     "deletes to this file (JSON lines)")
     gc.set_defaults(func=cmd_gc)
 
     ret = sub.add_parser("retention", help="per-tenant retention overrides")
