@@ -29,6 +29,8 @@ from engines.runtime import Runtime
 SIGNING_KEY = "test-signing-key-" + "k" * 32
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+TEST_HOST = "testserver"
+"""The Host header of TestClient requests: the one host signed URLs may name in tests."""
 
 
 def _unavailable(message: str) -> None:
@@ -142,7 +144,7 @@ class Stack:
     extra: dict[str, object] = field(default_factory=dict)
 
     def token(self, tenant: str | list[str] = "t_acme", *, role: str = "member",
-              sub: str = "u_ana", ttl: int | None = 3600) -> str:
+              sub: str = "u_ana", ttl: int = 3600) -> str:
         tenants = [tenant] if isinstance(tenant, str) else tenant
         return issue_token(self.settings, sub=sub, tenants=tenants, role=role, ttl=ttl)
 
@@ -160,6 +162,7 @@ def local_settings(tmp_path: Path, template: Path, **overrides: object) -> Setti
     values: dict[str, object] = {
         "database_url": f"sqlite:///{db}", "media_local_root": tmp_path / "media",
         "auth_jwt_signing": SIGNING_KEY, "dev_key_file": tmp_path / "dev-key",
+        "allowed_hosts": [TEST_HOST],
     }
     values.update(overrides)
     return Settings(**values)
@@ -171,6 +174,7 @@ def s3_pg_settings(tmp_path: Path, endpoint: str, bucket: str, db_url: str,
         "database_url": db_url, "raw_bucket": bucket, "aws_endpoint_url_s3": endpoint,
         "auth_jwt_signing": SIGNING_KEY, "dev_key_file": tmp_path / "dev-key",
         "s3_max_attempts": 2, "s3_connect_timeout": 2.0, "s3_read_timeout": 10.0,
+        "allowed_hosts": [TEST_HOST],
     }
     values.update(overrides)
     return Settings(**values)

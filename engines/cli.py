@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 from engines.common.durations import format_duration, parse_duration
 from engines.config import Settings, get_settings
@@ -94,6 +95,10 @@ def cmd_token(args: argparse.Namespace) -> int:
     if args.role not in ROLES:
         print(f"--role must be one of {', '.join(ROLES)}", file=sys.stderr)
         return 2
+    if args.ttl <= 0:
+        print(f"engines token: --ttl must be at least 1 second, not {args.ttl}: every token "
+              "expires", file=sys.stderr)
+        return 2
     envs = sorted(set(args.env)) if args.env else None
     settings = _settings()
     problem = token_key_problem(settings)
@@ -101,7 +106,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         print(f"engines token: {problem}", file=sys.stderr)
         return 1
     print(issue_token(settings, sub=args.sub, tenants=args.tenant, role=args.role,
-                      ttl=args.ttl or None, envs=envs))
+                      ttl=args.ttl, envs=envs))
     return 0
 
 
@@ -130,7 +135,7 @@ def _check(name: str, fn) -> bool:  # type: ignore[no-untyped-def]
 def cmd_doctor(_args: argparse.Namespace) -> int:
     from engines.db.engine import build_engine
     from engines.db.migrate import pending
-    from engines.settings_view import assignments, consequences
+    from engines.settings_view import assignments, consequences, warnings
     from engines.storage.factory import build_blob_store
 
     settings = _settings()
@@ -140,6 +145,8 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     print("which means:")
     for line in consequences(settings):
         print(f"  {line}")
+    for line in warnings(settings):
+        print(f"WARN  {line}")
 
     def storage() -> str:
         store = build_blob_store(settings)
@@ -208,13 +215,18 @@ gc: retention = artifacts past their retention (RETENTION_*, `engines retention`
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from engines.app import build_runtime
-    from engines.lifecycle.delete import expire_all
+    from engines.lifecycle.delete import SHOWN_IDS, expire_all
     from engines.lifecycle.gc import collect
 
     settings = _settings()
     runtime = build_runtime(settings)
     max_share = settings.gc_max_delete_share if args.max_share is None else args.max_share
-    retention = expire_all(runtime, apply=args.apply, progress=print)
+    retention = expire_all(runtime, apply=args.apply, progress=print,
+                           shown_ids=None if args.verbose else SHOWN_IDS)
+    expired = [json.dumps({"action": "expired" if args.apply else "would expire",
+                           "reason": "retention", "tenant_id": plan["tenant_id"],
+                           "env": plan["env"], "kind": plan["kind"], "id": artifact_id})
+               for plan in retention for artifact_id in cast(list[str], plan.pop("ids"))]
     report = collect(runtime.store, runtime.engine,
                      older_than=args.older_than, apply=args.apply, force=args.force,
                      max_share=max_share, progress=print)
@@ -222,8 +234,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     lines = [json.dumps({"action": verb, "reason": reason, "key": key})
              for reason, key in report.planned()]
     if args.output:
-        Path(args.output).write_text("".join(f"{line}\n" for line in lines))
-        print(f"gc: {len(lines)} keys listed in {args.output}")
+        Path(args.output).write_text("".join(f"{line}\n" for line in expired + lines))
+        print(f"gc: {len(expired)} artifact ids and {len(lines)} keys listed in {args.output}")
     if args.verbose:
         print("\n".join(lines))
     print(GC_LEGEND)
@@ -328,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tenant id; repeat for several")
     token.add_argument("--sub", required=True, help="actor id")
     token.add_argument("--role", default="member")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds; 0 for no expiry")
+    token.add_argument("--ttl", type=int, default=3600,
+                       help="seconds until it expires (at least 1; default 3600)")
     token.add_argument("--env", action="append", type=env_arg,
                        help="limit the token to this env; repeat for several (default: all)")
     token.set_defaults(func=cmd_token)
@@ -346,8 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--max-share", type=float, default=None,
                     help="refuse --apply above this share of orphans (default "
                          "GC_MAX_DELETE_SHARE, 0.10)")
-    gc.add_argument("--verbose", action="store_true", help="print every key it deletes")
-    gc.add_argument("--output", help="write every key it deletes to this file (JSON lines)")
+    gc.add_argument("--verbose", action="store_true",
+                    help="print every key it deletes and every artifact id it expires "
+                         "(default: the first 100 ids per tenant, env and kind)")
+    gc.add_argument("--output", help="write every artifact id it expires and every key it "
+                                     "deletes to this file (JSON lines)")
     gc.set_defaults(func=cmd_gc)
 
     ret = sub.add_parser("retention", help="per-tenant retention overrides")

@@ -13,11 +13,14 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
+DEV_HOSTS = ("localhost", "127.0.0.1", "::1")
+"""Where the embedded default is reached: signed URLs may name them on the dev key."""
 
 
 def _duration_or_none(value: Any) -> Any:
@@ -78,6 +81,8 @@ class Settings(BaseSettings):
     # an unknown `kid` refetches the JWKS at most this often, so forged kids cannot hammer the IdP
     auth_jwks_refresh_cooldown_seconds: float = 30.0
     auth_jwt_issuer: str | None = None
+    # a token without `exp` would be valid forever: refused (401) unless this is true
+    auth_allow_no_exp: bool = False
     auth_jwt_audience: str | None = None
     dev_key_file: Path = Field(
         default_factory=lambda data: data["engines_home"] / "dev-signing-key")
@@ -102,16 +107,33 @@ class Settings(BaseSettings):
     # signed content URLs and image variants (docs/signed-urls.md)
     url_signing_key: str | None = None
     public_base_url: str | None = None
+    # the Host names a signed URL may be issued for (issue 16): unset on the dev key alone
+    # means localhost only, unset otherwise means PUBLIC_BASE_URL's host only
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = None
     image_transforms: bool = True
     image_sizes: Annotated[list[int], NoDecode] = [64, 128, 256, 512, 1024, 2048]
+    # the `q` values a variant may ask for: with IMAGE_SIZES this bounds the variants one
+    # preview can ever have (engines/canvas_artifacts/variants.py, variant_bound)
+    image_qualities: Annotated[list[Annotated[int, Field(ge=1, le=100)]], NoDecode,
+                               Field(min_length=1)] = [50, 75, 90]
     max_image_pixels: int = 50_000_000
 
-    @field_validator("image_sizes", mode="before")
+    @field_validator("image_sizes", "image_qualities", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         """IMAGE_SIZES=64,128,256 as an operator writes it, not as a JSON list."""
         if isinstance(value, str):
             return [int(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_names(cls, value: object) -> object:
+        """ALLOWED_HOSTS=api.example.com,[::1]: host names, compared without case or port."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            return [_host_name(str(part)) for part in value if str(part).strip()]
         return value
 
     retention_preview: Retention = None
@@ -165,6 +187,23 @@ class Settings(BaseSettings):
             path.chmod(0o600)
         return path.read_text().strip()
 
+    @property
+    def dev_key_in_use(self) -> bool:
+        """Only the generated dev key signs tokens and URLs: the embedded default."""
+        return not (self.auth_jwt_signing or self.auth_jwks_url or self.url_signing_key)
+
+    def signed_url_hosts(self) -> frozenset[str]:
+        """The Host names signed URLs may be issued for: PUBLIC_BASE_URL's, ALLOWED_HOSTS,
+        and, with ALLOWED_HOSTS unset on the dev key, localhost (the walkthrough's)."""
+        hosts = set(self.allowed_hosts or ())
+        if self.allowed_hosts is None and self.dev_key_in_use:
+            hosts.update(DEV_HOSTS)
+        if self.public_base_url:
+            public = urlsplit(self.public_base_url).hostname
+            if public:
+                hosts.add(public)
+        return frozenset(hosts)
+
     def url_key(self) -> bytes:
         """The signed-URL HMAC key: URL_SIGNING_KEY, else derived from (never equal to)
         the JWT key, so a signed URL can never be replayed as a token or vice versa."""
@@ -181,6 +220,14 @@ class Settings(BaseSettings):
                 shown[secret] = "***"
         shown["database_url"] = _mask_url_password(self.database_url)
         return shown
+
+
+def _host_name(text: str) -> str:
+    """`API.example.com:443` -> `api.example.com`, `[::1]:80` -> `::1`."""
+    host = text.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host if host.count(":") > 1 else host.split(":", 1)[0]
 
 
 def _mask_url_password(url: str) -> str:

@@ -53,4 +53,21 @@ def consequences(settings: Settings) -> list[str]:
     blobs = (f"blobs in S3 bucket RAW_BUCKET={settings.raw_bucket}" if settings.raw_bucket
              else f"blobs in local directory MEDIA_LOCAL_ROOT={settings.media_local_root} "
                   "(RAW_BUCKET unset)")
-    return [f"signing key: {signing}", migrate, blobs]
+    no_exp = ("tokens without exp: accepted, valid forever (AUTH_ALLOW_NO_EXP=true)"
+              if settings.auth_allow_no_exp
+              else "tokens without exp: refused with 401 (AUTH_ALLOW_NO_EXP=false)")
+    hosts = ", ".join(sorted(settings.signed_url_hosts())) or "none"
+    why = ("PUBLIC_BASE_URL and ALLOWED_HOSTS" if settings.allowed_hosts is not None
+           else "ALLOWED_HOSTS unset: localhost on the dev key alone, else PUBLIC_BASE_URL's")
+    signed = f"signed URLs issued for Host: {hosts} ({why})"
+    return [f"signing key: {signing}", migrate, blobs, no_exp, signed]
+
+
+def warnings(settings: Settings) -> list[str]:
+    """What is legal but almost surely not meant: `engines doctor` prints these as WARN."""
+    found = []
+    if not (settings.public_base_url or settings.allowed_hosts or settings.dev_key_in_use):
+        found.append("signed URLs: neither PUBLIC_BASE_URL nor ALLOWED_HOSTS is set, so "
+                     "every POST .../signed-url answers 400 signed_url.host_not_allowed; set "
+                     "PUBLIC_BASE_URL (e.g. https://api.example.com) or ALLOWED_HOSTS")
+    return found

@@ -64,7 +64,7 @@ def browser() -> Iterator[Any]:
 def server(tmp_path: Path) -> Iterator[Server]:
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'engines.db'}",
            "MEDIA_LOCAL_ROOT": str(tmp_path / "media"), "AUTH_JWT_SIGNING": SIGNING_KEY,
-           "URL_SIGNING_KEY": URL_KEY, "RAW_BUCKET": ""}
+           "URL_SIGNING_KEY": URL_KEY, "RAW_BUCKET": "", "ALLOWED_HOSTS": "127.0.0.1"}
     with running_server(env, tmp_path) as srv:
         yield srv
 
@@ -106,12 +106,14 @@ def test_thumbnails_through_signed_urls_in_headless_chromium(server, browser, tm
         board = _create(client, canvas, png(600, 300), "image/png")
         photo = _create(client, canvas, rotated_jpeg(400, 200), "image/jpeg")
         sticker = _create(client, canvas, webp(512, 512), "image/webp")
+        odd = _create(client, canvas, png(300, 200), "image/png")
         expected = {
             "png-256": (_sign(client, board, w=256), (256, 128)),
             "png-webp-h64": (_sign(client, board, h=64, format="webp"), (128, 64)),
             "jpeg-upright": (_sign(client, photo, w=128), (128, 256)),
             "webp-auto-64": (_sign(client, sticker, w=64, format="auto"), (64, 64)),
             "png-full": (_sign(client, board, ttl_seconds=60), (600, 300)),
+            "png-odd-aspect-128": (_sign(client, odd, w=128), (128, 85)),
         }
     model = ArtifactRecord.model_validate(board)
     expired = signed.signed_url(Settings(url_signing_key=URL_KEY), server.url, model,

@@ -330,3 +330,38 @@ def test_served_app_keeps_its_start_up_objects_out_of_the_gc(tmp_path: Path) -> 
                               "AUTH_JWT_SIGNING": SIGNING_KEY})
     before, after = map(int, out.stdout.split())
     assert before == 0 and after > 100_000, out.stdout
+
+
+def test_token_refuses_a_ttl_that_never_expires(tmp_path: Path) -> None:
+    for ttl in ("0", "-5"):
+        result = run_cli("token", "--tenant", "t_acme", "--sub", "u_ana", "--ttl", ttl,
+                         cwd=tmp_path, env={"AUTH_JWT_SIGNING": SIGNING_KEY})
+        assert result.returncode == 2, output(result)
+        assert result.stdout == ""
+        assert f"--ttl must be at least 1 second, not {ttl}" in result.stderr
+
+
+def test_doctor_says_whether_tokens_without_exp_are_accepted(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'engines.db'}",
+           "MEDIA_LOCAL_ROOT": str(tmp_path / "media"), "AUTH_JWT_SIGNING": SECRET_SIGNING}
+    strict = output(run_cli("doctor", cwd=tmp_path, env=env))
+    assert "  tokens without exp: refused with 401 (AUTH_ALLOW_NO_EXP=false)\n" in strict
+    lenient = output(run_cli("doctor", cwd=tmp_path, env={**env, "AUTH_ALLOW_NO_EXP": "true"}))
+    assert "  tokens without exp: accepted, valid forever (AUTH_ALLOW_NO_EXP=true)\n" in lenient
+    assert "  AUTH_ALLOW_NO_EXP=true\n" in lenient
+
+
+def test_doctor_warns_when_signed_urls_could_name_no_host(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'engines.db'}",
+           "MEDIA_LOCAL_ROOT": str(tmp_path / "media")}
+    keyed = output(run_cli("doctor", cwd=tmp_path, env={**env, "AUTH_JWT_SIGNING": SECRET_SIGNING}))
+    [warning] = [line for line in keyed.splitlines() if line.startswith("WARN  ")]
+    assert "neither PUBLIC_BASE_URL nor ALLOWED_HOSTS is set" in warning
+    assert "signed URLs issued for Host: none" in keyed
+    for extra in ({"AUTH_JWT_SIGNING": SECRET_SIGNING, "ALLOWED_HOSTS": "api.example.com"},
+                  {"AUTH_JWT_SIGNING": SECRET_SIGNING, "PUBLIC_BASE_URL": "https://x.example"},
+                  {}):  # the dev key alone: localhost
+        text = output(run_cli("doctor", cwd=tmp_path, env={**env, **extra}))
+        assert "WARN " not in text, (extra, text)
+    dev = output(run_cli("doctor", cwd=tmp_path, env=env))
+    assert "signed URLs issued for Host: 127.0.0.1, ::1, localhost (ALLOWED_HOSTS unset" in dev

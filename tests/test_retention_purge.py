@@ -113,6 +113,58 @@ def test_retention_expires_old_artifacts_but_keeps_each_canvas_latest(stack: Sta
 
 
 
+def _listed_ids(output: str, tenant: str, kind: str) -> list[str]:
+    """The `retention:   <id>` lines printed under one tenant's plan for one kind."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines)
+                 if line.startswith(f"retention: {tenant}/dev {kind}: "))
+    listed = []
+    for line in lines[start + 1:]:
+        if not line.startswith("retention:   "):
+            break
+        listed.append(line.removeprefix("retention:   "))
+    return listed
+
+
+def test_the_dry_run_lists_the_ids_it_would_expire(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An operator can check exactly what --apply would expire: the first 100 ids per
+    tenant and kind, then "... and N more"; all of them with --verbose and in --output."""
+    t, canvas = new_tenant(), new_canvas()
+    previews = [created(create_preview(stack, canvas, rev=rev, tenant=t))["id"]
+                for rev in range(105)]
+    replays = sorted(created(create_replay(stack, canvas, tenant=t))["id"] for _ in range(2))
+    time.sleep(2.2)
+    env = cli_env(stack, retention_preview="2s", retention_replay="2s")
+    expiring = set(previews[:-1])  # rev 104 is the canvas's latest preview: kept
+
+    dry = engines(env, "gc")
+    assert f"retention: {t}/dev preview: would expire 104 (" in dry
+    shown = _listed_ids(dry, t, "preview")
+    assert len(shown) == 101 and shown[-1].startswith("... and 4 more"), shown[-1]
+    assert set(shown[:100]) <= expiring and len(set(shown[:100])) == 100
+    assert _listed_ids(dry, t, "replay") == [replays[0]]
+    assert sorted(p["would_expire"] for p in plans(dry, t)) == [1, 104]
+    assert all("ids" not in plan for plan in summary(dry)["retention"])
+
+    listing = tmp_path / "gc.jsonl"
+    verbose = engines(env, "gc", "--verbose", "--output", str(listing))
+    assert set(_listed_ids(verbose, t, "preview")) == expiring, "--verbose: every id"
+    written = [json.loads(line) for line in listing.read_text().splitlines()]
+    mine = [entry for entry in written if entry.get("tenant_id") == t]
+    assert sorted(e["id"] for e in mine if e["kind"] == "preview") == sorted(expiring)
+    assert [e["id"] for e in mine if e["kind"] == "replay"] == [replays[0]]
+    assert {(e["action"], e["reason"], e["env"]) for e in mine} == {
+        ("would expire", "retention", "dev")}
+    assert len(ids(stack, canvas, t)) == 50, "dry runs remove nothing (a page of 50)"
+
+    applied = engines(env, "gc", "--apply", "--output", str(listing))
+    assert sorted(p["expired"] for p in plans(applied, t)) == [1, 104]
+    expired = [json.loads(line) for line in listing.read_text().splitlines()]
+    assert sorted(e["id"] for e in expired if e.get("tenant_id") == t) == sorted(
+        [*expiring, replays[0]])
+    assert ids(stack, canvas, t) == sorted([previews[-1], replays[1]])
+
+
 def test_expiry_interrupted_midway_is_finished_by_the_next_run(
         make_stack, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     stack = make_stack("local-sqlite", retention_replay=timedelta(seconds=1))

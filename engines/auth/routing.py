@@ -15,6 +15,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engines.http.errors import BadRequest
 from engines.http.params import ENVS, TENANT_RE, TRACE_ID_RE, is_safe_id
 
+ATTRIBUTED = "attributed_tenant"
+"""Where `attribute` keeps the proven (tenant, env) in the request scope's state."""
+
+
+def attribute(scope: Scope, tenant: str, env: str) -> None:
+    """Count this request for (tenant, env) in the per-tenant metrics. Called only once
+    the caller proved it may act there (its token lists the tenant, or a signed URL's
+    signature holds), never from the raw headers: anyone can send a made-up
+    X-Tenant-Id, and each one would be a new metric series."""
+    scope.setdefault("state", {})[ATTRIBUTED] = (tenant, env)
+
 
 @dataclass(frozen=True, slots=True)
 class RequestContext:

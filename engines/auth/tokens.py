@@ -2,8 +2,9 @@
 
 Tokens are HS256 (AUTH_JWT_SIGNING) or, when AUTH_JWKS_URL is set, RS256
 against the issuer's JWKS. Only configured algorithms are accepted; `none`
-never is. The order of checks is fixed: token (401), routing headers (400),
-tenant membership, env (the optional `envs` claim) and role (403).
+never is; a token must carry `exp` unless AUTH_ALLOW_NO_EXP=true. The order
+of checks is fixed: token (401), routing headers (400), tenant membership, env
+(the optional `envs` claim) and role (403).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import jwt
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from engines.auth.routing import RequestContext, get_request_context
+from engines.auth.routing import RequestContext, attribute, get_request_context
 from engines.common.cache import Cache
 from engines.config import Settings
 from engines.http.errors import Forbidden, ServiceUnavailable, Unauthorized
@@ -75,7 +76,8 @@ class TokenVerifier:
         # an OIDC issuer signs tokens for many clients: pin the issuer and audience
         self.issuer = settings.auth_jwt_issuer
         self.audience = settings.auth_jwt_audience
-        self.required_claims = ["sub"]
+        # a token without `exp` never stops working, whoever copied it: refused by default
+        self.required_claims = ["sub"] if settings.auth_allow_no_exp else ["sub", "exp"]
         if self.issuer:
             self.required_claims.append("iss")
         if self.audience:
@@ -136,6 +138,9 @@ class TokenVerifier:
             raise Unauthorized("token expired") from exc
         except jwt.ImmatureSignatureError as exc:
             raise Unauthorized("token not yet valid") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            hint = " (AUTH_ALLOW_NO_EXP is false)" if exc.claim == "exp" else ""
+            raise Unauthorized(f"invalid token: {exc}{hint}") from exc
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
         expires = claims.get("exp")
@@ -178,15 +183,16 @@ def _auth_from_claims(claims: dict[str, Any]) -> AuthContext:
 
 
 def issue_token(settings: Settings, *, sub: str, tenants: list[str], role: str,
-                ttl: int | None = 3600, envs: list[str] | None = None) -> str:
-    """Sign a dev token (HS256) as `engines token` and the tests do; `envs` limits it."""
+                ttl: int = 3600, envs: list[str] | None = None) -> str:
+    """Sign a dev token (HS256) as `engines token` and the tests do; `envs` limits it.
+    It always expires: a token that never does is not something to hand out."""
+    if ttl <= 0:
+        raise ValueError(f"a token's ttl must be at least one second, not {ttl}")
     now = int(time.time())
     claims: dict[str, Any] = {
         "sub": sub, "tenant_ids": tenants, "default_tenant_id": tenants[0] if tenants else None,
-        "role_map": {t: role for t in tenants}, "iat": now,
+        "role_map": {t: role for t in tenants}, "iat": now, "exp": now + ttl,
     }
-    if ttl:
-        claims["exp"] = now + ttl
     if envs is not None:
         claims["envs"] = envs
     return jwt.encode(claims, settings.signing_key(), algorithm="HS256")
@@ -209,6 +215,7 @@ def _caller(request: Request, *, write: bool) -> Caller:
         raise Forbidden("token is not valid for this tenant", code="auth.tenant_forbidden")
     if auth.envs is not None and ctx.env not in auth.envs:
         raise Forbidden(f"token is not valid for env {ctx.env}", code="auth.env_forbidden")
+    attribute(request.scope, ctx.tenant_id, ctx.env)  # proven: the token lists the tenant
     if write and role not in WRITE_ROLES:
         raise Forbidden(f"role {role} cannot write", code="auth.role_forbidden")
     return Caller(auth=auth, ctx=ctx, role=role)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
@@ -31,7 +32,13 @@ from engines.canvas_artifacts.variants import VariantQuery, check_request
 from engines.config import Settings
 from engines.db.engine import retry_on_disconnect
 from engines.http.body import read_limited, require_json
-from engines.http.errors import Forbidden, NotFound, Unprocessable, first_error_message
+from engines.http.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    Unprocessable,
+    first_error_message,
+)
 from engines.http.jsonutil import parse_json
 from engines.runtime import Runtime
 
@@ -77,15 +84,32 @@ def signed_url(settings: Settings, base_url: str, record: ArtifactRecord,
     return f"{base_url}{path}?{urlencode({**params, 'exp': exp, 'sig': sig})}"
 
 
-def issue(settings: Settings, request: Request, record: ArtifactRecord,
+_HOST_HEADER = re.compile(r"(?P<name>[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])"
+                          r"(?::[0-9]{1,5})?")
+
+
+def origin(settings: Settings, request: Request) -> str:
+    """Where signed URLs point: PUBLIC_BASE_URL, else this request's own origin. Either
+    way its Host must be one signed URLs may name (`Settings.signed_url_hosts`): a URL
+    built from a Host the client chose would send a browser wherever the client likes.
+    """
+    host = request.headers.get("host", "")
+    match = _HOST_HEADER.fullmatch(host)
+    if match is None or match["name"].strip("[]").lower() not in settings.signed_url_hosts():
+        raise BadRequest(f"signed URLs are not issued for Host {host[:100]!r}: set "
+                         "PUBLIC_BASE_URL, or list the host in ALLOWED_HOSTS",
+                         code="signed_url.host_not_allowed")
+    return (settings.public_base_url or str(request.base_url)).rstrip("/")
+
+
+def issue(settings: Settings, base_url: str, record: ArtifactRecord,
           body: SignedUrlRequest) -> SignedUrl:
     """Check the variant now (422 at signing, not a broken image later), then sign."""
     variant = body.variant()
     if variant is not None:
         check_request(settings, record, variant)
     expires = int(time.time()) + body.ttl_seconds
-    base = (settings.public_base_url or str(request.base_url)).rstrip("/")
-    return SignedUrl(url=signed_url(settings, base, record, variant, expires),
+    return SignedUrl(url=signed_url(settings, base_url, record, variant, expires),
                      expires_at=datetime.fromtimestamp(expires, UTC))
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from engines.auth.routing import attribute
 from engines.canvas_artifacts import service, signed
 from engines.canvas_artifacts.router import (
     _CONTENT_RESPONSES,
@@ -39,10 +40,13 @@ async def create_signed_url(request: Request, canvas_id: CanvasId, artifact_id: 
                             rt: Rt, caller: Reader) -> Response:
     """A URL that GETs this artifact's content (or one image variant) with no headers,
     until `expires_at`. Any reader may ask; `ttl_seconds` is 1..86400 (default 300).
-    Nothing is written, so a retry simply gets a fresh URL."""
+    Nothing is written, so a retry simply gets a fresh URL. A `Host` that is neither
+    PUBLIC_BASE_URL's nor in ALLOWED_HOSTS is 400 `signed_url.host_not_allowed`."""
+    base_url = signed.origin(rt.settings, request)
     record = await run_in_threadpool(service.get_artifact, rt, caller.ctx, canvas_id, artifact_id)
     body = await signed.read_request(request)
-    return OrjsonResponse(signed.issue(rt.settings, request, record, body).model_dump(mode="json"))
+    return OrjsonResponse(signed.issue(rt.settings, base_url, record, body).model_dump(
+        mode="json"))
 
 
 @public.get(signed.PATH, responses=_SIGNED_RESPONSES, openapi_extra={
@@ -55,6 +59,7 @@ async def get_signed_content(request: Request, tenant_id: str, env: str, canvas_
     `/content`. Altered or expired: 403; artifact gone: 404."""
     variant = signed.verify(rt.settings, tenant_id, env, canvas_id, artifact_id,
                             dict(request.query_params))
+    attribute(request.scope, tenant_id, env)  # the signature proves the URL's tenant
     record = await run_in_threadpool(signed.load, rt, tenant_id, env, canvas_id, artifact_id)
     return await service.content(rt, request, record, from_ms=None, to_ms=None, inline=False,
                                  variant=variant)

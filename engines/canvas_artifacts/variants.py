@@ -2,8 +2,9 @@
 
 `GET .../content?w=256&format=webp` (and the same on a signed URL) answers
 a copy that fits inside w x h, aspect kept, never upscaled, EXIF orientation
-applied and metadata stripped. Sizes come from IMAGE_SIZES only, so a caller
-cannot make the server render and store an unbounded set of variants.
+applied and metadata stripped. Sizes come from IMAGE_SIZES and qualities from
+IMAGE_QUALITIES only, so the variants one preview can ever have are a small set
+known in advance (`variant_bound`), whatever callers ask for.
 
 A variant is a blob beside its source (`.../preview/{artifact_id}.v/...`)
 plus a media_v2 DerivedArtifact of kind `canvas_preview_variant` under the
@@ -55,7 +56,6 @@ RASTER_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"
 MIME_TYPES = {fmt: mime for mime, fmt in RASTER_FORMATS.items()}
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 LOSSY = frozenset({"jpeg", "webp"})
-DEFAULT_QUALITY = 80
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 _UNBOUNDED = 1 << 30
 
@@ -119,10 +119,32 @@ def check_request(settings: Settings, record: ArtifactRecord, query: VariantQuer
                             code="image.not_rasterisable")
     for name, value in (("w", query.w), ("h", query.h)):
         if value is not None and value not in settings.image_sizes:
-            allowed = ", ".join(str(size) for size in settings.image_sizes)
-            raise Unprocessable(f"{name}={value} is not an allowed size; use one of {allowed}",
-                                code="image.size_not_allowed")
+            raise Unprocessable(f"{name}={value} is not an allowed size; use one of "
+                                f"{_listed(settings.image_sizes)}", code="image.size_not_allowed")
+    if query.q is not None and query.q not in settings.image_qualities:
+        raise Unprocessable(f"q={query.q} is not an allowed quality; use one of "
+                            f"{_listed(settings.image_qualities)}",
+                            code="image.quality_not_allowed")
     return source
+
+
+def _listed(values: list[int]) -> str:
+    return ", ".join(str(value) for value in sorted(values))
+
+
+def default_quality(settings: Settings) -> int:
+    """The quality of a lossy variant asked for without `q`: the middle of IMAGE_QUALITIES
+    (75 of the default 50,75,90), so it is one of the variants `q` can name."""
+    qualities = sorted(set(settings.image_qualities))
+    return qualities[(len(qualities) - 1) // 2]
+
+
+def variant_bound(settings: Settings) -> int:
+    """The most variants one preview can ever have: each of w and h is a size or absent,
+    times PNG (no quality) plus JPEG and WebP at each quality. 343 by default."""
+    sizes = len(set(settings.image_sizes)) + 1
+    lossless = len(RASTER_FORMATS) - len(LOSSY)
+    return sizes * sizes * (lossless + len(LOSSY) * len(set(settings.image_qualities)))
 
 
 def accepts_webp(accept: str) -> bool:
@@ -149,7 +171,7 @@ def resolve(settings: Settings, record: ArtifactRecord, query: VariantQuery,
     fmt = query.format or source
     if fmt == "auto":
         fmt = "webp" if accepts_webp(accept) else source
-    quality = (query.q or DEFAULT_QUALITY) if fmt in LOSSY else None
+    quality = (query.q or default_quality(settings)) if fmt in LOSSY else None
     return VariantSpec(w=query.w, h=query.h, format=fmt, q=quality)
 
 
@@ -246,9 +268,22 @@ class Rendered:
     height: int
 
 
+def _scaled(side: int, numerator: int, denominator: int) -> int:
+    """side * numerator / denominator rounded to the nearest pixel (halves up), at least 1:
+    integers only, so no float error moves a side by one."""
+    return max(1, (2 * side * numerator + denominator) // (2 * denominator))
+
+
 def _target_size(width: int, height: int, spec: VariantSpec) -> tuple[int, int]:
-    scale = min(1.0, (spec.w or _UNBOUNDED) / width, (spec.h or _UNBOUNDED) / height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    """Fit inside w x h, aspect kept, never upscaled: the binding side is exactly the size
+    asked for, the other one rounded to the nearest pixel (300x200 at w=128: 128x85)."""
+    w = spec.w if spec.w is not None and spec.w < width else None
+    h = spec.h if spec.h is not None and spec.h < height else None
+    if w is not None and (h is None or w * height <= h * width):
+        return w, _scaled(height, w, width)
+    if h is not None:
+        return _scaled(width, h, height), h
+    return width, height
 
 
 def _rgb_or_rgba(image: Image.Image, fmt: str) -> Image.Image:
@@ -290,7 +325,10 @@ def render(data: bytes, spec: VariantSpec, max_pixels: int) -> Rendered:
             source.draft(None, raw_target)
             ImageOps.exif_transpose(source, in_place=True)  # no copy of the full-size pixels
             image = _rgb_or_rgba(source, spec.format)
-            image.thumbnail(target, Image.Resampling.LANCZOS)
+            if image.size != target:
+                # not thumbnail(): it re-derives the size from the aspect and may land a
+                # pixel short of the binding side
+                image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
             image.info.clear()  # encoders copy some metadata (comments, ICC) from info
             out = io.BytesIO()
             options = {"quality": spec.q} if spec.q is not None else {}

@@ -188,8 +188,15 @@ def expiry_plans(rt: Runtime, now: datetime) -> list[ExpiryPlan]:
     return plans
 
 
-def expire(rt: Runtime, plan: ExpiryPlan) -> Iterator[int]:
-    """Expire what one plan found, BATCH per transaction; yields each batch's size.
+def would_expire(rt: Runtime, plan: ExpiryPlan) -> list[str]:
+    """The ids a dry run lists: what `expire` would remove now, oldest first."""
+    with rt.engine.connect() as conn:
+        return retention.expired_ids(conn, plan.tenant_id, plan.env, plan.kind, plan.cutoff,
+                                     keep_latest=rt.settings.retention_keep_latest, limit=None)
+
+
+def expire(rt: Runtime, plan: ExpiryPlan) -> Iterator[list[str]]:
+    """Expire what one plan found, BATCH per transaction; yields each batch's ids.
 
     Resumable: a crash loses nothing that should stay (each batch commits its
     tombstones and events together) and the next run expires the rest.
@@ -203,22 +210,38 @@ def expire(rt: Runtime, plan: ExpiryPlan) -> Iterator[int]:
         return repo.records_by_id(conn, plan.tenant_id, plan.env, ids)
 
     while batch := _delete_batch(rt, load, deletion):
-        yield len(batch)
+        yield [record.id for record in batch]
 
 
+SHOWN_IDS = 100
+"""Ids printed per tenant, env and kind (then "... and N more") unless all are asked for."""
 
-def expire_all(rt: Runtime, *, apply: bool,
-               progress: Callable[[str], None] = lambda _m: None) -> list[dict[str, object]]:
-    """Every retention in force, applied (or, in a dry run, listed): what `engines gc` runs."""
+
+def expire_all(rt: Runtime, *, apply: bool, progress: Callable[[str], None] = lambda _m: None,
+               shown_ids: int | None = SHOWN_IDS) -> list[dict[str, object]]:
+    """Every retention in force, applied (or, in a dry run, listed): what `engines gc` runs.
+
+    Each entry's `ids` are every artifact expired (or that a dry run would expire), so
+    an operator can check them before --apply; `progress` gets the first `shown_ids`
+    of each (None: all of them).
+    """
     listed = []
     for plan in expiry_plans(rt, datetime.now(UTC)):
-        expired = sum(expire(rt, plan)) if apply else 0
         if apply:
-            metrics.record_retention(expired)
-        verb = f"expired {expired}" if apply else f"would expire {plan.count}"
-        progress(f"retention: {plan.tenant_id}/{plan.env} {plan.kind}: {verb} "
+            ids = [artifact_id for batch in expire(rt, plan) for artifact_id in batch]
+            metrics.record_retention(len(ids))
+        else:
+            ids = would_expire(rt, plan)
+        verb = "expired" if apply else "would expire"
+        progress(f"retention: {plan.tenant_id}/{plan.env} {plan.kind}: {verb} {len(ids)} "
                  f"(created before {plan.cutoff.isoformat()})")
+        shown = ids if shown_ids is None else ids[:shown_ids]
+        for artifact_id in shown:
+            progress(f"retention:   {artifact_id}")
+        if len(ids) > len(shown):
+            progress(f"retention:   ... and {len(ids) - len(shown)} more (--verbose prints "
+                     "them all, --output lists them all)")
         listed.append({"tenant_id": plan.tenant_id, "env": plan.env, "kind": plan.kind,
                        "created_before": plan.cutoff.isoformat(),
-                       "expired" if apply else "would_expire": expired if apply else plan.count})
+                       "expired" if apply else "would_expire": len(ids), "ids": ids})
     return listed

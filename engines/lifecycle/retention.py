@@ -116,8 +116,9 @@ def _expired(tenant_id: str, env: str, kind: str, cutoff: datetime, *,
 
 
 def expired_ids(conn: Connection, tenant_id: str, env: str, kind: str, cutoff: datetime, *,
-                keep_latest: bool, limit: int) -> list[str]:
-    """Up to `limit` artifacts past their retention, oldest ids first."""
+                keep_latest: bool, limit: int | None) -> list[str]:
+    """Up to `limit` (None: every one of the) artifacts past their retention, oldest ids
+    first."""
     query = _expired(tenant_id, env, kind, cutoff, keep_latest=keep_latest)
     return list(conn.execute(query.order_by(canvas_artifacts.c.id).limit(limit)).scalars())
 

@@ -70,8 +70,6 @@ TENANT_ARTIFACTS_CREATED = Counter("engines_tenant_artifacts_created_total", "Ar
                                    ["tenant", "env", "kind"])
 
 _REJECTED_STATUSES = frozenset({413, 415, 422})
-_UNATTRIBUTED_STATUSES = frozenset({400, 401, 403})
-"""Requests refused before the caller was known: their tenant header is unproven."""
 
 
 class _Switches:
@@ -88,7 +86,8 @@ def configure(*, enabled: bool, tenant_labels: bool) -> None:
 
 def observe_request(*, method: str, route: str | None, status: int, seconds: float,
                     bytes_in: int, tenant: str | None, env: str | None) -> None:
-    """Everything one finished request contributes."""
+    """Everything one finished request contributes; `tenant` and `env` only when the
+    caller proved it acts there (engines.observability.requests.attribute)."""
     if not _Switches.enabled:
         return
     route = route or UNMATCHED_ROUTE
@@ -99,8 +98,7 @@ def observe_request(*, method: str, route: str | None, status: int, seconds: flo
         REJECTED.labels(status_text, route).inc()
     if method == "POST" and bytes_in:
         UPLOAD_BYTES.labels(route).inc(bytes_in)
-    if (_Switches.tenant_labels and tenant and env and route != UNMATCHED_ROUTE
-            and status not in _UNATTRIBUTED_STATUSES):
+    if _Switches.tenant_labels and tenant and env and route != UNMATCHED_ROUTE:
         TENANT_REQUESTS.labels(tenant, env, method, route, status_text).inc()
 
 

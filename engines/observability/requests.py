@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engines.auth.routing import ATTRIBUTED
 from engines.http.params import ENVS, TENANT_RE
 from engines.observability import metrics, tracing
 from engines.observability.logging import REQUEST_LOGGER
@@ -28,7 +29,8 @@ def route_template(scope: Scope) -> str | None:
 
 
 def _routing_keys(scope: Scope) -> tuple[str | None, str | None]:
-    """Tenant and env as the client sent them, when well-formed (never free text)."""
+    """Tenant and env as the client sent them, when well-formed (never free text): for the
+    log line only, which shows what a refused request claimed."""
     headers = dict(scope.get("headers") or [])
     tenant = headers.get(b"x-tenant-id", b"").decode("latin-1")
     env = ENVS.get(headers.get(b"x-env", b"").decode("latin-1").lower())
@@ -74,10 +76,13 @@ class RequestObserver:
     @staticmethod
     def _record(scope: Scope, seen: dict[str, Any], seconds: float) -> None:
         route = route_template(scope)
-        tenant, env = _routing_keys(scope)
         state: dict[str, Any] = scope.get("state") or {}
+        proven = state.get(ATTRIBUTED)
         metrics.observe_request(method=scope["method"], route=route, status=seen["status"],
-                                seconds=seconds, bytes_in=seen["in"], tenant=tenant, env=env)
+                                seconds=seconds, bytes_in=seen["in"],
+                                tenant=proven[0] if proven else None,
+                                env=proven[1] if proven else None)
+        tenant, env = _routing_keys(scope)
         if not log.isEnabledFor(logging.INFO):
             return
         fields = {"request_id": state.get("request_id"),

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import SIGNING_KEY, Stack
 from engines.auth.tests.claims import claims
-from engines.auth.tokens import TokenVerifier
+from engines.auth.tokens import TokenVerifier, issue_token
 from engines.config import Settings
 from engines.http.errors import Unauthorized
 
@@ -120,6 +120,32 @@ def test_expired_token_rejected(local: Stack) -> None:
     now = int(time.time())
     token = jwt.encode(claims(iat=now - 7200, exp=now - 60), SIGNING_KEY, algorithm="HS256")
     assert_rejected(local, token, reason="expired")
+
+
+def test_token_without_exp_rejected_unless_allowed(make_stack) -> None:  # type: ignore[no-untyped-def]
+    """A token that never expires stays valid wherever it leaks: 401 by default."""
+    forever = jwt.encode(claims(exp=None), SIGNING_KEY, algorithm="HS256")
+    assert "exp" not in jwt.decode(forever, SIGNING_KEY, algorithms=["HS256"])
+    strict = make_stack("local-sqlite")
+    assert_rejected(strict, forever, reason="exp")
+    assert_rejected(strict, forever, reason="auth_allow_no_exp")
+    assert strict.client.get(READ, headers=headers(jwt.encode(
+        claims(), SIGNING_KEY, algorithm="HS256"))).status_code == 200
+
+    lenient = make_stack("local-sqlite", auth_allow_no_exp=True)
+    assert lenient.client.get(READ, headers=headers(forever)).status_code == 200
+    now = int(time.time())
+    expired = jwt.encode(claims(iat=now - 7200, exp=now - 60), SIGNING_KEY, algorithm="HS256")
+    assert_rejected(lenient, expired, reason="expired")  # an exp that is there still counts
+
+
+def test_issue_token_always_sets_exp() -> None:
+    settings = Settings(auth_jwt_signing=SIGNING_KEY)
+    token = issue_token(settings, sub="u_ana", tenants=["t_acme"], role="member", ttl=5)
+    assert jwt.decode(token, SIGNING_KEY, algorithms=["HS256"])["exp"] <= time.time() + 5
+    for ttl in (0, -1):
+        with pytest.raises(ValueError, match="ttl"):
+            issue_token(settings, sub="u_ana", tenants=["t_acme"], role="member", ttl=ttl)
 
 
 def test_not_yet_valid_token_rejected(local: Stack) -> None:

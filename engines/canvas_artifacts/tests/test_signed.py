@@ -84,12 +84,12 @@ def test_a_signed_url_serves_content_with_no_headers_like_content(stack):
 
 def test_a_signed_url_can_name_an_image_variant(stack):
     record = _preview(stack, png(600, 300))
-    thumb = _fetch(stack, _signed(stack, record, w=128, format="webp", q=60))
+    thumb = _fetch(stack, _signed(stack, record, w=128, format="webp", q=75))
     assert thumb.status_code == 200
     assert thumb.headers["content-type"] == "image/webp"
     assert opened(thumb.content).size == (128, 64)
     direct = stack.client.get(url(record["canvas_id"], f"/{record['id']}/content"
-                                  "?w=128&format=webp&q=60"), headers=stack.headers())
+                                  "?w=128&format=webp&q=75"), headers=stack.headers())
     assert thumb.content == direct.content
     assert thumb.headers["etag"] == direct.headers["etag"]
 
@@ -105,7 +105,7 @@ def test_every_signed_field_is_tamper_proof(stack):
     record = created(create_preview(stack, canvas, body=png(600, 300)))
     other = created(create_preview(stack, canvas, body=png(300, 300)))
     foreign = created(create_preview(stack, canvas, body=png(300, 300), tenant="t_other"))
-    signed_url = _signed(stack, record, w=128, format="webp", q=60)
+    signed_url = _signed(stack, record, w=128, format="webp", q=75)
     path = urlsplit(signed_url).path
     query = dict(parse_qsl(urlsplit(signed_url).query))
     assert _fetch(stack, signed_url).status_code == 200
@@ -119,7 +119,7 @@ def test_every_signed_field_is_tamper_proof(stack):
                                        f"/t_other/dev/canvas/{canvas}/artifacts/{foreign['id']}")),
         _with(signed_url, w="256"), _with(signed_url, w="0128"), _with(signed_url, w=None),
         _with(signed_url, h="64"), _with(signed_url, format="png"),
-        _with(signed_url, format=None), _with(signed_url, q="61"), _with(signed_url, q=None),
+        _with(signed_url, format=None), _with(signed_url, q="90"), _with(signed_url, q=None),
         _with(signed_url, exp=str(int(query["exp"]) + 1)), _with(signed_url, exp=None),
         _with(signed_url, sig=query["sig"][:-2] + "AA"), _with(signed_url, sig=None),
         _with(signed_url, sig=""),
@@ -165,6 +165,7 @@ def test_issuing_checks_auth_ttl_and_the_variant(stack):
         assert_error(_sign(stack, record, **body), 422, "request.invalid")
     assert _sign(stack, record, ttl_seconds=86_400).status_code == 200
     assert_error(_sign(stack, record, w=300), 422, "image.size_not_allowed")
+    assert_error(_sign(stack, record, w=64, q=80), 422, "image.quality_not_allowed")
     svg = _preview(stack, SVG, "image/svg+xml")
     assert_error(_sign(stack, svg, w=64), 422, "image.not_rasterisable")
 
@@ -222,3 +223,67 @@ def test_redirect_mode_on_s3_answers_a_presigned_redirect(make_stack):
     assert response.status_code == 307
     fetched = httpx.get(response.headers["location"])
     assert opened(fetched.content).size == (64, 32)
+
+
+def _sign_for_host(stack, record, host: str):  # type: ignore[no-untyped-def]
+    return stack.client.post(url(record["canvas_id"], f"/{record['id']}/signed-url"),
+                             headers={**stack.headers(role="viewer"), "Host": host,
+                                      "X-Request-Id": "req-host"})
+
+
+def _refused_host(response) -> None:  # type: ignore[no-untyped-def]
+    error = assert_error(response, 400, "signed_url.host_not_allowed")
+    assert error["request_id"] == "req-host"
+    assert "ALLOWED_HOSTS" in error["message"]
+
+
+def test_a_signed_url_names_only_an_allowed_host(stack_name, make_stack):
+    """`Host: evil.example` must not yield `http://evil.example/signed/...`."""
+    listed = make_stack(stack_name, allowed_hosts="api.example.com,[::1]")
+    record = _preview(listed)
+    for host, origin in (("api.example.com", "http://api.example.com"),
+                         ("API.Example.com:8443", "http://API.Example.com:8443"),
+                         ("[::1]:8010", "http://[::1]:8010")):
+        response = _sign_for_host(listed, record, host)
+        assert response.status_code == 200, (host, response.text)
+        signed_url = response.json()["url"]
+        assert signed_url.startswith(f"{origin}/signed/t_acme/dev/"), signed_url
+        assert _fetch(listed, signed_url).status_code == 200
+    for host in ("evil.example", "evil.example:80", "api.example.com.evil.example",
+                 "evil.example@api.example.com", "api.example.com/evil", "api.example.com:x",
+                 "testserver", "127.0.0.1", ""):
+        _refused_host(_sign_for_host(listed, record, host))
+
+    public = make_stack(stack_name, public_base_url="https://cdn.example.com",
+                        allowed_hosts=None)
+    record = _preview(public)
+    response = _sign_for_host(public, record, "cdn.example.com")
+    assert response.json()["url"].startswith("https://cdn.example.com/signed/")
+    for host in ("evil.example", "testserver", "localhost"):
+        _refused_host(_sign_for_host(public, record, host))
+
+    neither = make_stack(stack_name, allowed_hosts=None)
+    record = _preview(neither)
+    for host in ("testserver", "localhost", "127.0.0.1", "evil.example"):
+        _refused_host(_sign_for_host(neither, record, host))
+    unauthenticated = neither.client.post(url(record["canvas_id"], f"/{record['id']}/signed-url"),
+                                          headers={"Host": "evil.example"})
+    assert_error(unauthenticated, 401)  # the token is checked first
+
+
+def test_on_the_dev_key_alone_localhost_may_be_named(stack_name, make_stack):
+    """The embedded default (no AUTH_JWT_SIGNING, URL_SIGNING_KEY or ALLOWED_HOSTS): the
+    walkthrough on 127.0.0.1 or localhost keeps working, and only there."""
+    dev = make_stack(stack_name, auth_jwt_signing=None, allowed_hosts=None)
+    assert dev.settings.dev_key_in_use
+    record = _preview(dev)
+    for host in ("127.0.0.1:8010", "localhost", "localhost:8311", "[::1]:8010"):
+        response = _sign_for_host(dev, record, host)
+        assert response.status_code == 200, (host, response.text)
+        assert response.json()["url"].startswith(f"http://{host}/signed/")
+    for host in ("evil.example", "testserver", "10.0.0.5:8010"):
+        _refused_host(_sign_for_host(dev, record, host))
+
+    keyed = make_stack(stack_name, auth_jwt_signing=None, allowed_hosts=None,
+                       url_signing_key="url-key-" + "u" * 32)
+    _refused_host(_sign_for_host(keyed, _preview(keyed), "127.0.0.1:8010"))

@@ -31,6 +31,7 @@ from engines.canvas_artifacts.tests.images import (
     png,
     png_bomb,
     rotated_jpeg,
+    two_tone,
     webp,
 )
 from engines.media_v2.repository import artifacts as media_artifacts
@@ -65,7 +66,7 @@ def test_sizes_and_formats_fit_inside_and_never_upscale(stack):
     cases = [("?w=256", "image/png", (256, 128)), ("?h=64", "image/png", (128, 64)),
              ("?w=256&h=64", "image/png", (128, 64)), ("?w=2048", "image/png", (600, 300)),
              ("?w=128&format=webp", "image/webp", (128, 64)),
-             ("?w=128&format=jpeg&q=40", "image/jpeg", (128, 64)),
+             ("?w=128&format=jpeg&q=50", "image/jpeg", (128, 64)),
              ("?format=webp", "image/webp", (600, 300))]
     for query, mime, size in cases:
         response = _get(stack, record, query)
@@ -79,9 +80,61 @@ def test_sizes_and_formats_fit_inside_and_never_upscale(stack):
         if size != (600, 300):
             assert response.headers["etag"] != f'"{record["sha256"]}"'
         assert response.headers["x-content-type-options"] == "nosniff"
-    low = _get(stack, record, "?w=512&format=jpeg&q=5").content
-    high = _get(stack, record, "?w=512&format=jpeg&q=95").content
+    low = _get(stack, record, "?w=512&format=jpeg&q=50").content
+    high = _get(stack, record, "?w=512&format=jpeg&q=90").content
     assert len(low) < len(high)
+
+
+def test_the_binding_side_is_exactly_the_size_asked_for(stack):
+    """Fit inside, aspect kept: the binding side exactly, the other rounded to nearest."""
+    cases = [(png(300, 200), "image/png", "?w=128", (128, 85)),
+             (png(768, 512), "image/png", "?w=512", (512, 341)),
+             (encode(two_tone(768, 512), "JPEG"), "image/jpeg", "?w=512", (512, 341)),
+             (encode(two_tone(768, 512), "JPEG"), "image/jpeg", "?w=128&format=webp", (128, 85)),
+             (webp(200, 300), "image/webp", "?h=128", (85, 128)),
+             (png(300, 200), "image/png", "?w=128&h=128", (128, 85)),
+             (png(200, 300), "image/png", "?w=128&h=128&format=jpeg", (85, 128)),
+             (png(999, 1), "image/png", "?w=64", (64, 1)),
+             (png(100, 100), "image/png", "?w=128", (100, 100))]
+    for body, mime, query, size in cases:
+        record = _preview(stack, body, mime)
+        response = _get(stack, record, query)
+        assert response.status_code == 200, (query, response.text)
+        assert opened(response.content).size == size, (mime, query)
+        with stack.runtime.engine.connect() as conn:
+            [variant] = variants.variants_of(conn, "t_acme", "dev", record["id"])
+        assert (variant.meta["width"], variant.meta["height"]) == size
+
+
+def test_q_takes_only_the_configured_qualities(stack_name, make_stack):
+    """Any q of 1..100 would multiply the variants a viewer can make the server store."""
+    stack = make_stack(stack_name)
+    record = _preview(stack, png(300, 150), "image/png")
+    viewer = stack.headers(role="viewer")
+    answers = {q: stack.client.get(url(record["canvas_id"], f"/{record['id']}/content"
+                                       f"?w=64&format=jpeg&q={q}"), headers=viewer)
+               for q in range(1, 101)}
+    assert sorted(q for q, r in answers.items() if r.status_code == 200) == [50, 75, 90]
+    for q in (1, 49, 80, 100):
+        assert_error(answers[q], 422, "image.quality_not_allowed")
+        assert "50, 75, 90" in answers[q].json()["error"]["message"]
+    assert _get(stack, record, "?w=64&format=webp").status_code == 200  # no q: the middle one
+    assert_error(_get(stack, record, "?w=64&format=png&q=80"), 422, "image.quality_not_allowed")
+    with stack.runtime.engine.connect() as conn:
+        stored = variants.variants_of(conn, "t_acme", "dev", record["id"])
+    assert sorted((v.meta["format"], v.meta["q"]) for v in stored) == [
+        ("jpeg", 50), ("jpeg", 75), ("jpeg", 90), ("webp", 75)]
+    assert len(_variant_keys(stack, record)) == 4
+    assert variants.variant_bound(stack.settings) == 7 * 7 * (1 + 2 * 3) == 343
+
+    custom = make_stack(stack_name, image_qualities="60,85")
+    record = _preview(custom, png(300, 150), "image/png")
+    assert _get(custom, record, "?w=64&format=jpeg&q=85").status_code == 200
+    assert_error(_get(custom, record, "?w=64&format=jpeg&q=75"), 422, "image.quality_not_allowed")
+    assert _get(custom, record, "?w=64&format=webp").status_code == 200
+    with custom.runtime.engine.connect() as conn:
+        assert sorted(v.meta["q"] for v in variants.variants_of(
+            conn, "t_acme", "dev", record["id"])) == [60, 85]
 
 
 def test_jpeg_exif_orientation_is_applied_and_metadata_stripped(stack):
@@ -120,7 +173,7 @@ def test_variant_is_stored_once_beside_its_source_and_recorded(stack):
     assert variant.meta["source_artifact_id"] == record["id"]
     assert variant.meta["sha256"] == hashlib.sha256(first.content).hexdigest()
     assert variant.meta["size_bytes"] == len(first.content)
-    assert (variant.meta["w"], variant.meta["format"], variant.meta["q"]) == (64, "webp", 80)
+    assert (variant.meta["w"], variant.meta["format"], variant.meta["q"]) == (64, "webp", 75)
 
     asset = stack.client.get(f"/media-v2/assets/{record['media_asset_id']}",
                              headers=stack.headers()).json()

@@ -156,3 +156,51 @@ def test_several_workers_get_a_shared_directory_that_is_removed_after(
         assert os.environ[metrics.MULTIPROC_ENV] == str(chosen)
         assert not list(chosen.iterdir()), "stale samples would be summed into the new run"
     assert chosen.is_dir()
+
+
+def _tenant_series(stack: Stack) -> set[tuple[tuple[str, str], ...]]:
+    return {labels for name, labels in scrape(stack)
+            if name == "engines_tenant_http_requests_total"}
+
+
+@pytest.mark.parametrize("stack_name", ["local-sqlite", "s3-postgres"])
+def test_only_a_proven_tenant_is_a_metric_label(make_stack, stack_name: str) -> None:  # type: ignore[no-untyped-def]
+    """Made-up X-Tenant-Id values add no series; a token's tenant and a signed URL's do."""
+    import uuid
+
+    from engines.canvas_artifacts.signed import PATH as SIGNED_PATH
+    from engines.canvas_artifacts.tests.helpers import create_preview, created, new_tenant
+
+    stack = make_stack(stack_name, metrics_tenant_labels=True)
+    before = _tenant_series(stack)
+    made_up = [f"t_madeup_{uuid.uuid4().hex[:10]}" for _ in range(8)]
+    canvas = new_canvas()
+    forged = stack.token(made_up[0])[:-4] + "AAAA"
+    for tenant in made_up:
+        claimed = {"X-Tenant-Id": tenant, "X-Env": "dev", "X-Project-Id": "p_main"}
+        assert stack.client.get("/healthz", headers=claimed).status_code == 200
+        assert stack.client.get("/metrics", headers=claimed).status_code == 200
+        assert stack.client.get(f"/canvas/{canvas}/artifacts", headers=claimed).status_code == 401
+        assert stack.client.get(f"/canvas/{canvas}/artifacts", headers={
+            **claimed, "Authorization": f"Bearer {forged}"}).status_code == 401
+        assert stack.client.get(f"/canvas/{canvas}/artifacts", headers={
+            **stack.headers("t_acme"), "X-Tenant-Id": tenant}).status_code == 403
+    assert _tenant_series(stack) == before
+    text = stack.client.get("/metrics").text
+    assert not any(tenant in text for tenant in made_up)
+
+    proven = new_tenant()
+    record = created(create_preview(stack, canvas, tenant=proven))
+    signing = stack.client.post(f"/canvas/{canvas}/artifacts/{record['id']}/signed-url",
+                                headers=stack.headers(proven, role="viewer"))
+    assert signing.status_code == 200, signing.text
+    signed_url = signing.json()["url"].removeprefix("http://testserver")
+    fetched = stack.client.get(signed_url, headers={"X-Tenant-Id": made_up[0], "X-Env": "prod"})
+    assert fetched.status_code == 200
+    samples = scrape(stack)
+    assert value(samples, "engines_tenant_http_requests_total", tenant=proven, env="dev",
+                 method="POST", route=PREVIEW_ROUTE, status="201") == 1
+    assert value(samples, "engines_tenant_http_requests_total", tenant=proven, env="dev",
+                 method="GET", route=SIGNED_PATH, status="200") == 1
+    added = {dict(labels)["tenant"] for labels in _tenant_series(stack) - before}
+    assert added == {proven}
