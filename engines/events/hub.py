@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from engines.common.outage import OutageLog
 from engines.config import Settings
 from engines.events.feed import FeedEvent, Key, last_seq, last_seqs, read_after
 from engines.nexus.backends.sql import NOTIFY_CHANNEL
@@ -164,16 +165,19 @@ class EventHub:
     # ---- the one reader ---------------------------------------------------
 
     async def _dispatch(self) -> None:
+        outage = OutageLog(log, "events: reading new events")
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
                 await self._read_new()
-            except Exception:  # noqa: BLE001 - a DB hiccup must not end the feed
-                log.exception("events: reading new events failed; retrying")
+            except Exception as exc:  # noqa: BLE001 - a DB hiccup must not end the feed
+                outage.failed(exc)
                 self._check_all = True
                 await asyncio.sleep(RETRY_SECONDS)
                 self._wake.set()
+            else:
+                outage.succeeded()
 
     async def _read_new(self) -> None:
         if self._check_all:

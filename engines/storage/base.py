@@ -18,8 +18,20 @@ class BlobNotFound(Exception):
     """The key has no object (deleted, never written, or lost)."""
 
 
+READY_MARKER = "_readyz/marker"
+"""A key that need not exist: asking a store for it proves the store answers."""
+
+
 class StorageUnavailable(Exception):
-    """The store could not be reached or refused the operation."""
+    """The store could not be reached or refused the operation.
+
+    `reason` is a short fixed phrase for `/readyz` ("unreachable", "no such bucket",
+    "no credentials", "access denied"); the message says the rest, for logs and doctor.
+    """
+
+    def __init__(self, message: str, reason: str = "unreachable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +131,14 @@ class BlobStore(abc.ABC):
 
     def read_all(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         return b"".join(self.read(key, start, end))
+
+    def probe(self) -> None:
+        """Raise StorageUnavailable (with its reason) if the store cannot answer.
+
+        Read-only and one request at most, so `/readyz` and `engines serve` can
+        ask it often: a key that need not exist, asked for, proves the store answers.
+        """
+        self.exists(READY_MARKER)
 
     def check(self) -> None:
         """Write, read back and delete a probe object; raises on any failure."""
