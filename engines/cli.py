@@ -1,4 +1,4 @@
-"""The `engines` command: serve, token, migrate, doctor, gc, worker."""
+"""The `engines` command: serve, token, migrate, doctor, gc, retention, purge, worker."""
 
 from __future__ import annotations
 
@@ -229,6 +229,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if report.refused:
         print(f"gc: refused: {report.refused}", file=sys.stderr)
         return 3
+    if not args.apply:
+        print("gc: dry run, nothing deleted; add --apply to delete it")
     return 0
 
 
@@ -246,9 +248,13 @@ def cmd_retention(args: argparse.Namespace) -> int:
         print(f"  keep latest of each kind per canvas: {settings.retention_keep_latest}")
         print("tenant overrides:")
         with engine.connect() as conn:
-            for o in retention.overrides(conn):
-                print(f"  {o.tenant_id} env={o.env} {o.kind}: "
-                      f"{format_duration(o.keep) if o.keep else 'forever'}")
+            overrides = retention.overrides(conn)
+        for o in overrides:
+            print(f"  {o.tenant_id} env={o.env} {o.kind}: "
+                  f"{format_duration(o.keep) if o.keep else 'forever'}")
+        if not overrides:
+            print("  none: every tenant keeps what is configured above "
+                  "(`engines retention set` adds one)")
         return 0
     if not args.tenant or not args.kind:
         print("--tenant t_... and --kind are required", file=sys.stderr)
