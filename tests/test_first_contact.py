@@ -8,10 +8,12 @@ show` and gc's dry run say in words what they did (and did not do).
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from conftest import SIGNING_KEY, Stack
-from tests.test_cli import output, run_cli
+from tests._server import free_port
+from tests.test_cli import REPO, output, run_cli
 
 
 def test_the_root_answers_without_a_token(stack: Stack) -> None:
@@ -77,3 +79,14 @@ def test_gc_dry_run_says_so(tmp_path: Path) -> None:
     applied = run_cli("gc", "--apply", cwd=tmp_path, env=env)
     assert applied.returncode == 0, output(applied)
     assert "dry run" not in applied.stdout
+
+
+def test_the_walkthrough_names_the_url_it_could_not_reach(tmp_path: Path) -> None:
+    api = f"http://127.0.0.1:{free_port()}"
+    walk = subprocess.run([str(REPO / "examples" / "walkthrough.sh")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "API": api})
+    assert walk.returncode == 1, walk.stdout + walk.stderr
+    assert walk.stdout == ""
+    assert f"no server answers at {api}/healthz" in walk.stderr
+    assert "make run PORT=" in walk.stderr and "API=" in walk.stderr
