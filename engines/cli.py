@@ -224,13 +224,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(f"gc: {len(lines)} keys listed in {args.output}")
     if args.verbose:
         print("\n".join(lines))
+    if not args.apply:  # before the summary, which stays the last thing printed
+        print("gc: dry run, nothing deleted; add --apply to delete it")
     print(GC_LEGEND)
     print(json.dumps({**report.summary(), "retention": retention}, indent=2))
     if report.refused:
         print(f"gc: refused: {report.refused}", file=sys.stderr)
         return 3
-    if not args.apply:
-        print("gc: dry run, nothing deleted; add --apply to delete it")
     return 0
 
 
