@@ -22,7 +22,7 @@ from engines.http.docs import install_docs
 from engines.http.errors import install_error_handlers
 from engines.http.head import HeadAsGetMiddleware
 from engines.http.jsonutil import OrjsonResponse
-from engines.http.openapi import install_openapi, operation_id
+from engines.http.openapi import DESCRIPTION, TAGS, install_openapi, operation_id
 from engines.lifecycle.references import discard_fresh_blob
 from engines.lifecycle.routes import router as lifecycle_router
 from engines.lineage.nexus.backends.base import NexusBackend
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     settings = settings or (runtime.settings if runtime else get_settings())
     runtime = runtime or build_runtime(settings)
     app = FastAPI(title="Northstar canvas artifact store", version="0.1.0",
+                  description=DESCRIPTION, openapi_tags=TAGS,
                   default_response_class=OrjsonResponse, docs_url=None, redoc_url=None,
                   generate_unique_id_function=operation_id, lifespan=events_lifespan)
     app.state.runtime = runtime
@@ -65,6 +66,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(signed_router.public)
     install_openapi(app)
     install_docs(app)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> dict[str, object]:
+        """What answers here and where to read about it; no token needed."""
+        return {"name": app.title, "version": app.version,
+                "links": {"docs": "/docs", "openapi": "/openapi.json", "healthz": "/healthz",
+                          "readyz": "/readyz"}}
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import cast
@@ -25,19 +25,30 @@ GRACEFUL_SHUTDOWN_SECONDS = 10
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from sqlalchemy.exc import ArgumentError
 
     from engines.app import build_runtime
     from engines.auth.tokens import issue_token
-    from engines.db.migrate import upgrade
     from engines.observability.logging import log_config
     from engines.observability.metrics import multiprocess_dir
-    from engines.server import uvicorn_options
+    from engines.preflight import serve_refusals
+    from engines.server import listen, run, uvicorn_options
 
     settings = _settings()
     workers = args.workers or default_workers()
-    runtime = build_runtime(settings)
-    if settings.should_auto_migrate:
-        upgrade(runtime.engine)
+    try:
+        runtime = build_runtime(settings)
+    except ArgumentError as exc:
+        return _refuse(f"DATABASE_URL is not a database URL: {exc} (use sqlite:///PATH or "
+                       "postgresql+psycopg://USER@HOST:PORT/DB)")
+    refusals = serve_refusals(settings, runtime)  # migrates first when auto-migrate is on
+    runtime.engine.dispose()
+    if refusals:
+        return _refuse(*refusals)
+    try:
+        sock = listen(args.host, args.port)
+    except OSError as exc:
+        return _refuse(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     print(f"engines: blobs in {runtime.store.describe()}")
     print(f"engines: metadata in {settings.masked()['database_url']}")
     print(f"engines: serving on http://{args.host}:{args.port} ({workers} worker(s))")
@@ -48,17 +59,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  curl -s -H 'Authorization: Bearer {token}' -H 'X-Tenant-Id: t_demo' "
               f"-H 'X-Env: dev' -H 'X-Project-Id: p_demo' "
               f"http://{args.host}:{args.port}/canvas/c_demo/artifacts")
-    runtime.engine.dispose()
     sys.stdout.flush()
     # our request log line replaces uvicorn's access log (--no-access-log silences it)
     logging_config = log_config(settings, level=args.log_level, request_log=args.access_log)
+    config = uvicorn.Config("engines.app:served_app", factory=True, host=args.host,
+                            port=args.port, workers=workers, log_level=args.log_level,
+                            access_log=False, log_config=logging_config,
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+                            **uvicorn_options(settings))
     with multiprocess_dir(workers):
-        uvicorn.run("engines.app:served_app", factory=True, host=args.host, port=args.port,
-                    workers=workers, log_level=args.log_level, access_log=False,
-                    log_config=logging_config,
-                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-                    **uvicorn_options(settings))
-    return 0
+        started = run(config, sock)
+    return 0 if started else 3
+
+
+def _refuse(*reasons: str) -> int:
+    """`engines serve` will not start: one line per reason, on stderr, exit 1."""
+    for reason in reasons:
+        print(f"engines serve: refusing to start: {reason}", file=sys.stderr)
+    return 1
 
 
 def default_workers() -> int:
@@ -122,57 +140,38 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(name: str, fn) -> bool:  # type: ignore[no-untyped-def]
+def _check(name: str, fn: Callable[[Settings], str], settings: Settings) -> tuple[bool, str]:
+    """(passed, the doctor's line for it)."""
+    from engines.preflight import CheckFailed
+
     try:
-        detail = fn()
+        detail = fn(settings)
+    except CheckFailed as exc:
+        return False, f"FAIL  {name}: {exc}"
     except Exception as exc:  # noqa: BLE001 - doctor reports every failure, it never raises
-        print(f"FAIL  {name}: {type(exc).__name__}: {exc}")
-        return False
-    print(f"ok    {name}{': ' + detail if detail else ''}")
-    return True
+        return False, f"FAIL  {name}: {type(exc).__name__}: {exc}"
+    return True, f"ok    {name}{': ' + detail if detail else ''}"
 
 
 def cmd_doctor(_args: argparse.Namespace) -> int:
-    from engines.db.engine import build_engine
-    from engines.db.migrate import pending
+    """The verdict first, then each check and warning, then the settings behind them."""
+    from engines.preflight import DOCTOR_CHECKS
     from engines.settings_view import assignments, consequences, warnings
-    from engines.storage.factory import build_blob_store
 
     settings = _settings()
+    results = [_check(name, fn, settings) for name, fn in DOCTOR_CHECKS]
+    ok = all(passed for passed, _line in results)
+    print("doctor: all checks passed" if ok else "doctor: some checks FAILED")
+    for _passed, line in results:
+        print(line)
+    for line in warnings(settings):
+        print(f"WARN  {line}")
     print("settings in effect (secrets masked):")
     for line in assignments(settings):
         print(f"  {line}")
     print("which means:")
     for line in consequences(settings):
         print(f"  {line}")
-    for line in warnings(settings):
-        print(f"WARN  {line}")
-
-    def storage() -> str:
-        store = build_blob_store(settings)
-        store.check()
-        return f"{store.describe()} is writable and readable"
-
-    def database() -> str:
-        current, head = pending(build_engine(settings))
-        if current != head:
-            raise RuntimeError(f"schema at {current}, head is {head}: run `engines migrate`")
-        return f"reachable, migrated to {head}"
-
-    def signing_key() -> str:
-        if settings.auth_jwt_signing:
-            return "AUTH_JWT_SIGNING is set"
-        if settings.auth_jwks_url:
-            return f"JWKS at {settings.auth_jwks_url}"
-        if settings.dev_key_file.exists():
-            return f"dev key in {settings.dev_key_file} (set AUTH_JWT_SIGNING in production)"
-        raise RuntimeError(f"AUTH_JWT_SIGNING is not set and there is no dev key at "
-                           f"{settings.dev_key_file} (`engines serve` creates it)")
-
-    results = [_check("storage", storage), _check("database", database),
-               _check("signing key", signing_key)]
-    ok = all(results)
-    print("doctor: all checks passed" if ok else "doctor: some checks FAILED")
     return 0 if ok else 1
 
 
@@ -238,6 +237,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(f"gc: {len(expired)} artifact ids and {len(lines)} keys listed in {args.output}")
     if args.verbose:
         print("\n".join(lines))
+    if not args.apply:  # before the summary, which stays the last thing printed
+        print("gc: dry run, nothing deleted; add --apply to delete it")
     print(GC_LEGEND)
     print(json.dumps({**report.summary(), "retention": retention}, indent=2))
     if report.refused:
@@ -260,9 +261,13 @@ def cmd_retention(args: argparse.Namespace) -> int:
         print(f"  keep latest of each kind per canvas: {settings.retention_keep_latest}")
         print("tenant overrides:")
         with engine.connect() as conn:
-            for o in retention.overrides(conn):
-                print(f"  {o.tenant_id} env={o.env} {o.kind}: "
-                      f"{format_duration(o.keep) if o.keep else 'forever'}")
+            overrides = retention.overrides(conn)
+        for o in overrides:
+            print(f"  {o.tenant_id} env={o.env} {o.kind}: "
+                  f"{format_duration(o.keep) if o.keep else 'forever'}")
+        if not overrides:
+            print("  none: every tenant keeps what is configured above "
+                  "(`engines retention set` adds one)")
         return 0
     if not args.tenant or not args.kind:
         print("--tenant t_... and --kind are required", file=sys.stderr)

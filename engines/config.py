@@ -21,6 +21,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 MIB = 1024 * 1024
 DEV_HOSTS = ("localhost", "127.0.0.1", "::1")
 """Where the embedded default is reached: signed URLs may name them on the dev key."""
+NO_DEV_KEY_HERE = (
+    "AUTH_JWT_SIGNING is not set: a dev key is made and used only on the embedded default "
+    "(SQLite and a local directory), and this setup uses PostgreSQL or S3; set AUTH_JWT_SIGNING "
+    "(or AUTH_JWKS_URL) to the key your tokens are signed with")
 
 
 def _duration_or_none(value: Any) -> Any:
@@ -118,6 +122,14 @@ class Settings(BaseSettings):
                                Field(min_length=1)] = [50, 75, 90]
     max_image_pixels: int = 50_000_000
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_scheme(cls, value: str) -> str:
+        """`postgres://` (what psql, Heroku and most hosted PostgreSQL hand out) means
+        PostgreSQL through psycopg, as `postgresql://` does; SQLAlchemy knows only the latter."""
+        scheme, sep, rest = value.partition("://")
+        return f"postgresql+psycopg://{rest}" if sep and scheme == "postgres" else value
+
     @field_validator("image_sizes", "image_qualities", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -172,14 +184,22 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     @property
+    def is_embedded(self) -> bool:
+        """SQLite and a local directory: the one setup where a dev signing key is made."""
+        return self.is_sqlite and not self.raw_bucket
+
+    @property
     def should_auto_migrate(self) -> bool:
         """Migrate on start: on by default for SQLite, off for shared databases."""
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
 
     def signing_key(self) -> str:
-        """The HS256 key: AUTH_JWT_SIGNING, else a dev key generated once in ENGINES_HOME."""
+        """The HS256 key: AUTH_JWT_SIGNING, else (embedded default only) a dev key
+        generated once in ENGINES_HOME."""
         if self.auth_jwt_signing:
             return self.auth_jwt_signing
+        if not self.is_embedded:
+            raise RuntimeError(NO_DEV_KEY_HERE)
         path = self.dev_key_file
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)

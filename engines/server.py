@@ -15,15 +15,21 @@ protocol counts the bytes and the seconds of every request head:
 `MAX_CONNECTIONS` caps open connections per process with uvicorn's own
 `limit_concurrency`: a request on a connection beyond it answers 503 and
 the connection is closed.
+
+`listen` and `run` start uvicorn on a socket bound beforehand, so that
+`engines serve` can say "serving on" only once that is true, and a port
+already taken is one line and an exit code rather than a log after the banner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from typing import Any
 
 import orjson
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from engines.config import Settings, get_settings
@@ -36,6 +42,39 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     # uvicorn answers 503 once open connections (this one included) reach the limit
     return {"http": PROTOCOL, "limit_concurrency": settings.max_connections + 1,
             "timeout_keep_alive": 30}
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket, inherited by every worker (as uvicorn binds its own).
+
+    Listening at once means a connection made the moment `serve` says it is up
+    waits in the backlog until a worker accepts it, instead of being refused.
+    Raises OSError (port taken, address not local, no permission).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(config: uvicorn.Config, sock: socket.socket) -> bool:
+    """Serve on `sock` (one process, or `config.workers` under uvicorn's supervisor)
+    until shut down; False if a single process failed to start (its lifespan)."""
+    if config.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[sock]).run()
+        return True
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    return server.started
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):

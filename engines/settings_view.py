@@ -42,9 +42,12 @@ def consequences(settings: Settings) -> list[str]:
         signing = "AUTH_JWT_SIGNING (dev key not used)"
     elif settings.auth_jwks_url:
         signing = f"tokens verified against AUTH_JWKS_URL={settings.auth_jwks_url}"
-    else:
+    elif settings.is_embedded:
         signing = (f"dev key in use: {settings.dev_key_file} (AUTH_JWT_SIGNING unset; "
                    "set it in production)")
+    else:
+        signing = ("none: AUTH_JWT_SIGNING unset, and a dev key is for the embedded default "
+                   "only (`engines serve` refuses to start)")
     if settings.auto_migrate is None:
         migrate = (f"auto-migrate {'on' if settings.should_auto_migrate else 'off'} "
                    "(AUTO_MIGRATE unset: on for SQLite, off otherwise)")

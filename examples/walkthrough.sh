@@ -16,6 +16,13 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 API=${API:-http://127.0.0.1:8010}
 ENGINES=${ENGINES:-$ROOT/.venv/bin/engines}
 CANVAS=${CANVAS:-c_board1}
+
+# the server first: say which URL did not answer, not curl's bare exit code 7
+if ! curl -s -o /dev/null --max-time 5 "$API/healthz"; then
+  echo "walkthrough: no server answers at $API/healthz; start one (make run, or" \
+       "make run PORT=8020) and point API at it: API=http://127.0.0.1:8020 $0" >&2
+  exit 1
+fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"

@@ -30,6 +30,7 @@ ENGINES = Path(sys.executable).with_name("engines")
 REPO = Path(__file__).resolve().parents[1]
 SECRET_SIGNING = "doctor-must-never-print-this-" + "z" * 24
 DB_PASSWORD = "pw-must-be-masked-7731"
+SECRET_URL_KEY = "url-key-must-never-be-printed-" + "u" * 20
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
 
 
@@ -59,6 +60,7 @@ def output(result: subprocess.CompletedProcess[str]) -> str:
 def assert_no_secrets(text: str) -> None:
     assert SECRET_SIGNING not in text
     assert DB_PASSWORD not in text
+    assert SECRET_URL_KEY not in text
 
 
 def check_line(text: str, name: str) -> str:
@@ -142,9 +144,17 @@ def test_migrate_then_doctor_on_postgres_and_s3(tmp_path: Path, fresh_pg: str,
     assert "postgres:***@127.0.0.1" in migrated.stdout
     assert_no_secrets(output(migrated))
 
+    without_url_key = run_cli("doctor", cwd=tmp_path, env=env)
+    assert without_url_key.returncode == 1, output(without_url_key)
+    assert check_line(without_url_key.stdout, "signed URLs").startswith(
+        "FAIL  signed URLs: URL_SIGNING_KEY is not set")
+
+    env["URL_SIGNING_KEY"] = SECRET_URL_KEY
     doctor = run_cli("doctor", cwd=tmp_path, env=env)
     text = output(doctor)
     assert doctor.returncode == 0, text
+    assert check_line(text, "signed URLs") == "ok    signed URLs: URL_SIGNING_KEY is set"
+    assert "  URL_SIGNING_KEY=***\n" in text
     assert f"S3 bucket s3://{bucket} at {s3_endpoint} is writable and readable" in check_line(
         text, "storage")
     assert check_line(text, "database") == f"ok    database: reachable, migrated to {_head()}"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -38,9 +39,27 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+@functools.cache
+def head_revision() -> str:
+    """The revision this code expects; read from the migration scripts once per process."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() or ""
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The database's revision; None for a database Alembic never touched."""
+    return MigrationContext.configure(conn).get_current_revision()
+
+
 def pending(engine: Engine) -> tuple[str | None, str]:
     """(current revision, head revision): equal when fully migrated."""
-    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
     with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-    return current, head or ""
+        return current_revision(conn), head_revision()
+
+
+def schema_problem(current: str | None, head: str) -> str | None:
+    """What is wrong with a schema at `current` for code expecting `head`, in plain words."""
+    if current == head:
+        return None
+    if current is None:
+        return f"empty database, no schema, expected {head}"
+    return f"schema at {current}, expected {head}"

@@ -38,6 +38,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine
 
 from engines.common.cache import CacheGroup
+from engines.common.outage import OutageLog
 from engines.config import Settings
 from engines.events.feed import FeedEvent, Key, last_seq, last_seqs, read_after, read_drops
 from engines.lineage.nexus.backends.sql import NOTIFY_CHANNEL, NOTIFY_DROP
@@ -118,7 +119,7 @@ class EventHub:
         try:
             self._cache_cursors = await self._db(last_seqs)
         except Exception:  # noqa: BLE001 - the first look is retried by the dispatcher
-            log.warning("events: could not read the feed counters; retrying", exc_info=True)
+            log.warning("events: could not read the feed counters; retrying")
         self.ensure_started()
         self.poke()
 
@@ -194,16 +195,19 @@ class EventHub:
     # ---- the one reader ---------------------------------------------------
 
     async def _dispatch(self) -> None:
+        outage = OutageLog(log, "events: reading new events")
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
                 await self._read_new()
-            except Exception:  # noqa: BLE001 - a DB hiccup must not end the feed
-                log.exception("events: reading new events failed; retrying")
+            except Exception as exc:  # noqa: BLE001 - a DB hiccup must not end the feed
+                outage.failed(exc)
                 self._check_all = True
                 await asyncio.sleep(RETRY_SECONDS)
                 self._wake.set()
+            else:
+                outage.succeeded()
 
     async def _read_new(self) -> None:
         if self._check_all:
@@ -277,16 +281,18 @@ class EventHub:
 
         url = self.engine.url.set(drivername="postgresql")
         conninfo = url.render_as_string(hide_password=False)
+        outage = OutageLog(log, "events: LISTEN connection")
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
                         conninfo, autocommit=True, connect_timeout=5) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    outage.succeeded()
                     self.poke()  # anything committed while we were not listening
                     while True:
                         async for note in conn.notifies(timeout=LISTEN_CHECK_SECONDS):
                             self._noticed(note.payload)
                         await conn.execute("SELECT 1")  # a silently dead link raises here
-            except Exception:  # noqa: BLE001 - keep listening through DB restarts
-                log.warning("events: LISTEN connection lost; reconnecting", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - keep listening through DB restarts
+                outage.failed(exc)  # once when it starts, then a count a minute
                 await asyncio.sleep(RETRY_SECONDS)

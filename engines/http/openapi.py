@@ -38,6 +38,41 @@ from engines.http.params import (
     TRACE_ID_RE,
 )
 
+DESCRIPTION = """\
+Stores what a collaborative canvas produces, one set per canvas revision: previews
+(images or render-refs), replays and audits, scoped by tenant and env.
+
+**Every call** except `/`, `/healthz`, `/readyz`, `/docs`, `/openapi.json` and the signed
+content URLs (`/signed/...`, which carry their own signature) needs these headers:
+
+| header | value |
+| --- | --- |
+| `Authorization` | `Bearer <JWT>`; missing or invalid: 401 |
+| `X-Tenant-Id` | a tenant listed in the token's `tenant_ids` (`t_...`); another one: 403 |
+| `X-Env` | `dev`, `staging` or `prod`; missing: 400 |
+| `X-Project-Id` | the project, recorded in lineage; missing: 400 |
+
+Optional: `X-Workspace-Id`, `X-Surface-Id`, `X-App-Id` (recorded in lineage),
+`X-Request-Id` and `X-Correlation-Id` (echoed back), `Idempotency-Key` on POSTs.
+
+**Getting a token.** Tokens are JWTs: HS256 signed with the server's `AUTH_JWT_SIGNING`
+(claims `sub`, `tenant_ids`, `role_map` {tenant: owner, admin, member or viewer}, `exp`),
+or issued by the identity provider behind `AUTH_JWKS_URL`. On a development server,
+`engines token --tenant t_demo --sub u_me --role member` prints one, and `engines serve`
+on the embedded default prints a ready-to-paste `curl` line with an owner token.
+"""
+
+TAGS = [
+    {"name": "canvas artifacts", "description": "create, list and fetch previews, replays "
+     "and audits of a canvas"},
+    {"name": "signed urls", "description": "header-free, expiring links to one artifact's "
+     "content, for `<img src>`"},
+    {"name": "events", "description": "server-sent events of artifacts written and deleted"},
+    {"name": "webhooks", "description": "signed POSTs of the same events to your endpoint"},
+    {"name": "media_v2", "description": "the asset registry every artifact is recorded in"},
+]
+"""The document's tag order, which Swagger UI follows: the canvas artifacts first."""
+
 BEARER_SCHEME = "bearer"
 SECURITY_SCHEMES = {BEARER_SCHEME: {
     "type": "http", "scheme": "bearer", "bearerFormat": "JWT",

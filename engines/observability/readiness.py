@@ -1,80 +1,94 @@
-"""`/readyz`: is the database reachable and the blob store there?
+"""`/readyz`: is the database reachable and migrated, and the blob store there?
 
-The database is pinged on every call (one `SELECT 1`). The store is probed
-with a read-only existence check, cached for a few seconds so that a load
-balancer polling every replica does not turn into a stream of S3 requests;
-nothing is ever written.
+The database is pinged on every call (one `SELECT 1`). Its schema revision
+and the store are probed read-only, each answer cached for a few seconds so
+that a load balancer polling every replica does not turn into a stream of
+S3 requests; nothing is ever written.
+
+Each component answers "ok" or a short phrase saying what is wrong
+("unreachable", "schema at 0003, expected 0004", "no such bucket", "no
+credentials", ...): the probe is public, so details (endpoints, bucket names)
+stay in the log and `engines doctor`.
 """
 
 from __future__ import annotations
 
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from engines.db.migrate import current_revision, head_revision, schema_problem
 from engines.http.jsonutil import OrjsonResponse
 from engines.observability import metrics
 from engines.runtime import Runtime
-from engines.storage.base import BlobStore
-from engines.storage.local import LocalBlobStore
-from engines.storage.s3 import S3BlobStore
+from engines.storage.base import StorageUnavailable
 
-READY_MARKER = "_readyz/marker"
-"""A key that need not exist: asking another store for it proves the store answers."""
-STORAGE_CACHE_SECONDS = 5.0
+CACHE_SECONDS = 5.0
+OK = "ok"
+UNREACHABLE = "unreachable"
 
 
-def probe_storage(store: BlobStore) -> None:
-    """Raise if the store cannot answer. Read-only and one request at most: S3 gets a
-    HEAD of the bucket (a missing bucket fails it, where a missing key would not); a
-    local store's root must be a writable directory."""
-    if isinstance(store, S3BlobStore):
-        store.client.head_bucket(Bucket=store.bucket)
-    elif isinstance(store, LocalBlobStore):
-        if not (store.root.is_dir() and os.access(store.root, os.W_OK | os.X_OK)):
-            raise OSError(f"{store.root} is not a writable directory")
-    else:
-        store.exists(READY_MARKER)
+@dataclass
+class _Cached:
+    """One probe's last answer, asked again once it is `seconds` old."""
+
+    seconds: float
+    answer: str = OK
+    checked_at: float = field(default=float("-inf"))
+
+    def get(self, probe: Callable[[], str]) -> str:
+        now = time.monotonic()
+        if now - self.checked_at >= self.seconds:
+            self.answer, self.checked_at = probe(), now
+        return self.answer
+
+
+def storage_state(runtime: Runtime) -> str:
+    try:
+        runtime.store.probe()
+    except StorageUnavailable as exc:
+        return exc.reason
+    except Exception:  # noqa: BLE001 - any failure means not ready
+        return UNREACHABLE
+    return OK
+
+
+def schema_state(conn: Connection) -> str:
+    return schema_problem(current_revision(conn), head_revision()) or OK
 
 
 @dataclass
 class ReadinessProbe:
     runtime: Runtime
-    cache_seconds: float = STORAGE_CACHE_SECONDS
-    _storage_ok: bool = False
-    _checked_at: float = field(default=float("-inf"))
+    cache_seconds: float = CACHE_SECONDS
+    _schema: _Cached = field(init=False)
+    _storage: _Cached = field(init=False)
 
-    def _database_ok(self) -> bool:
+    def __post_init__(self) -> None:
+        self._schema = _Cached(self.cache_seconds)
+        self._storage = _Cached(self.cache_seconds)
+
+    def _database(self) -> str:
         try:
             with self.runtime.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
+                return self._schema.get(lambda: schema_state(conn))
         except Exception:  # noqa: BLE001 - readiness reports, it does not raise
-            return False
-        return True
+            return UNREACHABLE
 
-    def _storage(self) -> bool:
-        now = time.monotonic()
-        if now - self._checked_at >= self.cache_seconds:
-            try:
-                probe_storage(self.runtime.store)
-                self._storage_ok = True
-            except Exception:  # noqa: BLE001 - any failure means not ready
-                self._storage_ok = False
-            self._checked_at = now
-        return self._storage_ok
-
-    def check(self) -> dict[str, bool]:
-        return {"database": self._database_ok(), "storage": self._storage()}
+    def check(self) -> dict[str, str]:
+        """Each component: "ok" or what is wrong with it."""
+        return {"database": self._database(),
+                "storage": self._storage.get(lambda: storage_state(self.runtime))}
 
     async def respond(self) -> Response:
         results = await run_in_threadpool(self.check)
-        for component, ok in results.items():
-            metrics.set_ready(component, ok)
-        body = {name: "ok" if ok else "unreachable" for name, ok in results.items()}
-        if all(results.values()):
-            return OrjsonResponse({"status": "ready", **body})
-        return OrjsonResponse({"status": "unavailable", **body}, status_code=503)
+        for component, state in results.items():
+            metrics.set_ready(component, state == OK)
+        if all(state == OK for state in results.values()):
+            return OrjsonResponse({"status": "ready", **results})
+        return OrjsonResponse({"status": "unavailable", **results}, status_code=503)

@@ -30,11 +30,23 @@ class BlobNotFound(BackendFailure):
 
 
 class StorageUnavailable(BackendFailure):
-    """The store could not be reached or refused the operation."""
+    """The store could not be reached or refused the operation.
+
+    `reason` is a short fixed phrase for `/readyz` ("unreachable", "no such bucket",
+    "no credentials", "access denied"); the detail says the rest, for logs and doctor.
+    """
 
     code = "storage.unavailable"
     public_message = "the blob store is unavailable; retry later"
     log_text = "blob store error"
+
+    def __init__(self, detail: str = "", reason: str = "unreachable") -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+READY_MARKER = "_readyz/marker"
+"""A key that need not exist: asking a store for it proves the store answers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +146,14 @@ class BlobStore(abc.ABC):
 
     def read_all(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         return b"".join(self.read(key, start, end))
+
+    def probe(self) -> None:
+        """Raise StorageUnavailable (with its reason) if the store cannot answer.
+
+        Read-only and one request at most, so `/readyz` and `engines serve` can
+        ask it often: a key that need not exist, asked for, proves the store answers.
+        """
+        self.exists(READY_MARKER)
 
     def check(self) -> None:
         """Write, read back and delete a probe object; raises on any failure."""

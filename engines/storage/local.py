@@ -71,6 +71,12 @@ class LocalBlobStore(BlobStore):
         self.root.mkdir(parents=True, exist_ok=True)
         self._prefix = f"{self.root}{os.sep}"
 
+    def probe(self) -> None:
+        """The root must be a writable directory: an unmounted volume or a read-only
+        one fails here rather than on the first create."""
+        if not (self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)):
+            raise StorageUnavailable(f"{self.root} is not a writable directory")
+
     def _inside(self, path: str) -> str | None:
         """The key of an absolute path under the root, or None if it escapes.
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from engines.config import Settings
 from engines.storage.base import BlobInfo, BlobNotFound, BlobStore, BlobWriter, StorageUnavailable
@@ -30,6 +30,34 @@ from engines.storage.uris import BlobRef, InvalidBlobUri, parse_blob_uri
 log = logging.getLogger("engines.storage.s3")
 _READ_CHUNK = 256 * 1024
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+_NO_BUCKET = {"NoSuchBucket"}
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"}
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _no_bucket(where: str) -> StorageUnavailable:
+    return StorageUnavailable(f"{where}: no such bucket: create it, RAW_BUCKET must name an "
+                              "existing bucket", reason="no such bucket")
+
+
+def _unavailable(exc: ClientError | BotoCoreError, where: str) -> StorageUnavailable:
+    """A boto error as the store's outage, saying which of the usual causes it is."""
+    if isinstance(exc, NoCredentialsError):
+        return StorageUnavailable(
+            f"{where}: no credentials ({exc}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE, or run with an IAM role)", reason="no credentials")
+    if isinstance(exc, BotoCoreError):
+        return StorageUnavailable(f"{where} unreachable: {exc}")
+    code = _error_code(exc)
+    if code in _NO_BUCKET:
+        return _no_bucket(where)
+    if code in _DENIED:
+        return StorageUnavailable(f"{where}: access denied ({exc}): check the credentials and "
+                                  "the bucket policy", reason="access denied")
+    return StorageUnavailable(f"{where} refused the request: {exc}")
 
 
 @contextlib.contextmanager
@@ -38,11 +66,11 @@ def _translated(key: str) -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in _MISSING:
+        if _error_code(exc) in _MISSING:
             raise BlobNotFound(key) from exc
-        raise StorageUnavailable(f"S3 refused the request: {exc}") from exc
+        raise _unavailable(exc, "S3") from exc
     except BotoCoreError as exc:
-        raise StorageUnavailable(f"S3 unreachable: {exc}") from exc
+        raise _unavailable(exc, "S3") from exc
 
 
 _SESSION_LOCK = threading.Lock()
@@ -289,6 +317,18 @@ class S3BlobStore(BlobStore):
         with _translated(key):
             return self.client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl_seconds)
+
+    def probe(self) -> None:
+        """HEAD the bucket: a missing bucket fails it, where a missing key would not."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            # HEAD has no body: a missing bucket is a bare 404
+            where = self.describe()
+            raise (_no_bucket(where) if _error_code(exc) in _MISSING
+                   else _unavailable(exc, where)) from exc
+        except BotoCoreError as exc:
+            raise _unavailable(exc, self.describe()) from exc
 
     def describe(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Connection, Engine
 
 from engines.common.ids import new_id
+from engines.common.outage import OutageLog
 from engines.config import Settings
 from engines.db.engine import write_transaction
 from engines.events.feed import read_after, read_event
@@ -85,12 +86,15 @@ class DeliveryWorker:
             await self._client.aclose()
 
     async def run_forever(self) -> None:
+        outage = OutageLog(log, "webhooks: delivery round")
         while not self._stopping.is_set():
             try:
                 busy = await self.run_once()
-            except Exception:  # noqa: BLE001 - the worker outlives DB and network hiccups
-                log.exception("webhooks: delivery round failed")
+            except Exception as exc:  # noqa: BLE001 - the worker outlives DB and network hiccups
+                outage.failed(exc)
                 busy = 0
+            else:
+                outage.succeeded()
             if not busy:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(),

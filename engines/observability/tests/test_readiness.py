@@ -34,7 +34,7 @@ def test_missing_bucket_is_not_ready(make_stack) -> None:  # type: ignore[no-unt
     response = stack.client.get("/readyz")
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "database": "ok",
-                               "storage": "unreachable"}
+                               "storage": "no such bucket"}
     assert ready_gauges(stack)["storage"] == 0.0
 
 
@@ -48,7 +48,7 @@ def test_missing_local_directory_is_not_ready(local: Stack) -> None:
 def test_the_storage_probe_is_cached(local: Stack) -> None:
     cached = ReadinessProbe(local.runtime, cache_seconds=3600)
     uncached = ReadinessProbe(local.runtime, cache_seconds=0)
-    assert cached.check() == uncached.check() == {"database": True, "storage": True}
+    assert cached.check() == uncached.check() == {"database": "ok", "storage": "ok"}
     shutil.rmtree(local.settings.media_local_root)
-    assert cached.check()["storage"] is True, "answered from the cache, no new probe"
-    assert uncached.check()["storage"] is False
+    assert cached.check()["storage"] == "ok", "answered from the cache, no new probe"
+    assert uncached.check()["storage"] == "unreachable"
