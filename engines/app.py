@@ -12,6 +12,7 @@ from engines.canvas_artifacts.router import router as canvas_router
 from engines.common.body import BodyIdleTimeoutMiddleware
 from engines.common.docs import install_docs
 from engines.common.errors import install_error_handlers
+from engines.common.fair_share import ProcessSlots
 from engines.common.head import HeadAsGetMiddleware
 from engines.common.identity import TraceHeadersMiddleware
 from engines.common.jsonutil import OrjsonResponse
@@ -22,6 +23,7 @@ from engines.db.engine import build_engine
 from engines.events.background import events_lifespan
 from engines.events.hub import EventHub
 from engines.events.sse import router as events_router
+from engines.events.stream_slots import StreamSlots
 from engines.events.webhooks.routes import router as webhooks_router
 from engines.identity.auth import TokenVerifier
 from engines.media_v2.routes import router as media_router
@@ -49,6 +51,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime = runtime
     app.state.event_hub = EventHub(runtime.engine, settings)
     app.state.verifier = TokenVerifier(settings)
+    app.state.stream_slots = StreamSlots(settings, runtime.engine)
+    app.state.export_slots = ProcessSlots(settings.export_concurrency, code="export.too_many",
+                                          what="concurrent exports")
     app.add_middleware(BodyIdleTimeoutMiddleware, seconds=settings.body_idle_timeout)
     app.add_middleware(TraceHeadersMiddleware)
     app.add_middleware(HeadAsGetMiddleware)
@@ -63,7 +68,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_docs(app)
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        """Async: the process answers even while every thread-pool thread is busy."""
         return {"status": "ok"}
 
     readiness = ReadinessProbe(runtime)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import ValidationError
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from engines.canvas_artifacts import export, lifecycle, service
 from engines.canvas_artifacts.models import (
@@ -22,6 +22,8 @@ from engines.canvas_artifacts.models import (
 from engines.canvas_artifacts.sniff import MAGIC
 from engines.canvas_artifacts.variants import VariantQuery, variant_query
 from engines.common.errors import AUTHENTICATED_ERRORS, BODY_ERRORS, error_responses
+from engines.common.fair_share import HeldStreamingResponse, ProcessSlots
+from engines.common.head import is_head
 from engines.common.identity import SAFE_ID_PATTERN
 from engines.common.jsonutil import OrjsonResponse
 from engines.common.lean import LeanRoute, lean
@@ -127,6 +129,7 @@ async def _lean_create(request: Request) -> dict[str, Any] | None:
 
 _JSON = "application/json"
 _OCTETS = "application/octet-stream"
+_TAR = "application/x-tar"
 
 
 
@@ -239,16 +242,22 @@ def delete_canvas_artifacts(canvas_id: CanvasId, rt: Rt, caller: Admin) -> Respo
     return OrjsonResponse({"deleted": deleted})
 
 
-@router.get("/export", responses={**_RESPONSES, 200: {
+@router.get("/export", responses={**_RESPONSES, **error_responses(429), 200: {
     "description": "a tar: manifest.jsonl, then each payload at {kind}/{artifact_id}.{ext}",
-    "content": {"application/x-tar": _BYTES}}})
-def export_artifacts(canvas_id: CanvasId, rt: Rt, caller: Reader,
+    "content": {_TAR: _BYTES}}})
+def export_artifacts(request: Request, canvas_id: CanvasId, rt: Rt, caller: Reader,
                      kind: ArtifactKindName | None = None) -> Response:
+    """At most EXPORT_CONCURRENCY at once per process (429 beyond); HEAD builds nothing."""
     export.has_live_artifacts(rt, caller.ctx, canvas_id)
-    return StreamingResponse(
-        export.stream_export(rt, caller.ctx, canvas_id, kind), media_type="application/x-tar",
-        headers={"Content-Disposition": f'attachment; filename="{canvas_id}-artifacts.tar"',
-                 "X-Content-Type-Options": "nosniff"})
+    headers = {"Content-Disposition": f'attachment; filename="{canvas_id}-artifacts.tar"',
+               "X-Content-Type-Options": "nosniff"}
+    if is_head(request):
+        response = Response(headers=headers, media_type=_TAR)
+        del response.headers["content-length"]  # the GET's length is not known up front
+        return response
+    slots: ProcessSlots = request.app.state.export_slots
+    return HeldStreamingResponse(export.stream_export(rt, caller.ctx, canvas_id, kind),
+                                 release=slots.take(), media_type=_TAR, headers=headers)
 
 
 @router.get("/latest", response_model=ArtifactRecord, responses=_RESPONSES)

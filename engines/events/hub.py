@@ -29,6 +29,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine
 
 from engines.config import Settings
+from engines.db.engine import libpq_conninfo
 from engines.events.feed import FeedEvent, Key, last_seq, last_seqs, read_after
 from engines.nexus.backends.sql import NOTIFY_CHANNEL
 
@@ -206,8 +207,7 @@ class EventHub:
         """PostgreSQL: LISTEN on one connection; reconnects, then rechecks everything."""
         import psycopg
 
-        url = self.engine.url.set(drivername="postgresql")
-        conninfo = url.render_as_string(hide_password=False)
+        conninfo = libpq_conninfo(self.engine)
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(

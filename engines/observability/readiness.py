@@ -3,17 +3,19 @@
 The database is pinged on every call (one `SELECT 1`). The store is probed
 with a read-only existence check, cached for a few seconds so that a load
 balancer polling every replica does not turn into a stream of S3 requests;
-nothing is ever written.
+nothing is ever written. The checks run on the probe's own threads, never in
+the thread pool requests share: a process busy with exports still answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engines.common.jsonutil import OrjsonResponse
@@ -26,6 +28,7 @@ from engines.storage.s3 import S3BlobStore
 READY_MARKER = "_readyz/marker"
 """A key that need not exist: asking another store for it proves the store answers."""
 STORAGE_CACHE_SECONDS = 5.0
+PROBE_THREADS = 2
 
 
 def probe_storage(store: BlobStore) -> None:
@@ -47,6 +50,8 @@ class ReadinessProbe:
     cache_seconds: float = STORAGE_CACHE_SECONDS
     _storage_ok: bool = False
     _checked_at: float = field(default=float("-inf"))
+    _threads: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        PROBE_THREADS, thread_name_prefix="readyz"))
 
     def _database_ok(self) -> bool:
         try:
@@ -71,7 +76,7 @@ class ReadinessProbe:
         return {"database": self._database_ok(), "storage": self._storage()}
 
     async def respond(self) -> Response:
-        results = await run_in_threadpool(self.check)
+        results = await asyncio.get_running_loop().run_in_executor(self._threads, self.check)
         for component, ok in results.items():
             metrics.set_ready(component, ok)
         body = {name: "ok" if ok else "unreachable" for name, ok in results.items()}
