@@ -2,8 +2,8 @@
 
 Started by the app's lifespan, so `engines serve` (every worker process)
 delivers webhooks unless WEBHOOKS_ENABLED=false. The SSE hub starts on its
-first subscriber and is stopped here. A TestClient that never enters the
-lifespan gets neither background task.
+first subscriber and is stopped here (and the stream slots let go of their
+locks). A TestClient that never enters the lifespan gets neither background task.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ async def events_lifespan(app: FastAPI) -> AsyncIterator[None]:
         if worker is not None:
             await worker.stop()
         await app.state.event_hub.stop()
+        await app.state.stream_slots.close()
 
 
 async def run_worker(settings: Settings) -> None:

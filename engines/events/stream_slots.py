@@ -21,6 +21,7 @@ import abc
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -65,6 +66,10 @@ class SlotLocks(abc.ABC):
         self.held.discard(key)
         await self._unlock(key)
 
+    async def close(self) -> None:
+        """Let go of what holds the locks (a database session); a lock file stays open."""
+        return None
+
     @abc.abstractmethod
     async def _try_lock(self, key: int) -> bool: ...
 
@@ -83,7 +88,11 @@ class LocalLocks(SlotLocks):
 
 
 class FileLocks(SlotLocks):
-    """One byte per slot key of `{database}-streams`, locked with `fcntl` (never blocks)."""
+    """One byte per slot key of `{database}-streams`, locked with `fcntl` (never blocks).
+
+    One per file and process (`file_locks`): `fcntl` locks belong to the process, and
+    closing any descriptor of the file would drop all of them.
+    """
 
     def __init__(self, path: str) -> None:
         super().__init__()
@@ -113,27 +122,36 @@ class AdvisoryLocks(SlotLocks):
         self._conn: AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
 
+    async def take(self, tenant_id: str, limit: int) -> int | None:
+        # one at a time: the session's locks are re-entrant, so two takes interleaved
+        # at their awaits would both get the same slot
+        async with self._lock:
+            return await super().take(tenant_id, limit)
+
+    async def give_back(self, key: int) -> None:
+        async with self._lock:
+            await super().give_back(key)
+
     async def _run(self, sql: str, key: int) -> bool:
         import psycopg
 
-        async with self._lock:
-            try:
-                conn = self._conn
-                if conn is None or conn.closed:
-                    conn = await psycopg.AsyncConnection.connect(
-                        self.conninfo, autocommit=True, connect_timeout=5)
-                    for held in self.held:
-                        await conn.execute("SELECT pg_try_advisory_lock(%s)", (held,))
-                    self._conn = conn
-                row = await (await conn.execute(sql, (key,))).fetchone()
-            except psycopg.Error as exc:
-                log.warning("events: stream slot connection failed: %s", exc)
-                await self._close()
-                raise ServiceUnavailable("the metadata store is unavailable; retry later",
-                                         code="metadata.unavailable") from exc
+        try:
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True, connect_timeout=5)
+                for held in self.held:
+                    await conn.execute("SELECT pg_try_advisory_lock(%s)", (held,))
+                self._conn = conn
+            row = await (await conn.execute(sql, (key,))).fetchone()
+        except psycopg.Error as exc:
+            log.warning("events: stream slot connection failed: %s", exc)
+            await self.close()
+            raise ServiceUnavailable("the metadata store is unavailable; retry later",
+                                     code="metadata.unavailable") from exc
         return bool(row and row[0])
 
-    async def _close(self) -> None:
+    async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
@@ -144,7 +162,12 @@ class AdvisoryLocks(SlotLocks):
 
     async def _unlock(self, key: int) -> None:
         with contextlib.suppress(ServiceUnavailable):  # a dropped session released it already
-            await asyncio.shield(self._run("SELECT pg_advisory_unlock(%s)", key))
+            await self._run("SELECT pg_advisory_unlock(%s)", key)
+
+
+@functools.cache
+def file_locks(path: str) -> FileLocks:
+    return FileLocks(path)
 
 
 def slot_locks(engine: Engine) -> SlotLocks:
@@ -152,7 +175,7 @@ def slot_locks(engine: Engine) -> SlotLocks:
         return AdvisoryLocks(libpq_conninfo(engine))
     database = engine.url.database or ""
     if database and database != ":memory:":
-        return FileLocks(f"{database}-streams")
+        return file_locks(f"{database}-streams")
     return LocalLocks()
 
 
@@ -171,6 +194,10 @@ class StreamSlots:
         if self._locks is None:
             self._locks = slot_locks(self.engine)
         return self._locks
+
+    async def close(self) -> None:
+        if self._locks is not None:
+            await self._locks.close()
 
     async def take(self, tenant_id: str) -> Release:
         """A stream slot of this process and of the tenant, or 429 (503 on an outage)."""
