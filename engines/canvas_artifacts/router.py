@@ -23,7 +23,7 @@ from engines.canvas_artifacts.sniff import MAGIC
 from engines.canvas_artifacts.variants import VariantQuery, variant_query
 from engines.common.errors import AUTHENTICATED_ERRORS, BODY_ERRORS, error_responses
 from engines.common.fair_share import HeldStreamingResponse, ProcessSlots
-from engines.common.head import is_head
+from engines.common.head import head_of_stream, is_head
 from engines.common.identity import SAFE_ID_PATTERN
 from engines.common.jsonutil import OrjsonResponse
 from engines.common.lean import LeanRoute, lean
@@ -252,9 +252,7 @@ def export_artifacts(request: Request, canvas_id: CanvasId, rt: Rt, caller: Read
     headers = {"Content-Disposition": f'attachment; filename="{canvas_id}-artifacts.tar"',
                "X-Content-Type-Options": "nosniff"}
     if is_head(request):
-        response = Response(headers=headers, media_type=_TAR)
-        del response.headers["content-length"]  # the GET's length is not known up front
-        return response
+        return head_of_stream(_TAR, headers)
     slots: ProcessSlots = request.app.state.export_slots
     return HeldStreamingResponse(export.stream_export(rt, caller.ctx, canvas_id, kind),
                                  release=slots.take(), media_type=_TAR, headers=headers)

@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from engines.canvas_artifacts.router import CanvasId
 from engines.common.errors import AUTHENTICATED_ERRORS, Unprocessable, error_responses
 from engines.common.fair_share import HeldStreamingResponse
+from engines.common.head import head_of_stream, is_head
 from engines.common.openapi import AuthenticatedRoute
 from engines.events.feed import EVENT_NAMES, FeedEvent
 from engines.events.hub import EventHub
@@ -45,6 +46,8 @@ LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
 
 
 _DIGITS = re.compile(r"[0-9]{1,20}")
+_EVENT_STREAM = "text/event-stream"
+_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def get_hub(request: Request) -> EventHub:
@@ -78,28 +81,29 @@ async def _stream(hub: EventHub, caller: Caller, canvas_id: str | None,
 
 
 async def _response(request: Request, caller: Caller, canvas_id: str | None,
-                    after: int | None, last_event_id: str | None) -> StreamingResponse:
-    """Validated and admitted (docs/fair-share.md) before the first byte is sent."""
+                    after: int | None, last_event_id: str | None) -> Response:
+    """Validated and admitted (docs/fair-share.md) before the first byte is sent; HEAD
+    answers the headers and never holds a stream."""
     start = resume_point(after, last_event_id)
+    if is_head(request):
+        return head_of_stream(_EVENT_STREAM, _HEADERS)
     slots: StreamSlots = request.app.state.stream_slots
     release = await slots.take(caller.ctx.tenant_id)
-    return HeldStreamingResponse(
-        _stream(get_hub(request), caller, canvas_id, start), release=release,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return HeldStreamingResponse(_stream(get_hub(request), caller, canvas_id, start),
+                                 release=release, media_type=_EVENT_STREAM, headers=_HEADERS)
 
 
 @router.get("/canvas/{canvas_id}/artifacts/events", responses=_RESPONSES,
             response_class=StreamingResponse)
 async def canvas_events(request: Request, canvas_id: CanvasId, caller: Reader,
                         after: After = None,
-                        last_event_id: LastEventId = None) -> StreamingResponse:
+                        last_event_id: LastEventId = None) -> Response:
     """This canvas's `artifact_written` / `artifact_deleted` events, live; resumable."""
     return await _response(request, caller, canvas_id, after, last_event_id)
 
 
 @router.get("/artifacts/events", responses=_RESPONSES, response_class=StreamingResponse)
 async def tenant_events(request: Request, caller: Reader, after: After = None,
-                        last_event_id: LastEventId = None) -> StreamingResponse:
+                        last_event_id: LastEventId = None) -> Response:
     """Every canvas's artifact events in the caller's (tenant, env), live; resumable."""
     return await _response(request, caller, None, after, last_event_id)

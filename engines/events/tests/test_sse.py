@@ -232,3 +232,19 @@ def test_a_resume_point_beyond_the_feed_bound_is_422_before_the_stream_starts(
         assert_error(opened(**{"Last-Event-ID": bad}), 422, "events.bad_last_event_id")
     assert_error(httpx.get(f"{path}?after={2**63}", headers=headers, timeout=10), 422)
     assert opened(**{"Last-Event-ID": str(2**63 - 1)}).status_code == 200
+
+
+def test_head_answers_the_stream_headers_without_holding_a_stream(make_live) -> None:  # type: ignore[no-untyped-def]
+    """HEAD (as of every GET route) gets the headers at once; it takes no stream slot, so
+    it answers even when the tenant holds its SSE_MAX_STREAMS_PER_TENANT streams."""
+    import httpx
+
+    live = make_live(sse_max_streams_per_tenant=1)
+    tenant = new_tenant()
+    assert live.subscribe(tenant=tenant).admitted()
+    headers = live.stack.headers(tenant, role="viewer")
+    head = httpx.head(f"{live.url}/artifacts/events", headers=headers, timeout=5)
+    assert head.status_code == 200
+    assert head.headers["content-type"].startswith("text/event-stream")
+    assert head.content == b""
+    assert not live.subscribe(tenant=tenant).admitted(), "the tenant's one slot is taken"
