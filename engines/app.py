@@ -16,10 +16,12 @@ from engines.db.engine import build_engine
 from engines.events.background import events_lifespan
 from engines.events.hub import EventHub
 from engines.events.sse import router as events_router
+from engines.events.stream_slots import StreamSlots
 from engines.events.webhooks.routes import router as webhooks_router
 from engines.http.body import BodyIdleTimeoutMiddleware
 from engines.http.docs import install_docs
 from engines.http.errors import install_error_handlers
+from engines.http.fair_share import ProcessSlots
 from engines.http.head import HeadAsGetMiddleware
 from engines.http.jsonutil import OrjsonResponse
 from engines.http.openapi import DESCRIPTION, TAGS, install_openapi, operation_id
@@ -53,6 +55,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime = runtime
     app.state.event_hub = EventHub(runtime.engine, settings, runtime.caches)
     app.state.verifier = TokenVerifier(settings)
+    app.state.stream_slots = StreamSlots(settings, runtime.engine)
+    app.state.export_slots = ProcessSlots(settings.export_concurrency, code="export.too_many",
+                                          what="concurrent exports")
     app.add_middleware(BodyIdleTimeoutMiddleware, seconds=settings.body_idle_timeout)
     app.add_middleware(TraceHeadersMiddleware)
     app.add_middleware(HeadAsGetMiddleware)
@@ -75,7 +80,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                           "readyz": "/readyz"}}
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        """Async: the process answers even while every thread-pool thread is busy."""
         return {"status": "ok"}
 
     readiness = ReadinessProbe(runtime)

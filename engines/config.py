@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -168,6 +168,14 @@ class Settings(BaseSettings):
     events_heartbeat_seconds: float = 15.0
     events_poll_seconds: float = 0.25
     """SQLite only: how often the one poller per process looks for new events."""
+    # fair share (docs/fair-share.md): long-lived work has its own limits below MAX_CONNECTIONS
+    sse_max_streams_per_tenant: int = Field(default=32, gt=0)
+    """Open SSE streams one tenant may hold, counted across the processes sharing the database."""
+    sse_max_streams: int = Field(
+        default_factory=lambda data: data["max_connections"] // 2, ge=0)
+    """Open SSE streams per process; below MAX_CONNECTIONS, so requests always find a slot."""
+    export_concurrency: int = Field(default=2, gt=0)
+    """Exports one process streams at once."""
     webhooks_enabled: bool = True
     webhook_allow_http: bool = False
     webhook_allow_private: bool = False
@@ -178,6 +186,14 @@ class Settings(BaseSettings):
     """Consecutive failed deliveries after which a subscription is disabled."""
     webhook_poll_seconds: float = 1.0
     webhook_concurrency: int = 8
+
+    @model_validator(mode="after")
+    def _streams_leave_room_for_requests(self) -> Settings:
+        if self.sse_max_streams >= self.max_connections:
+            raise ValueError(f"SSE_MAX_STREAMS ({self.sse_max_streams}) must be below "
+                             f"MAX_CONNECTIONS ({self.max_connections}): request/response "
+                             "traffic must always find a connection slot")
+        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -121,6 +121,7 @@ _OCTETS = "application/octet-stream"
 
 
 
+
 _PREVIEW_BODY = request_body({
     _OCTETS: {"schema": BINARY},
     "multipart/form-data": {"schema": body_schema(FileUpload)},

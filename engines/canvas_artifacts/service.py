@@ -14,7 +14,7 @@ import base64
 import binascii
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -481,12 +481,13 @@ def latest_artifact(rt: Runtime, ctx: RequestContext, canvas_id: str,
     return record
 
 
-def read_lineage(conn: Connection, rt: Runtime, record: ArtifactRecord) -> Lineage:
-    """The Nexus documents and dataset events of one (live) artifact."""
-    return Lineage(
-        artifact_id=record.id,
-        documents=rt.nexus.documents_for(conn, record.tenant_id, record.env, record.id),
-        events=rt.nexus.events_for(conn, record.tenant_id, record.env, record.id))
+def read_lineages(conn: Connection, rt: Runtime, tenant_id: str, env: str,
+                  records: Sequence[ArtifactRecord]) -> list[Lineage]:
+    """The Nexus documents and dataset events of (live) artifacts of one tenant/env, read
+    in one query however many there are (an export reads a page at once)."""
+    found = rt.nexus.lineage_of(conn, tenant_id, env, [record.id for record in records])
+    return [Lineage(artifact_id=record.id, documents=found[record.id].documents,
+                    events=found[record.id].events) for record in records]
 
 
 @retry_on_disconnect
@@ -495,7 +496,8 @@ def lineage(rt: Runtime, ctx: RequestContext, canvas_id: str, artifact_id: str) 
         record = repo.get_record(conn, ctx.tenant_id, ctx.env, canvas_id, artifact_id)
         if record is None:
             raise _not_found()
-        return read_lineage(conn, rt, record)
+        (found,) = read_lineages(conn, rt, ctx.tenant_id, ctx.env, [record])
+        return found
 
 
 # the head is the envelope plus `{` and `,"keyframes":[`

@@ -128,6 +128,12 @@ def _sqlite_writers(database: str) -> _SqliteWriters:
     return _SqliteWriters(database)
 
 
+def libpq_conninfo(engine: Engine) -> str:
+    """The engine's PostgreSQL URL as psycopg takes it, for the connections that live
+    outside the pool (LISTEN, stream slots)."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def build_engine(settings: Settings, url: str | None = None) -> Engine:
     """One engine per process; the pool is the only shared connection state."""
     target = make_url(url or settings.database_url)

@@ -3,8 +3,9 @@
 Started by the app's lifespan, so `engines serve` (every worker process)
 delivers webhooks unless WEBHOOKS_ENABLED=false, and its events hub follows
 the feed for the caches from the start (engines/common/cache.py); SSE
-subscribers use the same hub. A TestClient that never enters the lifespan
-gets neither background task (its caches then rely on their time bound).
+subscribers use the same hub. It is stopped here, and the stream slots let go
+of their locks. A TestClient that never enters the lifespan gets neither
+background task (its caches then rely on their time bound).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ async def events_lifespan(app: FastAPI) -> AsyncIterator[None]:
         if worker is not None:
             await worker.stop()
         await app.state.event_hub.stop()
+        await app.state.stream_slots.close()
 
 
 async def run_worker(settings: Settings) -> None:

@@ -40,6 +40,7 @@ from sqlalchemy import Connection, Engine
 from engines.common.cache import CacheGroup
 from engines.common.outage import OutageLog
 from engines.config import Settings
+from engines.db.engine import libpq_conninfo
 from engines.events.feed import FeedEvent, Key, last_seq, last_seqs, read_after, read_drops
 from engines.lineage.nexus.backends.sql import NOTIFY_CHANNEL, NOTIFY_DROP
 
@@ -279,8 +280,7 @@ class EventHub:
         """PostgreSQL: LISTEN on one connection; reconnects, then rechecks everything."""
         import psycopg
 
-        url = self.engine.url.set(drivername="postgresql")
-        conninfo = url.render_as_string(hide_password=False)
+        conninfo = libpq_conninfo(self.engine)
         outage = OutageLog(log, "events: LISTEN connection")
         while True:
             try:

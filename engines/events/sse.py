@@ -1,6 +1,8 @@
 """SSE routes: a canvas's artifact events, or every canvas of the caller's (tenant, env).
 
 Auth and routing headers are those of every read (viewers may subscribe).
+A stream takes a slot of its tenant's and of its process's (stream_slots):
+beyond either limit the answer is 429, before the stream starts.
 Each message is `id: <seq>`, `event: <type>`, `data: <event JSON>`; a
 comment line is sent when nothing happened for EVENTS_HEARTBEAT_SECONDS so
 proxies keep the connection open and clients notice a dead one.
@@ -8,16 +10,20 @@ proxies keep the connection open and clients notice a dead one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from engines.auth.tokens import Caller, Reader
 from engines.events.feed import EVENT_NAMES, FeedEvent
 from engines.events.hub import EventHub
+from engines.events.stream_slots import StreamSlots
 from engines.http.errors import AUTHENTICATED_ERRORS, Unprocessable, error_responses
+from engines.http.fair_share import HeldStreamingResponse
+from engines.http.head import head_of_stream, is_head
 from engines.http.openapi import AuthenticatedRoute
 from engines.http.params import CanvasId
 
@@ -28,12 +34,19 @@ _MESSAGE = {"type": "object", "description": "one SSE message (comments are hear
                            "event": {"type": "string", "enum": list(EVENT_NAMES)},
                            "data": {"type": "string", "contentMediaType": "application/json",
                                     "description": "the event JSON"}}}
-_RESPONSES = {**error_responses(*AUTHENTICATED_ERRORS),
+_RESPONSES = {**error_responses(*AUTHENTICATED_ERRORS, 429),
               200: {"description": "an endless `text/event-stream` of artifact events",
                     "content": {"text/event-stream": {"schema": _MESSAGE}}}}
-After = Annotated[int | None, Query(ge=0, le=2**63 - 1,
+MAX_SEQ = 2**63 - 1
+"""The largest seq a feed can hold (a signed 64-bit column): the bound of both resume points."""
+After = Annotated[int | None, Query(ge=0, le=MAX_SEQ,
                                     description="resume after this seq (as Last-Event-ID)")]
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
+
+
+_DIGITS = re.compile(r"[0-9]{1,20}")
+_EVENT_STREAM = "text/event-stream"
+_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def get_hub(request: Request) -> EventHub:
@@ -45,9 +58,10 @@ def resume_point(after: int | None, last_event_id: str | None) -> int | None:
     if last_event_id is None or not last_event_id.strip():
         return after
     value = last_event_id.strip()
-    if not value.isdigit() or len(value) > 19:
-        raise Unprocessable("Last-Event-ID must be an event seq (a non-negative integer)",
-                            code="events.bad_last_event_id")
+    # ASCII digits only: str.isdigit() also takes "²", which int() then refuses
+    if not _DIGITS.fullmatch(value) or int(value) > MAX_SEQ:
+        raise Unprocessable(f"Last-Event-ID must be an event seq (an integer from 0 to "
+                            f"{MAX_SEQ})", code="events.bad_last_event_id")
     return int(value)
 
 
@@ -65,25 +79,30 @@ async def _stream(hub: EventHub, caller: Caller, canvas_id: str | None,
             yield sse_message(event)
 
 
-def _response(request: Request, caller: Caller, canvas_id: str | None, after: int | None,
-              last_event_id: str | None) -> StreamingResponse:
+async def _response(request: Request, caller: Caller, canvas_id: str | None,
+                    after: int | None, last_event_id: str | None) -> Response:
+    """Validated and admitted (docs/fair-share.md) before the first byte is sent; HEAD
+    answers the headers and never holds a stream."""
     start = resume_point(after, last_event_id)
-    return StreamingResponse(
-        _stream(get_hub(request), caller, canvas_id, start), media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    if is_head(request):
+        return head_of_stream(_EVENT_STREAM, _HEADERS)
+    slots: StreamSlots = request.app.state.stream_slots
+    release = await slots.take(caller.ctx.tenant_id)
+    return HeldStreamingResponse(_stream(get_hub(request), caller, canvas_id, start),
+                                 release=release, media_type=_EVENT_STREAM, headers=_HEADERS)
 
 
 @router.get("/canvas/{canvas_id}/artifacts/events", responses=_RESPONSES,
             response_class=StreamingResponse)
 async def canvas_events(request: Request, canvas_id: CanvasId, caller: Reader,
                         after: After = None,
-                        last_event_id: LastEventId = None) -> StreamingResponse:
+                        last_event_id: LastEventId = None) -> Response:
     """This canvas's `artifact_written` / `artifact_deleted` events, live; resumable."""
-    return _response(request, caller, canvas_id, after, last_event_id)
+    return await _response(request, caller, canvas_id, after, last_event_id)
 
 
 @router.get("/artifacts/events", responses=_RESPONSES, response_class=StreamingResponse)
 async def tenant_events(request: Request, caller: Reader, after: After = None,
-                        last_event_id: LastEventId = None) -> StreamingResponse:
+                        last_event_id: LastEventId = None) -> Response:
     """Every canvas's artifact events in the caller's (tenant, env), live; resumable."""
-    return _response(request, caller, None, after, last_event_id)
+    return await _response(request, caller, None, after, last_event_id)

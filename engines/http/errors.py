@@ -83,6 +83,15 @@ class Unprocessable(ApiError):
     status, code = 422, "request.invalid"
 
 
+class TooManyRequests(ApiError):
+    """Over a fair-share limit (docs/fair-share.md): come back after `retry_after` seconds."""
+
+    status, code = 429, "request.too_many"
+
+    def __init__(self, message: str, *, code: str, retry_after: int) -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})
+
+
 class ServiceUnavailable(ApiError):
     status, code = 503, "backend.unavailable"
 
@@ -124,7 +133,8 @@ _ERROR_DESCRIPTIONS = {
     408: "request body stalled longer than BODY_IDLE_TIMEOUT",
     409: "Idempotency-Key reused with a different request", 413: "body over the size limit",
     415: "unsupported or mismatched media type", 416: "range not satisfiable",
-    422: "invalid request", 503: "storage or metadata backend unavailable",
+    422: "invalid request", 429: "over a fair-share limit; retry after Retry-After seconds",
+    503: "storage or metadata backend unavailable",
 }
 AUTHENTICATED_ERRORS = (400, 401, 403, 422, 503)
 """What any authenticated route can answer: routing headers, token, role, validation, outage."""

@@ -8,6 +8,7 @@ very headers the GET sends (Content-Length, ETag, Content-Type, ...).
 from __future__ import annotations
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _HEAD = "engines.head"
@@ -16,6 +17,14 @@ _HEAD = "engines.head"
 def is_head(request: Request) -> bool:
     """True when the GET being served answers a HEAD: skip reading the payload."""
     return bool(request.scope.get(_HEAD))
+
+
+def head_of_stream(media_type: str, headers: dict[str, str]) -> Response:
+    """What HEAD answers for a streamed GET (an export, an SSE stream), without starting
+    it: its type and headers, no Content-Length (the GET's length is not known)."""
+    response = Response(headers=headers, media_type=media_type)
+    del response.headers["content-length"]
+    return response
 
 
 class HeadAsGetMiddleware:

@@ -6,6 +6,14 @@ the path of its payload in the archive), then each payload at
 headers need sizes up front: payload sizes are in the records, and the
 manifest is spooled to a temporary file (in memory while small), so server
 memory stays flat however large the canvas.
+
+The manifest is read a page at a time (the page's records, then the lineage
+of all of them in one query), and each step of the generator does at most
+one page of work: Starlette runs each step in the shared thread pool, which
+therefore never holds a thread for a whole canvas. After each page the
+archive carries a pax global header whose only field is a `comment` (as
+`git archive` writes one): tar readers skip it, and the client gets bytes
+within a page's work instead of waiting for the whole manifest.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from engines.auth.routing import RequestContext
 from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts.models import ArtifactRecord, Lineage
 from engines.canvas_artifacts.replay_store import DecodedReplay, json_reader
-from engines.canvas_artifacts.service import read_lineage
+from engines.canvas_artifacts.service import read_lineages
 from engines.http.errors import NotFound
 from engines.runtime import Runtime
 from engines.storage.base import BlobNotFound, BlobStore
@@ -53,29 +61,35 @@ def payload_path(record: ArtifactRecord) -> str | None:
 
 def _pages(rt: Runtime, ctx: RequestContext, canvas_id: str,
            kind: str | None) -> Iterator[list[tuple[ArtifactRecord, Lineage]]]:
-    """Live records in id order with their lineage, one connection per page."""
+    """Live records in id order with their lineage: one connection and two queries a page."""
     after = ""
     while True:
         with rt.engine.connect() as conn:
-            page = [(record, read_lineage(conn, rt, record)) for record in repo.records_after(
-                conn, ctx.tenant_id, ctx.env, canvas_id, kind=kind, after_id=after, limit=PAGE)]
-        if not page:
+            records = repo.records_after(conn, ctx.tenant_id, ctx.env, canvas_id, kind=kind,
+                                         after_id=after, limit=PAGE)
+            lineages = read_lineages(conn, rt, ctx.tenant_id, ctx.env, records)
+        if not records:
             return
-        yield page
-        after = page[-1][0].id
+        yield list(zip(records, lineages, strict=True))
+        after = records[-1].id
 
 
-def _spool(rt: Runtime, ctx: RequestContext, canvas_id: str, kind: str | None,
-           manifest: IO[bytes], payloads: IO[bytes]) -> None:
-    for page in _pages(rt, ctx, canvas_id, kind):
-        for record, lineage in page:
-            path = payload_path(record)
-            line = {"record": record.model_dump(mode="json"), "path": path,
-                    "lineage": lineage.model_dump(mode="json", exclude={"artifact_id"})}
-            manifest.write(orjson.dumps(line) + b"\n")
-            if path is not None:
-                payloads.write(orjson.dumps([path, record.uri, record.size_bytes,
-                                             record.kind == "replay" and record.id]) + b"\n")
+def _spool(page: list[tuple[ArtifactRecord, Lineage]], manifest: IO[bytes],
+           payloads: IO[bytes]) -> None:
+    for record, lineage in page:
+        path = payload_path(record)
+        line = {"record": record.model_dump(mode="json"), "path": path,
+                "lineage": lineage.model_dump(mode="json", exclude={"artifact_id"})}
+        manifest.write(orjson.dumps(line) + b"\n")
+        if path is not None:
+            payloads.write(orjson.dumps([path, record.uri, record.size_bytes,
+                                         record.kind == "replay" and record.id]) + b"\n")
+
+
+def _progress(listed: int) -> bytes:
+    """A pax global header that says how far the manifest is; readers ignore it."""
+    return tarfile.TarInfo.create_pax_global_header(
+        {"comment": f"engines export: {listed} artifacts listed"})
 
 
 def _reader(rt: Runtime, ctx: RequestContext,
@@ -98,11 +112,15 @@ def has_live_artifacts(rt: Runtime, ctx: RequestContext, canvas_id: str) -> None
 
 def stream_export(rt: Runtime, ctx: RequestContext, canvas_id: str,
                   kind: str | None) -> Iterator[bytes]:
-    """The tar, chunk by chunk (a sync generator: Starlette runs it in a thread)."""
+    """The tar, chunk by chunk (a sync generator: Starlette runs each step in a thread)."""
     now = time.time()
     with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as manifest, \
             tempfile.SpooledTemporaryFile(SPOOL_BYTES) as payloads:
-        _spool(rt, ctx, canvas_id, kind, manifest, payloads)
+        listed = 0
+        for page in _pages(rt, ctx, canvas_id, kind):
+            _spool(page, manifest, payloads)
+            listed += len(page)
+            yield _progress(listed)
         size = manifest.tell()
         manifest.seek(0)
         yield _header("manifest.jsonl", size, now)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-from starlette.responses import Response, StreamingResponse
+from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 from engines.auth.tokens import Admin, Caller, Reader, Writer
 from engines.canvas_artifacts.models import ArtifactKindName
 from engines.http.errors import AUTHENTICATED_ERRORS, error_responses
+from engines.http.fair_share import HeldStreamingResponse, ProcessSlots
+from engines.http.head import head_of_stream, is_head
 from engines.http.jsonutil import OrjsonResponse
 from engines.http.openapi import BINARY, AuthenticatedRoute
 from engines.http.params import ArtifactId, CanvasId
@@ -25,6 +27,7 @@ router = APIRouter(prefix="/canvas/{canvas_id}/artifacts", tags=["canvas artifac
                    route_class=AuthenticatedRoute)
 
 _JSON = "application/json"
+_TAR = "application/x-tar"
 _BYTES = {"schema": BINARY}
 _RESPONSES: dict[int | str, dict[str, Any]] = error_responses(*AUTHENTICATED_ERRORS, 404)
 
@@ -45,16 +48,20 @@ def delete_canvas_artifacts(canvas_id: CanvasId, rt: Rt, caller: Admin) -> Respo
     return OrjsonResponse({"deleted": deleted})
 
 
-@router.get("/export", responses={**_RESPONSES, 200: {
+@router.get("/export", responses={**_RESPONSES, **error_responses(429), 200: {
     "description": "a tar: manifest.jsonl, then each payload at {kind}/{artifact_id}.{ext}",
-    "content": {"application/x-tar": _BYTES}}})
-def export_artifacts(canvas_id: CanvasId, rt: Rt, caller: Reader,
+    "content": {_TAR: _BYTES}}})
+def export_artifacts(request: Request, canvas_id: CanvasId, rt: Rt, caller: Reader,
                      kind: ArtifactKindName | None = None) -> Response:
+    """At most EXPORT_CONCURRENCY at once per process (429 beyond); HEAD builds nothing."""
     export.has_live_artifacts(rt, caller.ctx, canvas_id)
-    return StreamingResponse(
-        export.stream_export(rt, caller.ctx, canvas_id, kind), media_type="application/x-tar",
-        headers={"Content-Disposition": f'attachment; filename="{canvas_id}-artifacts.tar"',
-                 "X-Content-Type-Options": "nosniff"})
+    headers = {"Content-Disposition": f'attachment; filename="{canvas_id}-artifacts.tar"',
+               "X-Content-Type-Options": "nosniff"}
+    if is_head(request):
+        return head_of_stream(_TAR, headers)
+    slots: ProcessSlots = request.app.state.export_slots
+    return HeldStreamingResponse(export.stream_export(rt, caller.ctx, canvas_id, kind),
+                                 release=slots.take(), media_type=_TAR, headers=headers)
 
 
 @router.delete("/{artifact_id}", status_code=204, responses=_RESPONSES)

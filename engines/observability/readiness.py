@@ -3,7 +3,9 @@
 The database is pinged on every call (one `SELECT 1`). Its schema revision
 and the store are probed read-only, each answer cached for a few seconds so
 that a load balancer polling every replica does not turn into a stream of
-S3 requests; nothing is ever written.
+S3 requests; nothing is ever written. The checks run on the probe's own
+threads, never in the thread pool requests share: a process busy with exports
+still answers.
 
 Each component answers "ok" or a short phrase saying what is wrong
 ("unreachable", "schema at 0003, expected 0004", "no such bucket", "no
@@ -13,12 +15,13 @@ stay in the log and `engines doctor`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, text
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engines.db.migrate import current_revision, head_revision, schema_problem
@@ -30,6 +33,7 @@ from engines.storage.base import StorageUnavailable
 CACHE_SECONDS = 5.0
 OK = "ok"
 UNREACHABLE = "unreachable"
+PROBE_THREADS = 2
 
 
 @dataclass
@@ -67,6 +71,8 @@ class ReadinessProbe:
     cache_seconds: float = CACHE_SECONDS
     _schema: _Cached = field(init=False)
     _storage: _Cached = field(init=False)
+    _threads: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        PROBE_THREADS, thread_name_prefix="readyz"))
 
     def __post_init__(self) -> None:
         self._schema = _Cached(self.cache_seconds)
@@ -86,7 +92,7 @@ class ReadinessProbe:
                 "storage": self._storage.get(lambda: storage_state(self.runtime))}
 
     async def respond(self) -> Response:
-        results = await run_in_threadpool(self.check)
+        results = await asyncio.get_running_loop().run_in_executor(self._threads, self.check)
         for component, state in results.items():
             metrics.set_ready(component, state == OK)
         if all(state == OK for state in results.values()):

@@ -38,6 +38,8 @@ class SseReader:
     headers: dict[str, str]
     messages: queue.Queue[Message] = field(default_factory=queue.Queue)
     status: int | None = None
+    refusal: httpx.Response | None = None
+    """The whole answer when the server refused the stream (any status but 200)."""
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> SseReader:
@@ -50,6 +52,10 @@ class SseReader:
                 "GET", self.url, headers=self.headers, timeout=httpx.Timeout(5, read=60)) as resp:
             self.status = resp.status_code
             self._response = resp
+            if resp.status_code != 200:
+                resp.read()
+                self.refusal = resp
+                return
             current = Message()
             for line in resp.iter_lines():
                 if self._stop.is_set():
@@ -65,6 +71,17 @@ class SseReader:
                 elif line == "" and current.event:
                     self.messages.put(current)
                     current = Message()
+
+    def admitted(self, timeout: float = 10.0) -> bool:
+        """True once the stream is open (`: connected`), False if the server refused it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.refusal is not None:
+                return False
+            with contextlib.suppress(queue.Empty):
+                if self.messages.get(timeout=0.05).comment == "connected":
+                    return True
+        raise TimeoutError(f"{self.url}: neither connected nor refused within {timeout} s")
 
     def next_event(self, timeout: float = 10.0) -> Message:
         """The next event, skipping comments."""

@@ -209,3 +209,42 @@ def test_listener_survives_a_dropped_listen_connection(live: Live) -> None:
     record = created(create_audit(live.stack, canvas, tenant=tenant))
     assert reader.next_event().data["data"]["artifact_id"] == record["id"]
     assert reader.events_so_far() == []
+
+
+def test_a_resume_point_beyond_the_feed_bound_is_422_before_the_stream_starts(
+        live: Live) -> None:
+    """Last-Event-ID is held to ?after='s bound (2**63 - 1): a larger or malformed one is
+    a 422 envelope, never a 200 whose stream then dies."""
+    import httpx
+
+    headers = live.stack.headers(new_tenant(), role="viewer")
+    path = f"{live.url}/artifacts/events"
+
+    def opened(**extra: str | bytes) -> httpx.Response:
+        with httpx.stream("GET", path, headers={**headers, **extra}, timeout=10) as response:
+            if response.status_code != 200:
+                response.read()
+                return response
+            assert next(response.iter_lines()) == ": connected"
+            return response
+
+    for bad in (str(2**63), "9" * 19, "1" + "0" * 40, "²".encode("latin-1"), "-1", "1e3"):
+        assert_error(opened(**{"Last-Event-ID": bad}), 422, "events.bad_last_event_id")
+    assert_error(httpx.get(f"{path}?after={2**63}", headers=headers, timeout=10), 422)
+    assert opened(**{"Last-Event-ID": str(2**63 - 1)}).status_code == 200
+
+
+def test_head_answers_the_stream_headers_without_holding_a_stream(make_live) -> None:  # type: ignore[no-untyped-def]
+    """HEAD (as of every GET route) gets the headers at once; it takes no stream slot, so
+    it answers even when the tenant holds its SSE_MAX_STREAMS_PER_TENANT streams."""
+    import httpx
+
+    live = make_live(sse_max_streams_per_tenant=1)
+    tenant = new_tenant()
+    assert live.subscribe(tenant=tenant).admitted()
+    headers = live.stack.headers(tenant, role="viewer")
+    head = httpx.head(f"{live.url}/artifacts/events", headers=headers, timeout=5)
+    assert head.status_code == 200
+    assert head.headers["content-type"].startswith("text/event-stream")
+    assert head.content == b""
+    assert not live.subscribe(tenant=tenant).admitted(), "the tenant's one slot is taken"

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from sqlalchemy import Connection
 
 from engines.lineage.dataset_events import DatasetEvent
 from engines.lineage.nexus.schemas import NexusDocument
+
+
+class SubjectLineage(NamedTuple):
+    """One subject's documents and events, each in id order."""
+
+    documents: list[NexusDocument]
+    events: list[DatasetEvent]
 
 
 class NexusBackend(abc.ABC):
@@ -26,3 +35,8 @@ class NexusBackend(abc.ABC):
     @abc.abstractmethod
     def events_for(self, conn: Connection, tenant_id: str, env: str,
                    subject_id: str) -> list[DatasetEvent]: ...
+
+    @abc.abstractmethod
+    def lineage_of(self, conn: Connection, tenant_id: str, env: str,
+                   subject_ids: Sequence[str]) -> dict[str, SubjectLineage]:
+        """Every subject's lineage in one query (an export reads a page of them at once)."""

@@ -24,6 +24,7 @@ listener reads the feed for its caches only when there is something to drop.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -33,16 +34,20 @@ from sqlalchemy import (
     Index,
     String,
     Table,
+    and_,
     bindparam,
     insert,
+    literal,
+    null,
     select,
     text,
+    union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engines.db.metadata import JsonDoc, UtcDateTime, metadata
 from engines.lineage.dataset_events import DatasetEvent, drops_caches
-from engines.lineage.nexus.backends.base import NexusBackend
+from engines.lineage.nexus.backends.base import NexusBackend, SubjectLineage
 from engines.lineage.nexus.schemas import NexusDocument
 
 NOTIFY_CHANNEL = "engines_events"
@@ -99,6 +104,30 @@ _INSERT_DOCUMENT = insert(documents)
 _INSERT_EVENT = insert(events)
 
 
+def _lineage_statement() -> Any:
+    """The documents and events of many subjects as one UNION ALL, in id order."""
+    ids = bindparam("subject_ids", expanding=True)
+
+    def scoped(table: Table) -> Any:
+        return and_(table.c.tenant_id == bindparam("tenant_id"),
+                    table.c.env == bindparam("env"), table.c.subject_id.in_(ids))
+
+    d, e = documents.c, events.c
+    union = union_all(
+        select(literal("document").label("source"), d.id, d.tenant_id, d.env, d.subject_id,
+               d.kind, null().label("event_type"), null().label("document_id"), d.lineage,
+               d.created_at, null().label("seq")).where(scoped(documents)),
+        select(literal("event"), e.id, e.tenant_id, e.env, e.subject_id, null(), e.event_type,
+               e.document_id, e.lineage, e.created_at, e.seq).where(scoped(events)))
+    return union.order_by(union.selected_columns.id)
+
+
+_LINEAGE = _lineage_statement()
+_DOCUMENT_FIELDS = ("id", "tenant_id", "env", "kind", "subject_id", "lineage", "created_at")
+_EVENT_FIELDS = ("id", "tenant_id", "env", "event_type", "subject_id", "document_id",
+                 "lineage", "created_at", "seq")
+
+
 def next_seq(tx: Connection, tenant_id: str, env: str) -> int:
     """Take the next number of (tenant_id, env), locking its counter until commit."""
     stmt = _NEXT_SEQ["postgresql" if tx.dialect.name == "postgresql" else "sqlite"]
@@ -126,6 +155,23 @@ class SqlNexusBackend(NexusBackend):
             documents.c.tenant_id == tenant_id, documents.c.env == env,
             documents.c.subject_id == subject_id).order_by(documents.c.id)).mappings()
         return [NexusDocument.model_validate(dict(r)) for r in rows]
+
+    def lineage_of(self, conn: Connection, tenant_id: str, env: str,
+                   subject_ids: Sequence[str]) -> dict[str, SubjectLineage]:
+        found = {subject: SubjectLineage([], []) for subject in subject_ids}
+        if not subject_ids:
+            return found
+        rows = conn.execute(_LINEAGE, {"tenant_id": tenant_id, "env": env,
+                                       "subject_ids": list(subject_ids)}).mappings()
+        for row in rows:
+            lineage = found[row["subject_id"]]
+            if row["source"] == "document":
+                lineage.documents.append(NexusDocument.model_validate(
+                    {name: row[name] for name in _DOCUMENT_FIELDS}))
+            else:
+                lineage.events.append(DatasetEvent.model_validate(
+                    {name: row[name] for name in _EVENT_FIELDS}))
+        return found
 
     def events_for(self, conn: Connection, tenant_id: str, env: str,
                    subject_id: str) -> list[DatasetEvent]:
