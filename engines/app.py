@@ -7,9 +7,10 @@ import gc
 from fastapi import FastAPI
 from starlette.responses import Response
 
-from engines.canvas_artifacts import signed_router
+from engines.canvas_artifacts import scope_router, signed_router
 from engines.canvas_artifacts.router import router as canvas_router
 from engines.common.body import BodyIdleTimeoutMiddleware
+from engines.common.cors import install_cors
 from engines.common.docs import install_docs
 from engines.common.errors import install_error_handlers
 from engines.common.head import HeadAsGetMiddleware
@@ -19,6 +20,7 @@ from engines.common.openapi import install_openapi, operation_id
 from engines.common.runtime import Runtime
 from engines.config import Settings, get_settings
 from engines.db.engine import build_engine
+from engines.events import tickets
 from engines.events.background import events_lifespan
 from engines.events.hub import EventHub
 from engines.events.sse import router as events_router
@@ -54,8 +56,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(HeadAsGetMiddleware)
     install_error_handlers(app)
     app.include_router(events_router)  # before /canvas/{id}/artifacts/{artifact_id}
+    app.include_router(tickets.router)
     app.include_router(webhooks_router)
     app.include_router(canvas_router)
+    app.include_router(scope_router.router)
     app.include_router(media_router)
     app.include_router(signed_router.authenticated)
     app.include_router(signed_router.public)
@@ -74,6 +78,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return await readiness.respond()
 
     install_observability(app, runtime)
+    install_cors(app, settings)
     return app
 
 

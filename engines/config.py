@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import timedelta
 from functools import lru_cache
@@ -30,6 +31,10 @@ def _duration_or_none(value: Any) -> Any:
 
 
 Retention = Annotated[timedelta | None, BeforeValidator(_duration_or_none)]
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+"""scheme://host[:port], as a browser sends it in `Origin` (an IPv6 host in brackets)."""
+
+
 def default_home() -> Path:
     """Where the embedded default keeps its state when ENGINES_HOME is unset.
 
@@ -105,13 +110,29 @@ class Settings(BaseSettings):
     image_sizes: Annotated[list[int], NoDecode] = [64, 128, 256, 512, 1024, 2048]
     max_image_pixels: int = 50_000_000
 
-    @field_validator("image_sizes", mode="before")
+    # browsers on other origins (docs/browser.md): exact origins such as
+    # https://app.example.com; empty (the default) sends no CORS headers at all
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    @field_validator("image_sizes", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         """IMAGE_SIZES=64,128,256 as an operator writes it, not as a JSON list."""
         if isinstance(value, str):
-            return [int(part) for part in value.split(",") if part.strip()]
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, origins: list[str]) -> list[str]:
+        """Each an origin as a browser sends it (scheme://host[:port]); a wildcard or a
+        path is refused at start-up rather than silently matching nothing (or everything)."""
+        exact = [origin.rstrip("/") for origin in origins]
+        for origin in exact:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"CORS_ORIGINS: {origin!r} is not an exact origin such as "
+                                 "https://app.example.com or http://localhost:3000")
+        return exact
 
     retention_preview: Retention = None
     retention_replay: Retention = None
@@ -133,6 +154,9 @@ class Settings(BaseSettings):
     events_heartbeat_seconds: float = 15.0
     events_poll_seconds: float = 0.25
     """SQLite only: how often the one poller per process looks for new events."""
+    events_stream_max_seconds: float | None = Field(default=None, gt=0)
+    """An SSE stream ends after this long (unset: never); clients resume with Last-Event-ID,
+    EventSource by itself, so long streams move between replicas as they restart."""
     webhooks_enabled: bool = True
     webhook_allow_http: bool = False
     webhook_allow_private: bool = False

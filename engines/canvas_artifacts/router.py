@@ -49,6 +49,9 @@ Rt = Annotated[Runtime, Depends(get_runtime)]
 Reader = Annotated[Caller, Depends(reader)]
 Writer = Annotated[Caller, Depends(writer)]
 Admin = Annotated[Caller, Depends(admin)]
+Limit = Annotated[int, Query(ge=1, le=200)]
+PageCursor = Annotated[str | None, Query(max_length=256)]
+CanvasIdQuery = Annotated[str | None, Query(pattern=SAFE_ID_PATTERN, max_length=128)]
 
 # ---- lean paths (engines/common/lean.py): plainly valid requests of the hot routes ----
 _CANVAS_ID_RE = re.compile(SAFE_ID_PATTERN)
@@ -221,8 +224,7 @@ async def create_audit(request: Request, canvas_id: CanvasId, rev: Rev, rt: Rt,
 def list_artifacts(canvas_id: CanvasId, rt: Rt, caller: Reader,
                    kind: ArtifactKindName | None = None,
                    rev: Annotated[int | None, Query(ge=0, le=2**53)] = None,
-                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                   cursor: Annotated[str | None, Query(max_length=256)] = None) -> Response:
+                   limit: Limit = 50, cursor: PageCursor = None) -> Response:
     page = service.list_artifacts(rt, caller.ctx, canvas_id, kind=kind, rev=rev, limit=limit,
                                   cursor=cursor)
     return OrjsonResponse(page.model_dump(mode="json"))

@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
@@ -86,6 +86,7 @@ from engines.storage.uris import check_uri_in_scope
 
 log = logging.getLogger("engines.canvas_artifacts")
 
+T = TypeVar("T")
 MEDIA_KIND = {"preview": "canvas_preview", "replay": "canvas_replay", "audit": "canvas_audit"}
 
 
@@ -431,9 +432,14 @@ def list_artifacts(rt: Runtime, ctx: RequestContext, canvas_id: str, *, kind: st
     with rt.engine.connect() as conn:
         rows = repo.list_records(conn, ctx.tenant_id, ctx.env, canvas_id, kind=kind, rev=rev,
                                  before_id=before, limit=limit + 1)
-    more = len(rows) > limit
+    items, next_cursor = cut_page(rows, limit, lambda record: record.id)
+    return ArtifactList(items=items, next_cursor=next_cursor)
+
+
+def cut_page(rows: list[T], limit: int, key: Callable[[T], str]) -> tuple[list[T], str | None]:
+    """Rows read with `limit + 1`: the page, and the cursor of the next one (None: last)."""
     items = rows[:limit]
-    return ArtifactList(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+    return items, encode_cursor(key(items[-1])) if len(rows) > limit else None
 
 
 @retry_on_disconnect

@@ -1,6 +1,7 @@
 """SSE routes: a canvas's artifact events, or every canvas of the caller's (tenant, env).
 
-Auth and routing headers are those of every read (viewers may subscribe).
+Auth and routing headers are those of every read (viewers may subscribe), or
+an SSE ticket in `?ticket=` for browsers' EventSource (engines/events/tickets.py).
 Each message is `id: <seq>`, `event: <type>`, `data: <event JSON>`; a
 comment line is sent when nothing happened for EVENTS_HEARTBEAT_SECONDS so
 proxies keep the connection open and clients notice a dead one.
@@ -19,7 +20,9 @@ from engines.common.errors import AUTHENTICATED_ERRORS, Unprocessable, error_res
 from engines.common.openapi import AuthenticatedRoute
 from engines.events.feed import EVENT_NAMES, FeedEvent
 from engines.events.hub import EventHub
-from engines.identity.auth import Caller, reader
+from engines.events.lifetime import bounded
+from engines.events.tickets import TICKET_PARAMETER, stream_reader
+from engines.identity.auth import Caller
 
 router = APIRouter(tags=["events"], route_class=AuthenticatedRoute)
 
@@ -31,7 +34,7 @@ _MESSAGE = {"type": "object", "description": "one SSE message (comments are hear
 _RESPONSES = {**error_responses(*AUTHENTICATED_ERRORS),
               200: {"description": "an endless `text/event-stream` of artifact events",
                     "content": {"text/event-stream": {"schema": _MESSAGE}}}}
-Reader = Annotated[Caller, Depends(reader)]
+Reader = Annotated[Caller, Depends(stream_reader)]
 After = Annotated[int | None, Query(ge=0, le=2**63 - 1,
                                     description="resume after this seq (as Last-Event-ID)")]
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
@@ -62,7 +65,8 @@ async def _stream(hub: EventHub, caller: Caller, canvas_id: str | None,
                   after: int | None) -> AsyncIterator[bytes]:
     async with hub.subscription((caller.ctx.tenant_id, caller.ctx.env), canvas_id) as sub:
         yield b": connected\n\n"
-        async for event in hub.follow(sub, after):
+        async for event in bounded(hub.follow(sub, after),
+                                   hub.settings.events_stream_max_seconds):
             yield sse_message(event)
 
 
@@ -75,7 +79,7 @@ def _response(request: Request, caller: Caller, canvas_id: str | None, after: in
 
 
 @router.get("/canvas/{canvas_id}/artifacts/events", responses=_RESPONSES,
-            response_class=StreamingResponse)
+            response_class=StreamingResponse, openapi_extra=TICKET_PARAMETER)
 async def canvas_events(request: Request, canvas_id: CanvasId, caller: Reader,
                         after: After = None,
                         last_event_id: LastEventId = None) -> StreamingResponse:
@@ -83,7 +87,8 @@ async def canvas_events(request: Request, canvas_id: CanvasId, caller: Reader,
     return _response(request, caller, canvas_id, after, last_event_id)
 
 
-@router.get("/artifacts/events", responses=_RESPONSES, response_class=StreamingResponse)
+@router.get("/artifacts/events", responses=_RESPONSES, response_class=StreamingResponse,
+            openapi_extra=TICKET_PARAMETER)
 async def tenant_events(request: Request, caller: Reader, after: After = None,
                         last_event_id: LastEventId = None) -> StreamingResponse:
     """Every canvas's artifact events in the caller's (tenant, env), live; resumable."""
