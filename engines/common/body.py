@@ -104,7 +104,6 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return await Request(request.scope, limited_receive(request, limit)).body()
 
 
-@contextlib.asynccontextmanager
 async def read_small_json(request: Request, model: type[M], limit: int) -> M:
     """An optional small JSON body as `model`: empty means the model's defaults; over
     `limit` bytes 413, not JSON 415, invalid 422 naming the first problem."""
@@ -118,6 +117,7 @@ async def read_small_json(request: Request, model: type[M], limit: int) -> M:
         raise Unprocessable(first_error_message(exc), code="request.invalid") from exc
 
 
+@contextlib.asynccontextmanager
 async def read_upload(request: Request, limit: int, *, code: str) -> AsyncIterator[UploadFile]:
     """The multipart field `file`, parsed under the body limit (422 `code` if absent).
 
