@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     max_preview_bytes: int = 25 * MIB
     max_replay_bytes: int = 50 * MIB
     max_audit_bytes: int = 5 * MIB
+    # an import's tar (POST .../artifacts/import), spooled to a temporary file as it arrives
+    max_import_bytes: int = 2048 * MIB
     body_idle_timeout: float = 30.0
     # request heads and connections, enforced by engines.server's uvicorn protocol
     max_header_bytes: int = Field(default=64 * 1024, gt=0)

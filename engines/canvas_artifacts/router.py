@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
-from engines.canvas_artifacts import export, lifecycle, service
+from engines.canvas_artifacts import export, import_archive, lifecycle, service
 from engines.canvas_artifacts.models import (
     ArtifactKindName,
     ArtifactList,
@@ -251,6 +251,19 @@ def export_artifacts(canvas_id: CanvasId, rt: Rt, caller: Reader,
         export.stream_export(rt, caller.ctx, canvas_id, kind), media_type="application/x-tar",
         headers={"Content-Disposition": f'attachment; filename="{canvas_id}-artifacts.tar"',
                  "X-Content-Type-Options": "nosniff"})
+
+
+@router.post("/import", response_model=import_archive.ImportReport,
+             responses={**_CREATE_RESPONSES, **error_responses(413, 415)},
+             openapi_extra=request_body({"application/x-tar": _BYTES}, required=True))
+async def import_artifacts(request: Request, canvas_id: CanvasId, rt: Rt,
+                           caller: Admin) -> Response:
+    """Restore an export (the tar `GET .../export` answers) into this canvas of the
+    caller's tenant/env (admin or owner). Records, ids and bytes are kept; an id already
+    in use is a 409 for that artifact, a payload that does not match its record a 422 for
+    it, and the rest goes on; an archive that is not an export is a 422, nothing written."""
+    report = await import_archive.import_upload(rt, caller, request, canvas_id)
+    return OrjsonResponse(report.model_dump(mode="json"))
 
 
 @router.get("/latest", response_model=ArtifactRecord, responses=_RESPONSES)

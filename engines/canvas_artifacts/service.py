@@ -121,15 +121,20 @@ def record_lineage(record: ArtifactRecord) -> dict[str, Any]:
     }
 
 
-def _metadata_writer(rt: Runtime, record: ArtifactRecord,
-                     replay_index: dict[str, Any] | None) -> Callable[[Connection], None]:
-    """Step (2): every record of the artifact, written on the caller's transaction."""
-    lineage = record_lineage(record)
+def metadata_writer(rt: Runtime, record: ArtifactRecord, replay_index: dict[str, Any] | None,
+                    *, how: str = "created",
+                    provenance: dict[str, Any] | None = None) -> Callable[[Connection], None]:
+    """Step (2): every record of the artifact, written on the caller's transaction.
+
+    `how` ends the event type (`canvas.preview.created`, `.imported`) and
+    `provenance` is added to the lineage: where an imported artifact came from.
+    """
+    lineage = {**record_lineage(record), **(provenance or {})}
     document = NexusDocument(id=new_id("nxd"), tenant_id=record.tenant_id, env=record.env,
                              kind=NexusKind(MEDIA_KIND[record.kind]), subject_id=record.id,
                              lineage=lineage, created_at=record.created_at)
     event = DatasetEvent(id=new_id("dse"), tenant_id=record.tenant_id, env=record.env,
-                         event_type=f"canvas.{record.kind}.created", subject_id=record.id,
+                         event_type=f"canvas.{record.kind}.{how}", subject_id=record.id,
                          document_id=document.id, lineage=lineage, created_at=record.created_at)
     derived = DerivedArtifact(
         id=record.media_artifact_id, parent_asset_id=record.media_asset_id,
@@ -175,7 +180,7 @@ async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, c
     try:
         replayed = await idempotency.write_once(
             rt.engine, claim, payload.body_sha256, 201, body,
-            _metadata_writer(rt, record, payload.replay_index),
+            metadata_writer(rt, record, payload.replay_index),
             lambda conn: row_exists(conn, repo.canvas_artifacts, record.id))
     except idempotency.OutcomeUnknown:
         raise  # the record may be committed: its blob stays, gc decides when it can read
@@ -323,6 +328,16 @@ async def _chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
             yield part[start:start + UPLOAD_CHUNK]
 
 
+async def store_replay(rt: Runtime, key: str, prepared: PreparedReplay) -> StoredBlob:
+    """Write a prepared replay's frames; the blob as the record describes it: the JSON a
+    client gets back (its size and sha256), not the frames it is stored as."""
+    size = sum(len(frame) for frame in prepared.frames)
+    stored, _ = await ingest(rt.store, _chunks(prepared.frames), limit=size,
+                             head_check=lambda _head: "application/json",
+                             key_for=lambda _mime: key, leases=rt.leases)
+    return replace(stored, size=prepared.json_size, sha256=prepared.json_sha256)
+
+
 async def create_replay(rt: Runtime, caller: Caller, request: Request,
                         canvas_id: str) -> Response:
     require_json(request)
@@ -331,13 +346,7 @@ async def create_replay(rt: Runtime, caller: Caller, request: Request,
     prepared = await run_in_threadpool(prepare_replay, raw, rt.settings)
     del raw  # the encoded parts are what is kept from here on
     artifact_id = new_id("art")
-    key = _json_key(caller, canvas_id, "replay", artifact_id)
-    size = sum(len(frame) for frame in prepared.frames)
-    stored, _ = await ingest(rt.store, _chunks(prepared.frames), limit=size,
-                             head_check=lambda _head: "application/json",
-                             key_for=lambda _mime: key, leases=rt.leases)
-    # the record describes the JSON a client gets back, not the frames it is stored as
-    blob = replace(stored, size=prepared.json_size, sha256=prepared.json_sha256)
+    blob = await store_replay(rt, _json_key(caller, canvas_id, "replay", artifact_id), prepared)
     payload = Payload(uri=blob.uri, mime_type="application/json", body_sha256=body_sha256,
                       blob=blob, meta=prepared.meta, replay_index=prepared.index)
     return await _counted(rt, caller, request, kind="replay", canvas_id=canvas_id,
