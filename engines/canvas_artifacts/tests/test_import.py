@@ -84,16 +84,20 @@ def erase(stack: Stack, tenant: str) -> None:
     assert row_counts(stack, tenant)["canvas_artifacts"] == 0
 
 
-def tar_of(manifest: list[dict[str, Any]], files: dict[str, bytes]) -> bytes:
-    """An archive as export lays it out, from (edited) parts."""
+def tar_members(members: list[tuple[str, bytes]]) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in [("manifest.jsonl", b"".join(orjson.dumps(line) + b"\n"
-                                                       for line in manifest)), *files.items()]:
+        for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
+
+
+def tar_of(manifest: list[dict[str, Any]], files: dict[str, bytes]) -> bytes:
+    """An archive as export lays it out, from (edited) parts."""
+    lines = b"".join(orjson.dumps(line) + b"\n" for line in manifest)
+    return tar_members([("manifest.jsonl", lines), *files.items()])
 
 
 def test_export_purge_import_gives_back_identical_records_and_bytes(stack: Stack) -> None:
@@ -189,29 +193,12 @@ def test_a_tampered_payload_fails_that_artifact_only(stack: Stack) -> None:
     assert not any(record_id in key for key in blob_keys(stack) for record_id in failed)
 
 
-def _raw_manifest(data: bytes) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:") as tar:
-        info = tarfile.TarInfo("manifest.jsonl")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
-def _manifest_second() -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:") as tar:
-        for name, data in (("preview/a.png", b"x"), ("manifest.jsonl", b"")):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
 @pytest.mark.parametrize("archive", [
-    b"", b"not a tar at all" * 100, _manifest_second(), _raw_manifest(b"{not json\n"),
+    b"", b"not a tar at all" * 100,
+    tar_members([("preview/a.png", b"x"), ("manifest.jsonl", b"")]),
+    tar_members([("manifest.jsonl", b"{not json\n")]),
     tar_of([{"nope": 1}], {}), tar_of([{"record": {"id": "art_1"}}], {}),
-    _raw_manifest(b'{"record": {}}\n'),
+    tar_members([("manifest.jsonl", b'{"record": {}}\n')]),
 ], ids=["empty", "garbage", "manifest-not-first", "not-json", "no-record", "invalid-record",
         "empty-record"])
 def test_an_archive_that_is_not_an_export_is_422_and_writes_nothing(
