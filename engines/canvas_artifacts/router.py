@@ -255,7 +255,8 @@ def export_artifacts(canvas_id: CanvasId, rt: Rt, caller: Reader,
 
 @router.post("/import", response_model=import_archive.ImportReport,
              responses={**_CREATE_RESPONSES, **error_responses(413, 415)},
-             openapi_extra=request_body({"application/x-tar": _BYTES}, required=True))
+             # the tar as bytes (application/x-tar is accepted too): what generators can send
+             openapi_extra=request_body({_OCTETS: _BYTES}, required=True))
 async def import_artifacts(request: Request, canvas_id: CanvasId, rt: Rt,
                            caller: Admin) -> Response:
     """Restore an export (the tar `GET .../export` answers) into this canvas of the
