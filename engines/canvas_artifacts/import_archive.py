@@ -45,7 +45,7 @@ from starlette.concurrency import run_in_threadpool
 
 from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts.export import SPOOL_BYTES, extension
-from engines.canvas_artifacts.models import ArtifactRecord, AuditReport
+from engines.canvas_artifacts.models import MAX_INT, ArtifactRecord, AuditReport
 from engines.canvas_artifacts.service import (
     canvas_asset_id,
     metadata_writer,
@@ -174,6 +174,8 @@ def _entry(number: int, line: dict[str, Any], members: dict[str, tarfile.TarInfo
     if not all(is_safe_id(value) for value in (record.id, record.canvas_id,
                                                record.media_artifact_id)):
         raise _malformed(f"manifest line {number}: an id is not a safe identifier")
+    if not 0 <= record.rev <= MAX_INT:
+        raise _malformed(f"manifest line {number}: rev is out of range")
     if record.sha256 is None:  # a render-ref: a URI only, no payload in the archive
         return Entry(record, None)
     path = line.get("path")
