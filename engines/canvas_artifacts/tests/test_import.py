@@ -211,14 +211,18 @@ def test_an_archive_that_is_not_an_export_is_422_and_writes_nothing(
     assert set(row_counts(stack, tenant).values()) == {0}
 
 
-def test_a_record_with_an_unsafe_id_makes_the_whole_archive_malformed(stack: Stack) -> None:
+def test_one_unsafe_record_makes_the_whole_archive_malformed(stack: Stack) -> None:
     tenant, canvas = new_tenant(), new_canvas()
     populate(stack, tenant, canvas)
     manifest, files, _ = unpack(export(stack, canvas, tenant=tenant))
     erase(stack, tenant)
-    manifest[-1]["record"]["canvas_id"] = "../../etc"
-    assert_error(post_import(stack, canvas, tar_of(manifest, files), tenant=tenant), 422,
-                 "import.malformed")
+    for field, value in (("canvas_id", "../../etc"), ("rev", 2**60), ("id", "a/b")):
+        edited = [*manifest[:-1], {**manifest[-1],
+                                   "record": {**manifest[-1]["record"], field: value}}]
+        assert_error(post_import(stack, canvas, tar_of(edited, files), tenant=tenant), 422,
+                     "import.malformed")
+    twice = tar_of([*manifest, manifest[0]], files)
+    assert_error(post_import(stack, canvas, twice, tenant=tenant), 422, "import.malformed")
     assert set(row_counts(stack, tenant).values()) == {0}
 
 
