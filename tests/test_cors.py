@@ -11,7 +11,8 @@ from engines.config import Settings
 ORIGIN = "http://localhost:3000"
 WRITE_HEADERS = ("authorization", "x-tenant-id", "x-env", "x-project-id", "x-workspace-id",
                  "x-surface-id", "x-app-id", "x-request-id", "x-correlation-id",
-                 "idempotency-key", "content-type")
+                 "idempotency-key", "content-type", "x-mode", "last-event-id", "range",
+                 "if-none-match")
 
 
 def preflight(stack: Stack, path: str, method: str = "POST", origin: str = ORIGIN,

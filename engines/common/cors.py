@@ -22,7 +22,8 @@ from engines.config import Settings
 
 METHODS = ("GET", "HEAD", "POST", "DELETE", "OPTIONS")
 REQUEST_HEADERS = ("Authorization", "Content-Type", "Range", "If-Range", "If-None-Match",
-                   "Last-Event-ID")
+                   "Last-Event-ID", "X-Mode")
+"""Sent by browsers or clients beside the declared ones (X-Mode: the tenancy mode header)."""
 EXPOSED_HEADERS = ("ETag", "X-Request-Id", "X-Correlation-Id", "Content-Length",
                    "Content-Range", "Accept-Ranges", "Content-Disposition", "Retry-After",
                    "Idempotent-Replayed", "Location", "WWW-Authenticate")
@@ -32,7 +33,7 @@ PREFLIGHT_MAX_AGE = 600
 
 def allowed_headers() -> list[str]:
     declared = [header["name"] for header in (*ROUTING_HEADERS, IDEMPOTENCY_HEADER)]
-    return [*REQUEST_HEADERS, *declared]
+    return list({name.lower(): name for name in (*REQUEST_HEADERS, *declared)}.values())
 
 
 def install_cors(app: FastAPI, settings: Settings) -> None:
