@@ -9,16 +9,18 @@ from starlette.responses import Response
 
 from engines.auth.routing import TraceHeadersMiddleware
 from engines.auth.tokens import TokenVerifier
-from engines.canvas_artifacts import signed_router
+from engines.canvas_artifacts import scope_router, signed_router
 from engines.canvas_artifacts.router import router as canvas_router
 from engines.config import Settings, get_settings
 from engines.db.engine import build_engine
+from engines.events import tickets
 from engines.events.background import events_lifespan
 from engines.events.hub import EventHub
 from engines.events.sse import router as events_router
 from engines.events.stream_slots import StreamSlots
 from engines.events.webhooks.routes import router as webhooks_router
 from engines.http.body import BodyIdleTimeoutMiddleware
+from engines.http.cors import install_cors
 from engines.http.docs import install_docs
 from engines.http.errors import install_error_handlers
 from engines.http.fair_share import ProcessSlots
@@ -63,9 +65,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(HeadAsGetMiddleware)
     install_error_handlers(app)
     app.include_router(events_router)  # before /canvas/{id}/artifacts/{artifact_id}
+    app.include_router(tickets.router)
     app.include_router(webhooks_router)
     app.include_router(lifecycle_router)  # before /canvas/{id}/artifacts/{artifact_id}
     app.include_router(canvas_router)
+    app.include_router(scope_router.router)
     app.include_router(media_router)
     app.include_router(signed_router.authenticated)
     app.include_router(signed_router.public)
@@ -92,6 +96,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return await readiness.respond()
 
     install_observability(app, runtime)
+    install_cors(app, settings)
     return app
 
 

@@ -1,4 +1,5 @@
-"""The `engines` command: serve, token, migrate, doctor, gc, retention, purge, worker."""
+"""The `engines` command: serve, token, migrate, doctor, gc, retention, purge, import,
+worker, artifacts, quota."""
 
 from __future__ import annotations
 
@@ -304,6 +305,48 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    import asyncio
+    import uuid
+
+    from engines.app import build_runtime
+    from engines.http.errors import ApiError
+    from engines.lifecycle.delete import SYSTEM_ACTOR
+    from engines.lifecycle.import_archive import Target, import_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"engines import: no such file: {path}", file=sys.stderr)
+        return 2
+    runtime = build_runtime(_settings())
+    request_id = f"cli_import_{uuid.uuid4().hex}"
+    target = Target(tenant_id=args.tenant, env=args.env, canvas_id=args.canvas,
+                    actor_id=SYSTEM_ACTOR, request_id=request_id, correlation_id=request_id,
+                    source=str(path.resolve()))
+    try:
+        report = asyncio.run(import_file(runtime, path, target))
+    except ApiError as exc:
+        print(f"engines import: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        runtime.engine.dispose()
+    print(json.dumps(report.model_dump(mode="json"), indent=2))
+    if report.conflicts or report.failed:
+        print(f"import: {report.imported} imported, {len(report.conflicts)} conflicts, "
+              f"{len(report.failed)} failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def canvas_arg(text: str) -> str:
+    """--canvas: a canvas id, as the routes accept it."""
+    from engines.http.params import is_safe_id
+
+    if len(text) > 128 or not is_safe_id(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a canvas id (A-Z, a-z, 0-9, _ . -)")
+    return text
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -385,6 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--env", type=env_arg, help="one env; default: every env")
     pg.add_argument("--apply", action="store_true", help="remove; default is a dry run")
     pg.set_defaults(func=cmd_purge)
+    imp = sub.add_parser("import", help="restore an export (the tar GET .../export answers) "
+                                        "into a tenant/env")
+    imp.add_argument("file", help="the tar file")
+    imp.add_argument("--tenant", required=True, type=tenant_arg)
+    imp.add_argument("--env", required=True, type=env_arg)
+    imp.add_argument("--canvas", type=canvas_arg,
+                     help="put every artifact in this canvas (default: each record's own)")
+    imp.set_defaults(func=cmd_import)
     sub.add_parser("worker", help="deliver webhooks (without serving HTTP)").set_defaults(
         func=cmd_worker)
     return parser

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import timedelta
 from functools import lru_cache
@@ -37,6 +38,10 @@ def _duration_or_none(value: Any) -> Any:
 
 
 Retention = Annotated[timedelta | None, BeforeValidator(_duration_or_none)]
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+"""scheme://host[:port], as a browser sends it in `Origin` (an IPv6 host in brackets)."""
+
+
 def default_home() -> Path:
     """Where the embedded default keeps its state when ENGINES_HOME is unset.
 
@@ -94,6 +99,8 @@ class Settings(BaseSettings):
     max_preview_bytes: int = 25 * MIB
     max_replay_bytes: int = 50 * MIB
     max_audit_bytes: int = 5 * MIB
+    # an import's tar (POST .../artifacts/import), spooled to a temporary file as it arrives
+    max_import_bytes: int = 2048 * MIB
     body_idle_timeout: float = 30.0
     # request heads and connections, enforced by engines.server's uvicorn protocol
     max_header_bytes: int = Field(default=64 * 1024, gt=0)
@@ -122,6 +129,10 @@ class Settings(BaseSettings):
                                Field(min_length=1)] = [50, 75, 90]
     max_image_pixels: int = 50_000_000
 
+    # browsers on other origins (docs/browser.md): exact origins such as
+    # https://app.example.com; empty (the default) sends no CORS headers at all
+    cors_origins: Annotated[list[str], NoDecode] = []
+
     @field_validator("database_url")
     @classmethod
     def _postgres_scheme(cls, value: str) -> str:
@@ -130,12 +141,12 @@ class Settings(BaseSettings):
         scheme, sep, rest = value.partition("://")
         return f"postgresql+psycopg://{rest}" if sep and scheme == "postgres" else value
 
-    @field_validator("image_sizes", "image_qualities", mode="before")
+    @field_validator("image_sizes", "image_qualities", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         """IMAGE_SIZES=64,128,256 as an operator writes it, not as a JSON list."""
         if isinstance(value, str):
-            return [int(part) for part in value.split(",") if part.strip()]
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("allowed_hosts", mode="before")
@@ -147,6 +158,17 @@ class Settings(BaseSettings):
         if isinstance(value, list):
             return [_host_name(str(part)) for part in value if str(part).strip()]
         return value
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, origins: list[str]) -> list[str]:
+        """Each an origin as a browser sends it (scheme://host[:port]); a wildcard or a
+        path is refused at start-up rather than silently matching nothing (or everything)."""
+        exact = [origin.rstrip("/") for origin in origins]
+        for origin in exact:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"CORS_ORIGINS: {origin!r} is not an exact origin such as "
+                                 "https://app.example.com or http://localhost:3000")
+        return exact
 
     retention_preview: Retention = None
     retention_replay: Retention = None
@@ -176,6 +198,9 @@ class Settings(BaseSettings):
     """Open SSE streams per process; below MAX_CONNECTIONS, so requests always find a slot."""
     export_concurrency: int = Field(default=2, gt=0)
     """Exports one process streams at once."""
+    events_stream_max_seconds: float | None = Field(default=None, gt=0)
+    """An SSE stream ends after this long (unset: never); clients resume with Last-Event-ID,
+    EventSource by itself, so long streams move between replicas as they restart."""
     webhooks_enabled: bool = True
     webhook_allow_http: bool = False
     webhook_allow_private: bool = False

@@ -1,4 +1,5 @@
-"""Previews in a real browser: headless Chromium shows thumbnails through signed URLs.
+"""Previews in a real browser: headless Chromium shows thumbnails through signed URLs,
+and a front end on another origin uses the API through CORS and SSE tickets.
 
 A real `engines serve` holds a PNG, a JPEG with an EXIF rotation and a WebP.
 An HTML page (a file:// page, as a front end on another origin would be)
@@ -13,7 +14,13 @@ installs them with apt when missing; outside CI the test skips without them.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import functools
 import html
+import http.server
+import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,12 +67,17 @@ def browser() -> Iterator[Any]:
         driver.quit()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def _serve(tmp_path: Path, **extra: str) -> contextlib.AbstractContextManager[Server]:
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'engines.db'}",
            "MEDIA_LOCAL_ROOT": str(tmp_path / "media"), "AUTH_JWT_SIGNING": SIGNING_KEY,
-           "URL_SIGNING_KEY": URL_KEY, "RAW_BUCKET": "", "ALLOWED_HOSTS": "127.0.0.1"}
-    with running_server(env, tmp_path) as srv:
+           "URL_SIGNING_KEY": URL_KEY, "RAW_BUCKET": "", "ALLOWED_HOSTS": "127.0.0.1",
+           **extra}
+    return running_server(env, tmp_path)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with _serve(tmp_path) as srv:
         yield srv
 
 
@@ -135,3 +147,120 @@ def test_thumbnails_through_signed_urls_in_headless_chromium(server, browser, tm
     for name in broken:
         assert loaded[name]["complete"], name
         assert loaded[name]["width"] == 0, (name, loaded[name])
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        """The page server's access log would only clutter the test output."""
+
+
+@contextlib.contextmanager
+def page_server(directory: Path) -> Iterator[str]:
+    """A second loopback HTTP server: the front end's own origin."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+FRONT_END = """<!doctype html><html><body><img id="shown" alt="preview"><script>
+const API = %(api)s, HEADERS = %(headers)s, CANVAS = %(canvas)s, PNG = %(png)s;
+window.log = [];
+const note = entry => window.log.push({...entry, at: Date.now()});
+async function createAndShow() {
+  const body = Uint8Array.from(atob(PNG), c => c.charCodeAt(0));
+  const created = await fetch(`${API}/canvas/${CANVAS}/artifacts/preview?rev=1`, {
+    method: "POST", body, headers: {...HEADERS, "Content-Type": "image/png",
+    "Idempotency-Key": "browser-1", "X-Request-Id": "req_browser_1", "X-Workspace-Id": "w_1",
+    "X-Surface-Id": "s_1", "X-App-Id": "a_1", "X-Correlation-Id": "corr_1"}});
+  const record = await created.json();
+  const content = await fetch(`${API}/canvas/${CANVAS}/artifacts/${record.id}/content`,
+                              {headers: HEADERS});
+  const img = document.getElementById("shown");
+  const blob = await content.blob();
+  await new Promise((resolve, reject) => {
+    img.onload = resolve; img.onerror = reject; img.src = URL.createObjectURL(blob); });
+  return {status: created.status, id: record.id, requestId: created.headers.get("X-Request-Id"),
+          contentStatus: content.status, etag: content.headers.get("ETag"),
+          width: img.naturalWidth, height: img.naturalHeight};
+}
+async function openStream() {
+  const issued = await fetch(`${API}/events/tickets`, {method: "POST",
+    headers: {...HEADERS, "Content-Type": "application/json"},
+    body: JSON.stringify({canvas_id: CANVAS, ttl_seconds: 300})});
+  const ticket = await issued.json();
+  const source = new EventSource(API + ticket.url);
+  source.onopen = () => note({type: "open"});
+  source.onerror = () => note({type: "error", state: source.readyState});
+  source.addEventListener("artifact_written", e => note({type: "artifact_written",
+    id: e.lastEventId, artifact: JSON.parse(e.data).data.artifact_id}));
+  await new Promise(resolve => {
+    const check = () => window.log.some(e => e.type === "open") ? resolve()
+                                                                : setTimeout(check, 20);
+    check(); });
+  return {status: issued.status, url: ticket.url};
+}
+</script></body></html>"""
+
+RUN = """const done = arguments[arguments.length - 1];
+%s().then(done, error => done({error: String(error)}));"""
+
+
+def _wait_for(browser: Any, found: Any, timeout: float = 20.0) -> list[dict[str, Any]]:
+    """The page's event log once `found(log)` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = browser.execute_script("return window.log")
+        if found(log):
+            return log
+        assert time.monotonic() < deadline, log
+        time.sleep(0.05)
+
+
+def test_a_front_end_on_another_origin_creates_shows_and_follows_previews(
+        browser, tmp_path):
+    """CORS_ORIGINS lets the page fetch() a create and the content (an <img> shows it);
+    an EventSource opened with an SSE ticket gets the event, and after the server ends
+    the stream (EVENTS_STREAM_MAX_SECONDS) it reconnects by itself with Last-Event-ID and
+    gets the event committed while it was away."""
+    canvas = new_canvas()
+    site = tmp_path / "site"
+    site.mkdir()
+    with page_server(site) as origin, \
+            _serve(tmp_path, CORS_ORIGINS=origin, EVENTS_STREAM_MAX_SECONDS="2") as api:
+        page = FRONT_END % {"api": json.dumps(api.url), "headers": json.dumps(_headers()),
+                            "canvas": json.dumps(canvas),
+                            "png": json.dumps(base64.b64encode(png(320, 200)).decode())}
+        (site / "index.html").write_text(page)
+        browser.get(f"{origin}/index.html")
+
+        stream = browser.execute_async_script(RUN % "openStream")
+        assert stream == {"status": 200, "url": stream["url"]}, stream
+        shown = browser.execute_async_script(RUN % "createAndShow")
+        assert shown.get("error") is None, shown
+        assert (shown["status"], shown["contentStatus"]) == (201, 200)
+        assert (shown["width"], shown["height"]) == (320, 200)
+        assert shown["requestId"] == "req_browser_1" and shown["etag"], shown
+
+        first = _wait_for(browser, lambda log: any(
+            e["type"] == "artifact_written" for e in log))
+        [written] = [e for e in first if e["type"] == "artifact_written"]
+        assert written["artifact"] == shown["id"]
+        _wait_for(browser, lambda log: any(e["type"] == "error" for e in log))
+        with httpx.Client(base_url=api.url, headers=_headers(), timeout=30) as client:
+            later = _create(client, canvas, png(64, 64), "image/png")
+        committed_at = time.time() * 1000
+        log = _wait_for(browser, lambda log: any(
+            e["type"] == "artifact_written" and e["artifact"] == later["id"] for e in log))
+
+    events = [e for e in log if e["type"] == "artifact_written"]
+    assert [e["artifact"] for e in events] == [shown["id"], later["id"]], "once each, in order"
+    assert int(events[1]["id"]) == int(events[0]["id"]) + 1
+    opens = [e["at"] for e in log if e["type"] == "open"]
+    assert len(opens) >= 2 and opens[1] > committed_at, \
+        "the event was committed before the reconnect: only Last-Event-ID brings it"

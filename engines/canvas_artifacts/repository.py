@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -12,6 +13,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    func,
     insert,
     select,
 )
@@ -49,6 +51,9 @@ canvas_artifacts = Table(
     Index("ix_canvas_artifacts_latest", "tenant_id", "env", "canvas_id", "kind", "rev", "id"),
     Index("ix_canvas_artifacts_rev", "tenant_id", "env", "canvas_id", "rev", "id"),
     Index("ix_canvas_artifacts_uri", "uri"),
+    # listing across canvases (GET /artifacts), newest first, with or without a kind
+    Index("ix_canvas_artifacts_scope", "tenant_id", "env", "id"),
+    Index("ix_canvas_artifacts_scope_kind", "tenant_id", "env", "kind", "id"),
 )
 
 replay_indexes = Table(
@@ -117,19 +122,55 @@ def lock_live_record(conn: Connection, record: ArtifactRecord) -> bool:
         _c.deleted_at.is_(None)).with_for_update(read=True)).first() is not None
 
 
-def list_records(conn: Connection, tenant_id: str, env: str, canvas_id: str, *,
-                 kind: str | None, rev: int | None, before_id: str | None,
-                 limit: int) -> list[ArtifactRecord]:
-    query = _IN_CANVAS
+def list_records(conn: Connection, tenant_id: str, env: str, canvas_id: str | None, *,
+                 kind: str | None, rev: int | None, before_id: str | None, limit: int,
+                 created_after: datetime | None = None,
+                 created_before: datetime | None = None) -> list[ArtifactRecord]:
+    """Live records newest first: of one canvas, or (canvas_id None) of the whole
+    tenant/env; every filter narrows an index that starts with (tenant_id, env)."""
+    params: dict[str, Any] = {"tenant_id": tenant_id, "env": env}
+    query = _LIVE
+    if canvas_id is not None:
+        query, params["canvas_id"] = _IN_CANVAS, canvas_id
     if kind is not None:
         query = query.where(_c.kind == kind)
     if rev is not None:
         query = query.where(_c.rev == rev)
+    if created_after is not None:
+        query = query.where(_c.created_at > created_after)
+    if created_before is not None:
+        query = query.where(_c.created_at < created_before)
     if before_id is not None:
         query = query.where(_c.id < before_id)
-    rows = conn.execute(query.order_by(_c.id.desc()).limit(limit),
-                        {"tenant_id": tenant_id, "env": env, "canvas_id": canvas_id}).mappings()
+    rows = conn.execute(query.order_by(_c.id.desc()).limit(limit), params).mappings()
     return [_record(r) for r in rows]
+
+
+def canvas_ids(conn: Connection, tenant_id: str, env: str, *, after: str | None,
+               limit: int) -> list[str]:
+    """Canvas ids with a live artifact in the tenant/env, in id order, after a key."""
+    query = select(_c.canvas_id).distinct().where(
+        _c.tenant_id == tenant_id, _c.env == env, _c.deleted_at.is_(None))
+    if after is not None:
+        query = query.where(_c.canvas_id > after)
+    return list(conn.execute(query.order_by(_c.canvas_id).limit(limit)).scalars())
+
+
+def canvas_kinds(conn: Connection, tenant_id: str, env: str,
+                 canvases: list[str]) -> list[tuple[str, str, int, str]]:
+    """(canvas_id, kind, live count, latest id) per kind present on each canvas; latest
+    as `latest_record` has it: highest rev, then newest."""
+    if not canvases:
+        return []
+    window = {"partition_by": (_c.canvas_id, _c.kind)}
+    ranked = select(
+        _c.canvas_id, _c.kind, _c.id, func.count().over(**window).label("count"),
+        func.row_number().over(**window, order_by=(_c.rev.desc(), _c.id.desc())).label("rank"),
+    ).where(_c.tenant_id == tenant_id, _c.env == env, _c.deleted_at.is_(None),
+            _c.canvas_id.in_(canvases)).subquery()
+    rows = conn.execute(select(ranked.c.canvas_id, ranked.c.kind, ranked.c["count"],
+                               ranked.c.id).where(ranked.c.rank == 1))
+    return [(row[0], row[1], row[2], row[3]) for row in rows]
 
 
 def latest_record(conn: Connection, tenant_id: str, env: str, canvas_id: str,

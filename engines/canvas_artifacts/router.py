@@ -30,7 +30,15 @@ from engines.http.openapi import (
     body_schema,
     request_body,
 )
-from engines.http.params import MAX_ID_LENGTH, SAFE_ID_PATTERN, ArtifactId, CanvasId, Rev
+from engines.http.params import (
+    MAX_ID_LENGTH,
+    SAFE_ID_PATTERN,
+    ArtifactId,
+    CanvasId,
+    Limit,
+    PageCursor,
+    Rev,
+)
 from engines.http.sniff import MAGIC
 from engines.runtime import Rt, get_runtime
 
@@ -208,8 +216,7 @@ async def create_audit(request: Request, canvas_id: CanvasId, rev: Rev, rt: Rt,
 def list_artifacts(canvas_id: CanvasId, rt: Rt, caller: Reader,
                    kind: ArtifactKindName | None = None,
                    rev: Annotated[int | None, Query(ge=0, le=2**53)] = None,
-                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                   cursor: Annotated[str | None, Query(max_length=256)] = None) -> Response:
+                   limit: Limit = 50, cursor: PageCursor = None) -> Response:
     page = service.list_artifacts(rt, caller.ctx, canvas_id, kind=kind, rev=rev, limit=limit,
                                   cursor=cursor)
     return OrjsonResponse(page.model_dump(mode="json"))

@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
@@ -87,6 +87,7 @@ from engines.storage.uris import check_uri_in_scope
 
 log = logging.getLogger("engines.canvas_artifacts")
 
+T = TypeVar("T")
 MEDIA_KIND = {"preview": "canvas_preview", "replay": "canvas_replay", "audit": "canvas_audit"}
 
 
@@ -121,16 +122,21 @@ def record_lineage(record: ArtifactRecord) -> dict[str, Any]:
     }
 
 
-def _metadata_writer(rt: Runtime, record: ArtifactRecord, replay_index: dict[str, Any] | None,
-                     *, with_asset: bool) -> Callable[[Connection], None]:
+def metadata_writer(rt: Runtime, record: ArtifactRecord, replay_index: dict[str, Any] | None,
+                    *, with_asset: bool = True, how: str = "created",
+                    provenance: dict[str, Any] | None = None) -> Callable[[Connection], None]:
     """Step (2): every record of the artifact, written on the caller's transaction
-    (the canvas asset's insert-if-absent only `with_asset`)."""
-    lineage = record_lineage(record)
+    (the canvas asset's insert-if-absent only `with_asset`).
+
+    `how` ends the event type (`canvas.preview.created`, `.imported`) and
+    `provenance` is added to the lineage: where an imported artifact came from.
+    """
+    lineage = {**record_lineage(record), **(provenance or {})}
     document = NexusDocument(id=new_id("nxd"), tenant_id=record.tenant_id, env=record.env,
                              kind=NexusKind(MEDIA_KIND[record.kind]), subject_id=record.id,
                              lineage=lineage, created_at=record.created_at)
     event = DatasetEvent(id=new_id("dse"), tenant_id=record.tenant_id, env=record.env,
-                         event_type=f"canvas.{record.kind}.created", subject_id=record.id,
+                         event_type=f"canvas.{record.kind}.{how}", subject_id=record.id,
                          document_id=document.id, lineage=lineage, created_at=record.created_at)
     derived = DerivedArtifact(
         id=record.media_artifact_id, parent_asset_id=record.media_asset_id,
@@ -211,7 +217,7 @@ async def _write_metadata(rt: Runtime, claim: idempotency.IdempotencyClaim | Non
     def attempt(with_asset: bool) -> Awaitable[Response | None]:
         return idempotency.write_once(
             rt.engine, claim, payload.body_sha256, 201, body,
-            _metadata_writer(rt, record, payload.replay_index, with_asset=with_asset),
+            metadata_writer(rt, record, payload.replay_index, with_asset=with_asset),
             lambda conn: row_exists(conn, repo.canvas_artifacts, record.id))
 
     try:
@@ -342,6 +348,16 @@ async def _chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
             yield part[start:start + UPLOAD_CHUNK]
 
 
+async def store_replay(rt: Runtime, key: str, prepared: PreparedReplay) -> StoredBlob:
+    """Write a prepared replay's frames; the blob as the record describes it: the JSON a
+    client gets back (its size and sha256), not the frames it is stored as."""
+    size = sum(len(frame) for frame in prepared.frames)
+    stored, _ = await ingest(rt.store, _chunks(prepared.frames), limit=size,
+                             head_check=lambda _head: "application/json",
+                             key_for=lambda _mime: key, leases=rt.leases)
+    return replace(stored, size=prepared.json_size, sha256=prepared.json_sha256)
+
+
 async def create_replay(rt: Runtime, caller: Caller, request: Request,
                         canvas_id: str) -> Response:
     require_json(request)
@@ -350,13 +366,7 @@ async def create_replay(rt: Runtime, caller: Caller, request: Request,
     prepared = await run_in_threadpool(prepare_replay, raw, rt.settings)
     del raw  # the encoded parts are what is kept from here on
     artifact_id = new_id("art")
-    key = _json_key(caller, canvas_id, "replay", artifact_id)
-    size = sum(len(frame) for frame in prepared.frames)
-    stored, _ = await ingest(rt.store, _chunks(prepared.frames), limit=size,
-                             head_check=lambda _head: "application/json",
-                             key_for=lambda _mime: key, leases=rt.leases)
-    # the record describes the JSON a client gets back, not the frames it is stored as
-    blob = replace(stored, size=prepared.json_size, sha256=prepared.json_sha256)
+    blob = await store_replay(rt, _json_key(caller, canvas_id, "replay", artifact_id), prepared)
     payload = Payload(uri=blob.uri, mime_type="application/json", body_sha256=body_sha256,
                       blob=blob, meta=prepared.meta, replay_index=prepared.index)
     return await _counted(rt, caller, request, kind="replay", canvas_id=canvas_id,
@@ -466,9 +476,14 @@ def list_artifacts(rt: Runtime, ctx: RequestContext, canvas_id: str, *, kind: st
     with rt.engine.connect() as conn:
         rows = repo.list_records(conn, ctx.tenant_id, ctx.env, canvas_id, kind=kind, rev=rev,
                                  before_id=before, limit=limit + 1)
-    more = len(rows) > limit
+    items, next_cursor = cut_page(rows, limit, lambda record: record.id)
+    return ArtifactList(items=items, next_cursor=next_cursor)
+
+
+def cut_page(rows: list[T], limit: int, key: Callable[[T], str]) -> tuple[list[T], str | None]:
+    """Rows read with `limit + 1`: the page, and the cursor of the next one (None: last)."""
     items = rows[:limit]
-    return ArtifactList(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+    return items, encode_cursor(key(items[-1])) if len(rows) > limit else None
 
 
 @retry_on_disconnect

@@ -14,32 +14,27 @@ that one artifact and variant until `exp`, and nothing else.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import re
 import time
 from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
-import orjson
 from fastapi import Request
 from pydantic import BaseModel, Field, ValidationError
 
+from engines.auth.mac import mac
 from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.canvas_artifacts.variants import VariantQuery, check_request
 from engines.config import Settings
 from engines.db.engine import retry_on_disconnect
-from engines.http.body import read_limited, require_json
+from engines.http.body import read_small_json
 from engines.http.errors import (
     BadRequest,
     Forbidden,
     NotFound,
-    Unprocessable,
-    first_error_message,
 )
-from engines.http.jsonutil import parse_json
 from engines.runtime import Runtime
 
 MAX_TTL_SECONDS = 86_400
@@ -64,11 +59,8 @@ class SignedUrl(BaseModel):
 
 def _signature(key: bytes, tenant_id: str, env: str, canvas_id: str, artifact_id: str,
                params: dict[str, str], exp: str) -> str:
-    fields = ["engines-signed-url-v1", tenant_id, env, canvas_id, artifact_id,
-              *(params.get(name) for name in VARIANT_PARAMS), exp]
-    message = orjson.dumps(fields)  # a JSON array: no way to shift text between fields
-    digest = hmac.new(key, message, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    return mac(key, ["engines-signed-url-v1", tenant_id, env, canvas_id, artifact_id,
+                     *(params.get(name) for name in VARIANT_PARAMS), exp])
 
 
 def signed_url(settings: Settings, base_url: str, record: ArtifactRecord,
@@ -119,14 +111,7 @@ REQUEST_BYTES = 4096
 
 async def read_request(request: Request) -> SignedUrlRequest:
     """The optional JSON body of POST .../signed-url (empty: a 300 s URL of the content)."""
-    raw = await read_limited(request, REQUEST_BYTES)
-    if not raw.strip():
-        return SignedUrlRequest()
-    require_json(request)
-    try:
-        return SignedUrlRequest.model_validate(parse_json(raw, max_depth=2))
-    except ValidationError as exc:
-        raise Unprocessable(first_error_message(exc), code="request.invalid") from exc
+    return await read_small_json(request, SignedUrlRequest, REQUEST_BYTES)
 
 
 def invalid() -> Forbidden:

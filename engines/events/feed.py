@@ -26,8 +26,8 @@ ARTIFACT_WRITTEN = "artifact_written"
 ARTIFACT_DELETED = "artifact_deleted"
 EVENT_NAMES = (ARTIFACT_WRITTEN, ARTIFACT_DELETED)
 
-PUBLIC_TYPES = {"created": ARTIFACT_WRITTEN, "deleted": ARTIFACT_DELETED,
-                "expired": ARTIFACT_DELETED}
+PUBLIC_TYPES = {"created": ARTIFACT_WRITTEN, "imported": ARTIFACT_WRITTEN,
+                "deleted": ARTIFACT_DELETED, "expired": ARTIFACT_DELETED}
 """Last segment of a `canvas.{kind}.{what}` DatasetEvent type -> public event type."""
 
 PAGE = 500

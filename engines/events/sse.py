@@ -1,6 +1,7 @@
 """SSE routes: a canvas's artifact events, or every canvas of the caller's (tenant, env).
 
-Auth and routing headers are those of every read (viewers may subscribe).
+Auth and routing headers are those of every read (viewers may subscribe), or
+an SSE ticket in `?ticket=` for browsers' EventSource (engines/events/tickets.py).
 A stream takes a slot of its tenant's and of its process's (stream_slots):
 beyond either limit the answer is 429, before the stream starts.
 Each message is `id: <seq>`, `event: <type>`, `data: <event JSON>`; a
@@ -14,13 +15,15 @@ import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from engines.auth.tokens import Caller, Reader
+from engines.auth.tokens import Caller
 from engines.events.feed import EVENT_NAMES, FeedEvent
 from engines.events.hub import EventHub
+from engines.events.lifetime import bounded
 from engines.events.stream_slots import StreamSlots
+from engines.events.tickets import TICKET_PARAMETER, stream_reader
 from engines.http.errors import AUTHENTICATED_ERRORS, Unprocessable, error_responses
 from engines.http.fair_share import HeldStreamingResponse
 from engines.http.head import head_of_stream, is_head
@@ -39,6 +42,7 @@ _RESPONSES = {**error_responses(*AUTHENTICATED_ERRORS, 429),
                     "content": {"text/event-stream": {"schema": _MESSAGE}}}}
 MAX_SEQ = 2**63 - 1
 """The largest seq a feed can hold (a signed 64-bit column): the bound of both resume points."""
+Reader = Annotated[Caller, Depends(stream_reader)]
 After = Annotated[int | None, Query(ge=0, le=MAX_SEQ,
                                     description="resume after this seq (as Last-Event-ID)")]
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID")]
@@ -75,7 +79,8 @@ async def _stream(hub: EventHub, caller: Caller, canvas_id: str | None,
                   after: int | None) -> AsyncIterator[bytes]:
     async with hub.subscription((caller.ctx.tenant_id, caller.ctx.env), canvas_id) as sub:
         yield b": connected\n\n"
-        async for event in hub.follow(sub, after):
+        async for event in bounded(hub.follow(sub, after),
+                                   hub.settings.events_stream_max_seconds):
             yield sse_message(event)
 
 
@@ -93,7 +98,7 @@ async def _response(request: Request, caller: Caller, canvas_id: str | None,
 
 
 @router.get("/canvas/{canvas_id}/artifacts/events", responses=_RESPONSES,
-            response_class=StreamingResponse)
+            response_class=StreamingResponse, openapi_extra=TICKET_PARAMETER)
 async def canvas_events(request: Request, canvas_id: CanvasId, caller: Reader,
                         after: After = None,
                         last_event_id: LastEventId = None) -> Response:
@@ -101,7 +106,8 @@ async def canvas_events(request: Request, canvas_id: CanvasId, caller: Reader,
     return await _response(request, caller, canvas_id, after, last_event_id)
 
 
-@router.get("/artifacts/events", responses=_RESPONSES, response_class=StreamingResponse)
+@router.get("/artifacts/events", responses=_RESPONSES, response_class=StreamingResponse,
+            openapi_extra=TICKET_PARAMETER)
 async def tenant_events(request: Request, caller: Reader, after: After = None,
                         last_event_id: LastEventId = None) -> Response:
     """Every canvas's artifact events in the caller's (tenant, env), live; resumable."""

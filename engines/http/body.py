@@ -5,15 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engines.http.decoding import BodyDecoder, content_encoding
-from engines.http.errors import ApiError, Unprocessable, UnsupportedMediaType, too_large
+from engines.http.errors import (
+    ApiError,
+    Unprocessable,
+    UnsupportedMediaType,
+    first_error_message,
+    too_large,
+)
+from engines.http.jsonutil import parse_json
 
 UPLOAD_CHUNK = 1024 * 1024
+M = TypeVar("M", bound=BaseModel)
 
 
 def media_type(content_type: str | None) -> str:
@@ -92,6 +102,19 @@ def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
 async def read_limited(request: Request, limit: int) -> bytes:
     """The whole body, for JSON routes; over limit is 413 as soon as it shows."""
     return await Request(request.scope, limited_receive(request, limit)).body()
+
+
+async def read_small_json(request: Request, model: type[M], limit: int) -> M:
+    """An optional small JSON body as `model`: empty means the model's defaults; over
+    `limit` bytes 413, not JSON 415, invalid 422 naming the first problem."""
+    raw = await read_limited(request, limit)
+    if not raw.strip():
+        return model()
+    require_json(request)
+    try:
+        return model.model_validate(parse_json(raw, max_depth=4))
+    except ValidationError as exc:
+        raise Unprocessable(first_error_message(exc), code="request.invalid") from exc
 
 
 @contextlib.asynccontextmanager

@@ -46,8 +46,9 @@ class BadRequest(ApiError):
 class Unauthorized(ApiError):
     status, code = 401, "auth.unauthorized"
 
-    def __init__(self, message: str = "missing or invalid bearer token") -> None:
-        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+    def __init__(self, message: str = "missing or invalid bearer token", *,
+                 code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"WWW-Authenticate": "Bearer"})
 
 
 class Forbidden(ApiError):

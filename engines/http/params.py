@@ -35,3 +35,6 @@ SafeId = Annotated[str, Path(pattern=SAFE_ID_PATTERN, max_length=MAX_ID_LENGTH)]
 CanvasId = SafeId
 ArtifactId = SafeId
 Rev = Annotated[int, Query(ge=0, le=MAX_REV, description="canvas revision")]
+Limit = Annotated[int, Query(ge=1, le=200, description="page size")]
+PageCursor = Annotated[str | None, Query(max_length=256, description="opaque; from next_cursor")]
+CanvasIdQuery = Annotated[str | None, Query(pattern=SAFE_ID_PATTERN, max_length=MAX_ID_LENGTH)]

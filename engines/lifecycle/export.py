@@ -51,12 +51,17 @@ def _padding(size: int) -> bytes:
     return b"\0" * (-size % _BLOCK)
 
 
+def extension(record: ArtifactRecord) -> str:
+    """The extension of the payload's blob key ('' for none): an import keeps it."""
+    name = record.uri.rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1] if "." in name else ""
+
+
 def payload_path(record: ArtifactRecord) -> str | None:
     """Where the payload sits in the archive; None for a render-ref (not our bytes)."""
     if record.sha256 is None:
         return None
-    ext = record.uri.rsplit(".", 1)[-1] if "." in record.uri.rsplit("/", 1)[-1] else "bin"
-    return f"{record.kind}/{record.id}.{ext}"
+    return f"{record.kind}/{record.id}.{extension(record) or 'bin'}"
 
 
 def _pages(rt: Runtime, ctx: RequestContext, canvas_id: str,

@@ -13,14 +13,14 @@ from starlette.responses import Response
 
 from engines.auth.tokens import Admin, Caller, Reader, Writer
 from engines.canvas_artifacts.models import ArtifactKindName
-from engines.http.errors import AUTHENTICATED_ERRORS, error_responses
+from engines.http.errors import AUTHENTICATED_ERRORS, BODY_ERRORS, error_responses
 from engines.http.fair_share import HeldStreamingResponse, ProcessSlots
 from engines.http.head import head_of_stream, is_head
 from engines.http.jsonutil import OrjsonResponse
-from engines.http.openapi import BINARY, AuthenticatedRoute
+from engines.http.openapi import BINARY, AuthenticatedRoute, request_body
 from engines.http.params import ArtifactId, CanvasId
 from engines.lifecycle import delete as lifecycle
-from engines.lifecycle import export
+from engines.lifecycle import export, import_archive
 from engines.runtime import Rt
 
 router = APIRouter(prefix="/canvas/{canvas_id}/artifacts", tags=["canvas artifacts"],
@@ -28,6 +28,7 @@ router = APIRouter(prefix="/canvas/{canvas_id}/artifacts", tags=["canvas artifac
 
 _JSON = "application/json"
 _TAR = "application/x-tar"
+_OCTETS = "application/octet-stream"
 _BYTES = {"schema": BINARY}
 _RESPONSES: dict[int | str, dict[str, Any]] = error_responses(*AUTHENTICATED_ERRORS, 404)
 
@@ -72,3 +73,17 @@ def delete_artifact(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
     lifecycle.delete_artifact(rt, caller.ctx.tenant_id, caller.ctx.env, canvas_id, artifact_id,
                               _deletion(caller))
     return Response(status_code=204)
+
+
+@router.post("/import", response_model=import_archive.ImportReport,
+             responses={**_RESPONSES, **error_responses(*BODY_ERRORS, 413, 415)},
+             # the tar as bytes (application/x-tar is accepted too): what generators can send
+             openapi_extra=request_body({_OCTETS: _BYTES}, required=True))
+async def import_artifacts(request: Request, canvas_id: CanvasId, rt: Rt,
+                           caller: Admin) -> Response:
+    """Restore an export (the tar `GET .../export` answers) into this canvas of the
+    caller's tenant/env (admin or owner). Records, ids and bytes are kept; an id already
+    in use is a 409 for that artifact, a payload that does not match its record a 422 for
+    it, and the rest goes on; an archive that is not an export is a 422, nothing written."""
+    report = await import_archive.import_upload(rt, caller, request, canvas_id)
+    return OrjsonResponse(report.model_dump(mode="json"))

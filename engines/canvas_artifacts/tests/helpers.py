@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from conftest import PNG, Stack
 from engines.canvas_artifacts.repository import canvas_artifacts, replay_indexes
 from engines.db.idempotency import idempotency_keys
+from engines.lineage.dataset_events import SCOPE_PURGED
 from engines.lineage.nexus.backends.sql import documents as nexus_documents
 from engines.lineage.nexus.backends.sql import events as dataset_events
 from engines.media_v2.repository import artifacts as media_artifacts
@@ -122,10 +123,13 @@ def blob_keys(stack: Stack) -> list[str]:
 
 
 def row_counts(stack: Stack, tenant: str) -> dict[str, int]:
-    """Rows of one tenant in every metadata table an artifact touches."""
+    """Rows of one tenant in every metadata table an artifact touches (a purge's own
+    `tenant.purged` marker is the purge's, not an artifact's)."""
     with stack.runtime.engine.connect() as conn:
-        return {name: conn.execute(select(func.count()).select_from(table)
-                                   .where(table.c.tenant_id == tenant)).scalar_one()
+        return {name: conn.execute(select(func.count()).select_from(table).where(
+                    table.c.tenant_id == tenant,
+                    *([table.c.event_type != SCOPE_PURGED] if table is dataset_events else []),
+                )).scalar_one()
                 for name, table in METADATA_TABLES.items()}
 
 

@@ -271,10 +271,11 @@ def test_a_signed_url_names_only_an_allowed_host(stack_name, make_stack):
     assert_error(unauthenticated, 401)  # the token is checked first
 
 
-def test_on_the_dev_key_alone_localhost_may_be_named(stack_name, make_stack):
+def test_on_the_dev_key_alone_localhost_may_be_named(make_stack):
     """The embedded default (no AUTH_JWT_SIGNING, URL_SIGNING_KEY or ALLOWED_HOSTS): the
-    walkthrough on 127.0.0.1 or localhost keeps working, and only there."""
-    dev = make_stack(stack_name, auth_jwt_signing=None, allowed_hosts=None)
+    walkthrough on 127.0.0.1 or localhost keeps working, and only there. (A dev key exists
+    only on the embedded default: PostgreSQL or S3 refuse to make one.)"""
+    dev = make_stack("local-sqlite", auth_jwt_signing=None, allowed_hosts=None)
     assert dev.settings.dev_key_in_use
     record = _preview(dev)
     for host in ("127.0.0.1:8010", "localhost", "localhost:8311", "[::1]:8010"):
@@ -284,6 +285,6 @@ def test_on_the_dev_key_alone_localhost_may_be_named(stack_name, make_stack):
     for host in ("evil.example", "testserver", "10.0.0.5:8010"):
         _refused_host(_sign_for_host(dev, record, host))
 
-    keyed = make_stack(stack_name, auth_jwt_signing=None, allowed_hosts=None,
+    keyed = make_stack("local-sqlite", auth_jwt_signing=None, allowed_hosts=None,
                        url_signing_key="url-key-" + "u" * 32)
     _refused_host(_sign_for_host(keyed, _preview(keyed), "127.0.0.1:8010"))

@@ -85,6 +85,8 @@ QUERY_INDEXES = {
         "list by rev": ["tenant_id", "env", "canvas_id", "rev", "id"],
         "latest by kind": ["tenant_id", "env", "canvas_id", "kind", "rev", "id"],
         "gc lookup by uri": ["uri"],
+        "tenant/env list newest first": ["tenant_id", "env", "id"],
+        "tenant/env list by kind": ["tenant_id", "env", "kind", "id"],
     },
     "media_v2_assets": {"list and lookup in tenant/env": ["tenant_id", "env", "id"]},
     "media_v2_artifacts": {"artifacts of an asset": ["parent_asset_id", "id"]},
