@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     s3_read_timeout: float = 30.0
     media_local_root: Path = Field(default_factory=lambda data: data["engines_home"] / "media")
     media_serve_mode: Literal["proxy", "redirect"] = "proxy"
+    # routing generations (docs/routing-mode.md): `env` reads X-Env as the seed does;
+    # `mode` requires X-Mode (saas|enterprise|lab), refuses X-Env, and takes the env
+    # from ENGINES_ENV, the service's own
+    routing_mode: Literal["env", "mode"] = "env"
+    engines_env: str = "dev"
     presign_ttl_seconds: int = 300
     upload_lease_seconds: float = 60.0
     gc_max_delete_share: float = Field(default=0.10, ge=0.0, le=1.0)
@@ -104,6 +109,22 @@ class Settings(BaseSettings):
     image_transforms: bool = True
     image_sizes: Annotated[list[int], NoDecode] = [64, 128, 256, 512, 1024, 2048]
     max_image_pixels: int = 50_000_000
+
+    @field_validator("engines_env")
+    @classmethod
+    def _known_env(cls, value: str) -> str:
+        """ENGINES_ENV as X-Env accepts it (`stage` is `staging`), stored canonical."""
+        from engines.common.identity import ENVS
+
+        env = ENVS.get(value.lower())
+        if env is None:
+            raise ValueError("ENGINES_ENV must be one of dev, staging, prod")
+        return env
+
+    @property
+    def local_store_forbidden_outside_lab(self) -> bool:
+        """ROUTING_MODE=mode without RAW_BUCKET: only `lab` may use the local store."""
+        return self.routing_mode == "mode" and not self.raw_bucket
 
     @field_validator("image_sizes", mode="before")
     @classmethod

@@ -53,4 +53,18 @@ def consequences(settings: Settings) -> list[str]:
     blobs = (f"blobs in S3 bucket RAW_BUCKET={settings.raw_bucket}" if settings.raw_bucket
              else f"blobs in local directory MEDIA_LOCAL_ROOT={settings.media_local_root} "
                   "(RAW_BUCKET unset)")
-    return [f"signing key: {signing}", migrate, blobs]
+    return [f"signing key: {signing}", migrate, blobs, routing(settings)]
+
+
+def routing(settings: Settings) -> str:
+    """Which routing headers requests must carry, and (ROUTING_MODE=mode) which modes
+    the blob store serves."""
+    if settings.routing_mode == "env":
+        return ("routing: X-Env required (ROUTING_MODE=env); X-Mode optional "
+                "(saas|enterprise|lab), recorded in lineage")
+    line = (f"routing: X-Mode required, X-Env refused (ROUTING_MODE=mode); env is "
+            f"ENGINES_ENV={settings.engines_env}")
+    if settings.local_store_forbidden_outside_lab:
+        line += ("; RAW_BUCKET unset: local storage is for X-Mode lab only, saas and "
+                 "enterprise requests are refused (503 storage.local_forbidden)")
+    return line

@@ -48,6 +48,8 @@ class Deletion:
     actor_id: str
     request_id: str
     correlation_id: str
+    mode: str | None = None
+    """The deleter's X-Mode, when sent."""
 
 
 def _event(conn: Connection, rt: Runtime, record: ArtifactRecord, deletion: Deletion,
@@ -56,7 +58,7 @@ def _event(conn: Connection, rt: Runtime, record: ArtifactRecord, deletion: Dele
     # the artifact's lineage, with the deleter's actor, request and correlation ids
     lineage = {**record_lineage(record), "actor_id": deletion.actor_id,
                "request_id": deletion.request_id, "correlation_id": deletion.correlation_id,
-               "reason": deletion.reason, "deleted_at": now.isoformat()}
+               "reason": deletion.reason, "deleted_at": now.isoformat(), "mode": deletion.mode}
     return DatasetEvent(id=new_id("dse"), tenant_id=record.tenant_id, env=record.env,
                         event_type=f"canvas.{record.kind}.{deletion.reason}",
                         subject_id=record.id,

@@ -132,7 +132,7 @@ _OCTETS = "application/octet-stream"
 
 def _deletion(caller: Caller) -> lifecycle.Deletion:
     return lifecycle.Deletion("deleted", caller.auth.actor_id, caller.ctx.request_id,
-                              caller.ctx.correlation_id)
+                              caller.ctx.correlation_id, caller.ctx.mode)
 
 
 _PREVIEW_BODY = request_body({

@@ -120,10 +120,10 @@ def record_lineage(record: ArtifactRecord) -> dict[str, Any]:
     }
 
 
-def _metadata_writer(rt: Runtime, record: ArtifactRecord,
-                     replay_index: dict[str, Any] | None) -> Callable[[Connection], None]:
+def _metadata_writer(rt: Runtime, record: ArtifactRecord, replay_index: dict[str, Any] | None,
+                     mode: str | None) -> Callable[[Connection], None]:
     """Step (2): every record of the artifact, written on the caller's transaction."""
-    lineage = record_lineage(record)
+    lineage = {**record_lineage(record), "mode": mode}
     document = NexusDocument(id=new_id("nxd"), tenant_id=record.tenant_id, env=record.env,
                              kind=NexusKind(MEDIA_KIND[record.kind]), subject_id=record.id,
                              lineage=lineage, created_at=record.created_at)
@@ -174,7 +174,7 @@ async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, c
     try:
         replayed = await idempotency.write_once(
             rt.engine, claim, payload.body_sha256, 201, body,
-            _metadata_writer(rt, record, payload.replay_index),
+            _metadata_writer(rt, record, payload.replay_index, ctx.mode),
             lambda conn: row_exists(conn, repo.canvas_artifacts, record.id))
     except idempotency.OutcomeUnknown:
         raise  # the record may be committed: its blob stays, gc decides when it can read
