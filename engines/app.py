@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from engines.canvas_artifacts import signed_router
 from engines.canvas_artifacts.router import router as canvas_router
+from engines.canvas_artifacts.usage_routes import router as usage_router
 from engines.common.body import BodyIdleTimeoutMiddleware
 from engines.common.docs import install_docs
 from engines.common.errors import install_error_handlers
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(webhooks_router)
     app.include_router(canvas_router)
     app.include_router(media_router)
+    app.include_router(usage_router)
     app.include_router(signed_router.authenticated)
     app.include_router(signed_router.public)
     install_openapi(app)

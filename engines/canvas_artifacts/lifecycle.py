@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, delete, update
 
+from engines.canvas_artifacts import quotas, retention, variants
 from engines.canvas_artifacts import repository as repo
-from engines.canvas_artifacts import retention, variants
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.canvas_artifacts.service import record_lineage
 from engines.common.errors import ApiError, NotFound, ServiceUnavailable
@@ -105,6 +105,7 @@ def _delete_batch(rt: Runtime, load: Callable[[Connection], list[ArtifactRecord]
     try:
         with write_transaction(rt.engine) as conn:
             done = [r for r in load(conn) if _tombstone(conn, rt, r, deletion, variant_uris)]
+            quotas.count_deleted(conn, done)
     except CommitOutcomeUnknown as exc:
         # the blobs are kept: a committed tombstone makes them gc's, an uncommitted one
         # leaves the artifacts live; a retry of the request finishes the job either way

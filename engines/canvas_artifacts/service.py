@@ -26,8 +26,8 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from engines.canvas_artifacts import quotas, variants
 from engines.canvas_artifacts import repository as repo
-from engines.canvas_artifacts import variants
 from engines.canvas_artifacts.content import presign_ttl, serve_blob, serve_render_ref
 from engines.canvas_artifacts.models import (
     ArtifactList,
@@ -139,6 +139,7 @@ def _metadata_writer(rt: Runtime, record: ArtifactRecord, replay_index: dict[str
               "size_bytes": record.size_bytes})
 
     def write(conn: Connection) -> None:
+        quotas.count_created(conn, record)
         if record.media_asset_id not in rt.known_assets:
             ensure_canvas_asset(conn, record.tenant_id, record.env, record.canvas_id,
                                 record.actor_id, record.media_asset_id, record.created_at)
@@ -261,8 +262,26 @@ def _key_maker(ctx: RequestContext, canvas_id: str, kind: str, artifact_id: str)
     return key_of
 
 
+async def _precheck_quota(rt: Runtime, caller: Caller, request: Request,
+                          adds_bytes: int | None) -> None:
+    await quotas.precheck(rt.engine, caller.ctx.tenant_id, caller.ctx.env, adds_bytes,
+                          request.headers.get("idempotency-key"))
+
+
+def _declared_preview_bytes(request: Request) -> int | None:
+    """What a preview body will store, where the request says: a render-ref stores
+    nothing, raw bytes their Content-Length; a multipart body is more than its file."""
+    content_type = request_media_type(request)
+    if content_type == "application/json":
+        return 0
+    if content_type == "multipart/form-data":
+        return None
+    return quotas.declared_size(request.headers.get("content-length"))
+
+
 async def create_preview(rt: Runtime, caller: Caller, request: Request, canvas_id: str,
                          rev: int) -> Response:
+    await _precheck_quota(rt, caller, request, _declared_preview_bytes(request))
     artifact_id = new_id("art")
     payload = await _preview_payload(rt, caller, request,
                                      _key_maker(caller.ctx, canvas_id, "preview", artifact_id))
@@ -325,6 +344,7 @@ async def _chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
 async def create_replay(rt: Runtime, caller: Caller, request: Request,
                         canvas_id: str) -> Response:
     require_json(request)
+    await _precheck_quota(rt, caller, request, None)  # stored re-encoded: count only
     raw = await read_limited(request, rt.settings.max_replay_bytes)
     body_sha256 = hashlib.sha256(raw).hexdigest()
     prepared = await run_in_threadpool(prepare_replay, raw, rt.settings)
@@ -350,6 +370,8 @@ def placeholder_audit() -> dict[str, Any]:
 
 async def create_audit(rt: Runtime, caller: Caller, request: Request, canvas_id: str,
                        rev: int) -> Response:
+    await _precheck_quota(rt, caller, request,
+                          quotas.declared_size(request.headers.get("content-length")))
     raw = await read_limited(request, rt.settings.max_audit_bytes)
     body_sha256 = hashlib.sha256(raw).hexdigest()
     if raw.strip():
