@@ -7,7 +7,7 @@ import gc
 from fastapi import FastAPI
 from starlette.responses import Response
 
-from engines.canvas_artifacts import signed_router
+from engines.canvas_artifacts import signed_router, upload_routes
 from engines.canvas_artifacts.router import router as canvas_router
 from engines.canvas_artifacts.usage_routes import router as usage_router
 from engines.common.body import BodyIdleTimeoutMiddleware
@@ -56,7 +56,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_error_handlers(app)
     app.include_router(events_router)  # before /canvas/{id}/artifacts/{artifact_id}
     app.include_router(webhooks_router)
+    app.include_router(upload_routes.router)  # before /canvas/{id}/artifacts/{artifact_id}
     app.include_router(canvas_router)
+    app.include_router(upload_routes.parts)
     app.include_router(media_router)
     app.include_router(usage_router)
     app.include_router(signed_router.authenticated)

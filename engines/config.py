@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     engines_env: str = "dev"
     presign_ttl_seconds: int = 300
     upload_lease_seconds: float = 60.0
+    # upload sessions (docs/uploads.md): how long one stays open, and its part size
+    upload_session_seconds: int = Field(default=86_400, ge=60, le=7 * 86_400)
+    upload_part_bytes: int = Field(default=8 * MIB, ge=5 * MIB, le=5 * 1024 * MIB)
     gc_max_delete_share: float = Field(default=0.10, ge=0.0, le=1.0)
 
     database_url: str = Field(

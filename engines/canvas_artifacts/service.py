@@ -158,9 +158,12 @@ async def _discard(rt: Runtime, payload: Payload) -> None:
 
 
 async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, canvas_id: str,
-                  rev: int, artifact_id: str, payload: Payload) -> Response:
+                  rev: int, artifact_id: str, payload: Payload,
+                  claim: idempotency.IdempotencyClaim | None = None) -> Response:
+    """Step (2) and its outcome rule; `claim` replaces the request's Idempotency-Key
+    (an upload session's completion is claimed by the session's id)."""
     ctx = caller.ctx
-    claim = idempotency.claim_from(request, ctx, caller.auth.actor_id)
+    claim = claim or idempotency.claim_from(request, ctx, caller.auth.actor_id)
     blob = payload.blob
     record = ArtifactRecord(
         id=artifact_id, kind=kind, canvas_id=canvas_id, rev=rev, tenant_id=ctx.tenant_id,
