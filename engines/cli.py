@@ -200,6 +200,7 @@ GC_LEGEND = """\
 gc: deleted_record_blobs = blobs of deleted or expired artifacts, removed at once
 gc: orphan_blobs = blobs no record references, older than --older-than (a create killed midway)
 gc: incomplete_uploads = unfinished uploads older than --older-than holding no upload lease
+gc: expired_upload_sessions = open upload sessions past their expiry: their parts aborted
 gc: records_missing_blob = live artifacts whose blob is gone: reported, never changed
 gc: kept_referenced = planned deletions skipped because a record committed meanwhile
 gc: retention = artifacts past their retention (RETENTION_*, `engines retention`)"""

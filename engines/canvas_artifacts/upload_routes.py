@@ -54,7 +54,7 @@ async def get_upload(request: Request, canvas_id: CanvasId, upload_id: UploadId,
 
 
 @router.post("/{upload_id}/complete", status_code=201, response_model=ArtifactRecord,
-             responses=_SESSION_RESPONSES)
+             responses=_CREATE_RESPONSES)
 async def complete_upload(request: Request, canvas_id: CanvasId, upload_id: UploadId, rt: Rt,
                           caller: Writer) -> Response:
     """Verify size, sha256 (if declared) and the content type's magic bytes, then create
