@@ -16,6 +16,7 @@ from sqlalchemy import Engine, Table, delete, func, select
 
 from engines.canvas_artifacts.quotas import tenant_usage
 from engines.canvas_artifacts.repository import canvas_artifacts, replay_indexes
+from engines.canvas_artifacts.uploads import upload_sessions
 from engines.common.idempotency import idempotency_keys
 from engines.events.webhooks.tables import deliveries as webhook_deliveries
 from engines.events.webhooks.tables import subscriptions as webhook_subscriptions
@@ -30,6 +31,7 @@ from engines.storage.references import delete_if_unreferenced
 PURGED_TABLES: tuple[Table, ...] = (
     webhook_deliveries, webhook_subscriptions, dataset_events, nexus_documents, replay_indexes,
     canvas_artifacts, media_artifacts, media_assets, idempotency_keys, tenant_usage,
+    upload_sessions,
 )
 """Every table holding tenant data, children before parents; each has tenant_id and env.
 

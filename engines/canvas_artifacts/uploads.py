@@ -387,15 +387,16 @@ async def put_part(rt: Runtime, request: Request, session_id: str, number: int) 
     if parts.direct:
         raise _not_found()  # parts of this store go to the store itself
     writer = await run_in_threadpool(parts.open_part, session.upload_id, number)
-    size, batch = 0, bytearray()
+    size, batched, batch = 0, 0, []
     try:
         async for chunk in limited_stream(request, session.part_bytes(number)):
             size += len(chunk)
-            batch += chunk
-            if len(batch) >= BATCH_BYTES:
-                await run_in_threadpool(writer.write, bytes(batch))
-                batch.clear()
-        await run_in_threadpool(writer.write, bytes(batch))
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= BATCH_BYTES:  # one join: the only copy the bytes go through
+                await run_in_threadpool(writer.write, b"".join(batch))
+                batch, batched = [], 0
+        await run_in_threadpool(writer.write, b"".join(batch))
         await run_in_threadpool(writer.commit)
     except BaseException:
         await run_in_threadpool(writer.abort)

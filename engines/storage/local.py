@@ -248,15 +248,15 @@ class LocalBlobStore(BlobStore):
             return
         for entry in os.scandir(base):
             try:
-                stats = [entry.stat()] + ([part.stat() for part in os.scandir(entry.path)]
-                                          if entry.is_dir() else [])
+                own = entry.stat()
+                parts = [part.stat() for part in os.scandir(entry.path)] \
+                    if entry.is_dir() else [own]
             except FileNotFoundError:
                 continue  # committed, aborted or finished since the listing
             yield BlobInfo(key=f"{UPLOADS_DIR}/{entry.name}", complete=False,
-                           size=sum(st.st_size for st in stats) if len(stats) > 1
-                           else stats[0].st_size,
-                           modified=datetime.fromtimestamp(max(st.st_mtime for st in stats),
-                                                           tz=UTC))
+                           size=sum(st.st_size for st in parts),
+                           modified=datetime.fromtimestamp(
+                               max(st.st_mtime for st in [own, *parts]), tz=UTC))
 
     def discard_incomplete(self, info: BlobInfo) -> None:
         path = self._path(info.key)
