@@ -194,6 +194,10 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
 # ---- one combo -----------------------------------------------------------------------
 
 
+def size_label(size: int) -> str:
+    return f"{size // GIB} GiB" if size >= GIB else f"{size // MIB} MiB"
+
+
 class Bench:
     def __init__(self, combo: str, opts: Options) -> None:
         self.combo, self.opts = combo, opts
@@ -634,7 +638,7 @@ class Bench:
 
     def scenario_upload(self) -> None:
         size = self.upload_size
-        label = f"{size // GIB} GiB" if size >= GIB else f"{size // MIB} MiB"
+        label = size_label(size)
         title = f"upload {label} preview (raw body)"
         self.say(title)
         pid = self.service.pid
@@ -719,7 +723,7 @@ class Bench:
         from bench.upload_session import upload
 
         size = self.upload_size
-        label = f"{size // GIB} GiB" if size >= GIB else f"{size // MIB} MiB"
+        label = size_label(size)
         title = f"upload {label} preview via session (4 parts at a time)"
         self.say(title)
         pid = self.service.pid

@@ -50,15 +50,15 @@ def usage(stack: Stack, tenant: str, env: str = "dev") -> dict:  # type: ignore[
     return response.json()
 
 
-def live_usage(stack: Stack, tenant: str) -> dict[str, tuple[int, int]]:
-    """What the records themselves add up to, per kind."""
+def live_usage(stack: Stack, tenant: str, env: str | None = None) -> dict[str, tuple[int, int]]:
+    """What the records themselves add up to, per kind (of one env, or all)."""
     c = canvas_artifacts.c
+    query = select(c.kind, func.coalesce(func.sum(c.size_bytes), 0), func.count()).where(
+        c.tenant_id == tenant, c.deleted_at.is_(None)).group_by(c.kind)
+    if env is not None:
+        query = query.where(c.env == env)
     with stack.runtime.engine.connect() as conn:
-        rows = conn.execute(select(c.kind, func.coalesce(func.sum(c.size_bytes), 0),
-                                   func.count()).where(c.tenant_id == tenant,
-                                                       c.deleted_at.is_(None))
-                            .group_by(c.kind))
-        return {kind: (int(size), int(count)) for kind, size, count in rows}
+        return {kind: (int(size), int(count)) for kind, size, count in conn.execute(query)}
 
 
 def counted(stack: Stack, tenant: str, env: str = "dev") -> dict[str, tuple[int, int]]:
@@ -140,17 +140,8 @@ def test_artifact_count_quota_per_env_and_delete_frees_room(stack: Stack,
     assert counted(stack, tenant)["audit"][1] == 1
     assert usage(stack, tenant)["quotas"] == [{
         "env": "dev", "max_bytes": None, "max_artifacts": 3, "used_bytes": sum(
-            size for size, _ in live_usage_env(stack, tenant, "dev").values()),
+            size for size, _ in live_usage(stack, tenant, "dev").values()),
         "used_artifacts": 3}]
-
-
-def live_usage_env(stack: Stack, tenant: str, env: str) -> dict[str, tuple[int, int]]:
-    c = canvas_artifacts.c
-    with stack.runtime.engine.connect() as conn:
-        rows = conn.execute(select(c.kind, func.coalesce(func.sum(c.size_bytes), 0),
-                                   func.count()).where(c.tenant_id == tenant, c.env == env,
-                                                       c.deleted_at.is_(None)).group_by(c.kind))
-        return {kind: (int(size), int(count)) for kind, size, count in rows}
 
 
 def test_usage_per_kind_follows_creates_deletes_and_purge(stack: Stack) -> None:
