@@ -270,3 +270,13 @@ def test_gc_keeps_live_sessions_and_aborts_expired_ones(stack: Stack) -> None:
     record = created(complete(stack, canvas, live["id"], tenant))
     assert [k for k in blob_keys(stack) if tenant in k or k.startswith("_uploads")] == [
         k for k in blob_keys(stack) if record["id"] in k]
+
+
+def test_purge_removes_the_tenants_sessions(stack: Stack) -> None:
+    from engines.purge import purge
+
+    tenant, canvas = new_tenant(), new_canvas()
+    session = created(open_session(stack, canvas, PNG, tenant=tenant))
+    report = purge(stack.runtime.store, stack.runtime.engine, tenant, None, apply=True)
+    assert report.rows["upload_sessions"] == 1
+    assert_error(get_session(stack, canvas, session["id"], tenant), 404, "upload.not_found")
