@@ -194,6 +194,10 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
 # ---- one combo -----------------------------------------------------------------------
 
 
+def size_label(size: int) -> str:
+    return f"{size // GIB} GiB" if size >= GIB else f"{size // MIB} MiB"
+
+
 class Bench:
     def __init__(self, combo: str, opts: Options) -> None:
         self.combo, self.opts = combo, opts
@@ -634,7 +638,7 @@ class Bench:
 
     def scenario_upload(self) -> None:
         size = self.upload_size
-        label = f"{size // GIB} GiB" if size >= GIB else f"{size // MIB} MiB"
+        label = size_label(size)
         title = f"upload {label} preview (raw body)"
         self.say(title)
         pid = self.service.pid
@@ -713,6 +717,41 @@ class Bench:
                  bare["mib_per_s"], "baseline: bench.baseline streaming to the same store")
         self.row("", "server CPU s/GiB", svc_cpu / size * GIB, bare_cpu / size * GIB)
 
+    def scenario_upload_session(self) -> None:
+        """The upload scenario's preview through an upload session (bench.upload_session)
+        against the same bytes as one raw-body POST: what the API process spends."""
+        from bench.upload_session import upload
+
+        size = self.upload_size
+        label = size_label(size)
+        title = f"upload {label} preview via session (4 parts at a time)"
+        self.say(title)
+        pid = self.service.pid
+        cpu0 = servers.cpu_seconds(pid)
+        api = load({"kind": "stream_upload", "host": "127.0.0.1", "port": self.service.port,
+                    "path": "/canvas/c_bench_session/artifacts/preview?rev=1", "size": size,
+                    "headers": {**self.headers, "Content-Type": "image/png"}})
+        api_cpu = servers.cpu_seconds(pid) - cpu0
+        if api["status"] != 201:
+            raise RuntimeError(f"API upload failed: {api['status']} {api['body'][:500]}")
+        self.store.delete(self.store.key_for(json.loads(api["body"])["uri"]))
+        cpu0 = servers.cpu_seconds(pid)
+        session = upload(f"http://127.0.0.1:{self.service.port}", self.headers,
+                         "c_bench_session", size, rev=2)
+        session_cpu = servers.cpu_seconds(pid) - cpu0
+        self.store.delete(self.store.key_for(session["record"]["uri"]))
+        self.raw["upload_session"] = {"session": {k: v for k, v in session.items()
+                                                  if k != "record"},
+                                      "session_cpu_s": session_cpu, "api": api,
+                                      "api_cpu_s": api_cpu}
+        where = ("parts PUT to presigned URLs of the bucket (moto's CPU not counted)"
+                 if session["direct"] else "parts PUT to the service's own part URLs")
+        self.row(title, "MiB/s", session["mib_per_s"], api["mib_per_s"],
+                 f"baseline: the same preview as one raw-body POST; {session['parts']} "
+                 f"parts, {where}")
+        self.row("", "server CPU s/GiB", session_cpu / size * GIB, api_cpu / size * GIB,
+                 "service processes; complete reads the object back to hash and check it")
+
     def run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         try:
@@ -722,7 +761,8 @@ class Bench:
             # inflated by what a worker kept after parsing a 50 MiB replay; rows are
             # printed in the issue's order all the same.
             plan = ((0, self.scenario_preview), (2, self.scenario_list),
-                    (3, self.scenario_upload), (1, self.scenario_replay),
+                    (3, self.scenario_upload), (3, self.scenario_upload_session),
+                    (1, self.scenario_replay),
                     (4, self.scenario_thumbnails))
             plan = tuple(p for p in plan if not self.opts.only
                          or p[1].__name__.removeprefix("scenario_") in self.opts.only)
@@ -868,7 +908,8 @@ def main(argv: list[str] | None = None) -> int:
         help="where the throwaway database is created and dropped")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results")
     parser.add_argument("--only", default="",
-                        help="comma-separated scenarios: preview,list,upload,replay,thumbnails")
+                        help="comma-separated scenarios: preview,list,upload,upload_session,"
+                             "replay,thumbnails")
     args = parser.parse_args(argv)
     opts = options_from(args)
     combos = list(COMBOS) if args.combo == "both" else [args.combo]

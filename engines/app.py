@@ -9,8 +9,9 @@ from starlette.responses import Response
 
 from engines.auth.routing import TraceHeadersMiddleware
 from engines.auth.tokens import TokenVerifier
-from engines.canvas_artifacts import scope_router, signed_router
+from engines.canvas_artifacts import scope_router, signed_router, upload_routes
 from engines.canvas_artifacts.router import router as canvas_router
+from engines.canvas_artifacts.usage_routes import router as usage_router
 from engines.config import Settings, get_settings
 from engines.db.engine import build_engine
 from engines.events import tickets
@@ -68,9 +69,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(tickets.router)
     app.include_router(webhooks_router)
     app.include_router(lifecycle_router)  # before /canvas/{id}/artifacts/{artifact_id}
+    app.include_router(upload_routes.router)  # before /canvas/{id}/artifacts/{artifact_id}
     app.include_router(canvas_router)
     app.include_router(scope_router.router)
+    app.include_router(upload_routes.parts)
     app.include_router(media_router)
+    app.include_router(usage_router)
     app.include_router(signed_router.authenticated)
     app.include_router(signed_router.public)
     install_openapi(app)

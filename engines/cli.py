@@ -208,6 +208,7 @@ GC_LEGEND = """\
 gc: deleted_record_blobs = blobs of deleted or expired artifacts, removed at once
 gc: orphan_blobs = blobs no record references, older than --older-than (a create killed midway)
 gc: incomplete_uploads = unfinished uploads older than --older-than holding no upload lease
+gc: expired_upload_sessions = open upload sessions past their expiry: their parts aborted
 gc: records_missing_blob = live artifacts whose blob is gone: reported, never changed
 gc: kept_referenced = planned deletions skipped because a record committed meanwhile
 gc: retention = artifacts past their retention (RETENTION_*, `engines retention`)"""
@@ -289,6 +290,62 @@ def cmd_retention(args: argparse.Namespace) -> int:
     print(f"retention: {args.tenant} env={env} {args.kind} keeps "
           f"{format_duration(keep) if keep else 'forever'}")
     return 0
+
+
+def _quota_line(quota, usage) -> str:  # type: ignore[no-untyped-def]
+    def limit(value: int | None) -> str:
+        return "unlimited" if value is None else str(value)
+
+    return (f"  {quota.tenant_id} env={quota.env}: bytes {usage.bytes}/"
+            f"{limit(quota.max_bytes)}, artifacts {usage.artifacts}/"
+            f"{limit(quota.max_artifacts)}")
+
+
+def cmd_quota(args: argparse.Namespace) -> int:
+    from engines.canvas_artifacts import quotas
+    from engines.db.engine import build_engine, write_transaction
+
+    engine = build_engine(_settings())
+    env = quotas.ALL_ENVS if args.env is None else args.env
+    if args.action == "show":
+        with engine.connect() as conn:
+            found = quotas.list_quotas(conn, args.tenant)
+            print("quotas (used/limit; env=* is the tenant's total over every env):"
+                  if found else "quotas: none set")
+            for quota in found:
+                print(_quota_line(quota, quotas.used(conn, quota.tenant_id, quota.env)))
+        return 0
+    if not args.tenant:
+        print("--tenant t_... is required", file=sys.stderr)
+        return 2
+    with write_transaction(engine) as conn:
+        if args.action == "unset":
+            removed = quotas.unset_quota(conn, args.tenant, env)
+            print(f"quota: {'removed' if removed else 'no'} quota for {args.tenant} env={env}")
+            return 0
+        if args.bytes is None and args.artifacts is None:
+            print("--bytes and/or --artifacts is required", file=sys.stderr)
+            return 2
+        quota = quotas.set_quota(conn, args.tenant, env, max_bytes=args.bytes,
+                                 max_artifacts=args.artifacts)
+        print("quota: set")
+        print(_quota_line(quota, quotas.used(conn, quota.tenant_id, quota.env)))
+    return 0
+
+
+def size_arg(text: str) -> int:
+    from engines.canvas_artifacts.quotas import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def count_arg(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of artifacts")
+    return int(text)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -421,6 +478,15 @@ def build_parser() -> argparse.ArgumentParser:
     ret.add_argument("--kind", choices=["preview", "replay", "audit"])
     ret.add_argument("--keep", help="a duration (90d, 12h, 30m, 45s) or 'forever'")
     ret.set_defaults(func=cmd_retention)
+
+    quota = sub.add_parser("quota", help="per-tenant quotas on stored bytes and artifacts")
+    quota.add_argument("action", choices=["show", "set", "unset"])
+    quota.add_argument("--tenant", type=tenant_arg, help="required for set and unset")
+    quota.add_argument("--env", type=env_arg,
+                       help="one env; default: the tenant's total over every env")
+    quota.add_argument("--bytes", type=size_arg, help="a size: 10GiB, 500MB, 1048576")
+    quota.add_argument("--artifacts", type=count_arg, help="live artifacts at most")
+    quota.set_defaults(func=cmd_quota)
 
     pg = sub.add_parser("purge", help="remove every blob and row of a tenant (dry run unless "
                                       "--apply)")

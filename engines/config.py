@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from engines.common.envs import ENVS
+
 MIB = 1024 * 1024
 DEV_HOSTS = ("localhost", "127.0.0.1", "::1")
 """Where the embedded default is reached: signed URLs may name them on the dev key."""
@@ -71,8 +73,16 @@ class Settings(BaseSettings):
     s3_read_timeout: float = 30.0
     media_local_root: Path = Field(default_factory=lambda data: data["engines_home"] / "media")
     media_serve_mode: Literal["proxy", "redirect"] = "proxy"
+    # routing generations (docs/routing-mode.md): `env` reads X-Env as the seed does;
+    # `mode` requires X-Mode (saas|enterprise|lab), refuses X-Env, and takes the env
+    # from ENGINES_ENV, the service's own
+    routing_mode: Literal["env", "mode"] = "env"
+    engines_env: str = "dev"
     presign_ttl_seconds: int = 300
     upload_lease_seconds: float = 60.0
+    # upload sessions (docs/uploads.md): how long one stays open, and its part size
+    upload_session_seconds: int = Field(default=86_400, ge=60, le=7 * 86_400)
+    upload_part_bytes: int = Field(default=8 * MIB, ge=5 * MIB, le=5 * 1024 * MIB)
     gc_max_delete_share: float = Field(default=0.10, ge=0.0, le=1.0)
 
     database_url: str = Field(
@@ -140,6 +150,20 @@ class Settings(BaseSettings):
         PostgreSQL through psycopg, as `postgresql://` does; SQLAlchemy knows only the latter."""
         scheme, sep, rest = value.partition("://")
         return f"postgresql+psycopg://{rest}" if sep and scheme == "postgres" else value
+
+    @field_validator("engines_env")
+    @classmethod
+    def _known_env(cls, value: str) -> str:
+        """ENGINES_ENV as X-Env accepts it (`stage` is `staging`), stored canonical."""
+        env = ENVS.get(value.lower())
+        if env is None:
+            raise ValueError("ENGINES_ENV must be one of dev, staging, prod")
+        return env
+
+    @property
+    def local_store_forbidden_outside_lab(self) -> bool:
+        """ROUTING_MODE=mode without RAW_BUCKET: only `lab` may use the local store."""
+        return self.routing_mode == "mode" and not self.raw_bucket
 
     @field_validator("image_sizes", "image_qualities", "cors_origins", mode="before")
     @classmethod

@@ -63,7 +63,21 @@ def consequences(settings: Settings) -> list[str]:
     why = ("PUBLIC_BASE_URL and ALLOWED_HOSTS" if settings.allowed_hosts is not None
            else "ALLOWED_HOSTS unset: localhost on the dev key alone, else PUBLIC_BASE_URL's")
     signed = f"signed URLs issued for Host: {hosts} ({why})"
-    return [f"signing key: {signing}", migrate, blobs, no_exp, signed]
+    return [f"signing key: {signing}", migrate, blobs, no_exp, signed, routing(settings)]
+
+
+def routing(settings: Settings) -> str:
+    """Which routing headers requests must carry, and (ROUTING_MODE=mode) which modes
+    the blob store serves."""
+    if settings.routing_mode == "env":
+        return ("routing: X-Env required (ROUTING_MODE=env); X-Mode optional "
+                "(saas|enterprise|lab), recorded in lineage")
+    line = (f"routing: X-Mode required, X-Env refused (ROUTING_MODE=mode); env is "
+            f"ENGINES_ENV={settings.engines_env}")
+    if settings.local_store_forbidden_outside_lab:
+        line += ("; RAW_BUCKET unset: local storage is for X-Mode lab only, saas and "
+                 "enterprise requests are refused (503 storage.local_forbidden)")
+    return line
 
 
 def warnings(settings: Settings) -> list[str]:

@@ -10,10 +10,11 @@ import uuid
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engines.http.errors import BadRequest
-from engines.http.params import ENVS, TENANT_RE, TRACE_ID_RE, is_safe_id
+from engines.http.params import ENVS, MODES, TENANT_RE, TRACE_ID_RE, is_safe_id
 
 ATTRIBUTED = "attributed_tenant"
 """Where `attribute` keeps the proven (tenant, env) in the request scope's state."""
@@ -37,6 +38,8 @@ class RequestContext:
     workspace_id: str | None = None
     surface_id: str | None = None
     app_id: str | None = None
+    mode: str | None = None
+    """X-Mode when sent (always under ROUTING_MODE=mode); recorded in lineage and events."""
 
 
 def _optional_id(request: Request, header: str) -> str | None:
@@ -56,12 +59,12 @@ def get_request_context(request: Request) -> RequestContext:
         raise BadRequest("X-Tenant-Id header is required")
     if not TENANT_RE.match(tenant) or len(tenant) > 64:
         raise BadRequest("X-Tenant-Id is malformed (expected t_[a-z0-9_-]+)")
-    env_raw = headers.get("x-env")
-    if not env_raw:
-        raise BadRequest("X-Env header is required")
-    env = ENVS.get(env_raw.lower())
-    if env is None:
-        raise BadRequest("X-Env must be one of dev, staging, prod")
+    mode = _mode(headers.get("x-mode"))
+    settings = request.app.state.runtime.settings
+    if settings.routing_mode == "mode":
+        env = _service_env(headers, mode, settings.engines_env)
+    else:
+        env = _header_env(headers.get("x-env"))
     project = headers.get("x-project-id")
     if not project:
         raise BadRequest("X-Project-Id header is required")
@@ -76,7 +79,35 @@ def get_request_context(request: Request) -> RequestContext:
         workspace_id=_optional_id(request, "x-workspace-id"),
         surface_id=_optional_id(request, "x-surface-id"),
         app_id=_optional_id(request, "x-app-id"),
+        mode=mode,
     )
+
+
+def _mode(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    if raw.lower() not in MODES:
+        raise BadRequest("X-Mode must be one of saas, enterprise, lab")
+    return raw.lower()
+
+
+def _header_env(raw: str | None) -> str:
+    if not raw:
+        raise BadRequest("X-Env header is required")
+    env = ENVS.get(raw.lower())
+    if env is None:
+        raise BadRequest("X-Env must be one of dev, staging, prod")
+    return env
+
+
+def _service_env(headers: Headers, mode: str | None, service_env: str) -> str:
+    """ROUTING_MODE=mode, as the engines codebase routes: X-Mode required, X-Env refused,
+    the env is the service's own (ENGINES_ENV)."""
+    if "x-env" in headers:
+        raise BadRequest("X-Env header is not allowed; use X-Mode (saas|enterprise|lab)")
+    if mode is None:
+        raise BadRequest("X-Mode header is required; must be one of: saas, enterprise, lab")
+    return service_env
 
 
 def _trace_id(value: bytes | None) -> str:

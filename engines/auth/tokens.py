@@ -22,7 +22,7 @@ from engines.auth.routing import RequestContext, attribute, get_request_context
 from engines.common.cache import Cache
 from engines.config import Settings
 from engines.http.errors import Forbidden, ServiceUnavailable, Unauthorized
-from engines.http.params import ENVS
+from engines.http.params import ENVS, LOCAL_MODES
 
 ROLES = ("viewer", "member", "admin", "owner")
 MAX_SUBJECT_LENGTH = 128
@@ -218,7 +218,20 @@ def _caller(request: Request, *, write: bool) -> Caller:
     attribute(request.scope, ctx.tenant_id, ctx.env)  # proven: the token lists the tenant
     if write and role not in WRITE_ROLES:
         raise Forbidden(f"role {role} cannot write", code="auth.role_forbidden")
+    _check_store_allowed(request, ctx)
     return Caller(auth=auth, ctx=ctx, role=role)
+
+
+def _check_store_allowed(request: Request, ctx: RequestContext) -> None:
+    """The engines codebase allows the local fallback store to `lab` only: under
+    ROUTING_MODE=mode without RAW_BUCKET, a saas or enterprise request is refused
+    before it can read or store anything."""
+    if ctx.mode in LOCAL_MODES or ctx.mode is None:
+        return
+    if request.app.state.runtime.settings.local_store_forbidden_outside_lab:
+        raise ServiceUnavailable(
+            f"X-Mode {ctx.mode} may not use the local store: set RAW_BUCKET (only lab runs "
+            "on local storage under ROUTING_MODE=mode)", code="storage.local_forbidden")
 
 
 async def _checked_caller(request: Request, *, write: bool) -> Caller:

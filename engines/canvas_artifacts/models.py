@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
@@ -11,6 +11,9 @@ from engines.lineage.dataset_events import DatasetEvent
 from engines.lineage.nexus.schemas import NexusDocument
 
 ArtifactKindName = Literal["preview", "replay", "audit"]
+KINDS: tuple[str, ...] = get_args(ArtifactKindName)
+ALL_ENVS = "*"
+"""A per-tenant setting (retention override, quota) that holds in every env."""
 
 
 class ArtifactRecord(BaseModel):

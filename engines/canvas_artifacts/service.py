@@ -29,8 +29,8 @@ from starlette.responses import Response
 
 from engines.auth.routing import RequestContext
 from engines.auth.tokens import Caller
+from engines.canvas_artifacts import quotas, variants
 from engines.canvas_artifacts import repository as repo
-from engines.canvas_artifacts import variants
 from engines.canvas_artifacts.content import presign_ttl, serve_blob, serve_render_ref
 from engines.canvas_artifacts.models import (
     ArtifactList,
@@ -123,15 +123,15 @@ def record_lineage(record: ArtifactRecord) -> dict[str, Any]:
 
 
 def metadata_writer(rt: Runtime, record: ArtifactRecord, replay_index: dict[str, Any] | None,
-                    *, with_asset: bool = True, how: str = "created",
+                    *, mode: str | None = None, with_asset: bool = True, how: str = "created",
                     provenance: dict[str, Any] | None = None) -> Callable[[Connection], None]:
     """Step (2): every record of the artifact, written on the caller's transaction
-    (the canvas asset's insert-if-absent only `with_asset`).
+    (the canvas asset's insert-if-absent only `with_asset`); `mode` is the caller's X-Mode.
 
     `how` ends the event type (`canvas.preview.created`, `.imported`) and
     `provenance` is added to the lineage: where an imported artifact came from.
     """
-    lineage = {**record_lineage(record), **(provenance or {})}
+    lineage = {**record_lineage(record), "mode": mode, **(provenance or {})}
     document = NexusDocument(id=new_id("nxd"), tenant_id=record.tenant_id, env=record.env,
                              kind=NexusKind(MEDIA_KIND[record.kind]), subject_id=record.id,
                              lineage=lineage, created_at=record.created_at)
@@ -147,6 +147,7 @@ def metadata_writer(rt: Runtime, record: ArtifactRecord, replay_index: dict[str,
               "size_bytes": record.size_bytes})
 
     def write(conn: Connection) -> None:
+        quotas.count_created(conn, record)
         if with_asset:
             ensure_canvas_asset(conn, record.tenant_id, record.env, record.canvas_id,
                                 record.actor_id, record.media_asset_id, record.created_at)
@@ -165,9 +166,12 @@ async def _discard(rt: Runtime, payload: Payload) -> None:
 
 
 async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, canvas_id: str,
-                  rev: int, artifact_id: str, payload: Payload) -> Response:
+                  rev: int, artifact_id: str, payload: Payload,
+                  claim: idempotency.IdempotencyClaim | None = None) -> Response:
+    """Step (2) and its outcome rule; `claim` replaces the request's Idempotency-Key
+    (an upload session's completion is claimed by the session's id)."""
     ctx = caller.ctx
-    claim = idempotency.claim_from(request, ctx, caller.auth.actor_id)
+    claim = claim or idempotency.claim_from(request, ctx, caller.auth.actor_id)
     blob = payload.blob
     record = ArtifactRecord(
         id=artifact_id, kind=kind, canvas_id=canvas_id, rev=rev, tenant_id=ctx.tenant_id,
@@ -181,7 +185,7 @@ async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, c
     body = orjson.dumps(record.model_dump(mode="json"))
     started = rt.records.now()
     try:
-        replayed = await _write_metadata(rt, claim, payload, record, body)
+        replayed = await _write_metadata(rt, claim, payload, record, body, ctx.mode)
     except idempotency.OutcomeUnknown:
         raise  # the record may be committed: its blob stays, gc decides when it can read
     except BaseException as exc:
@@ -203,7 +207,7 @@ async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, c
 
 async def _write_metadata(rt: Runtime, claim: idempotency.IdempotencyClaim | None,
                           payload: Payload, record: ArtifactRecord,
-                          body: bytes) -> Response | None:
+                          body: bytes, mode: str | None) -> Response | None:
     """Step (2) in one transaction with the idempotency claim (`write_once`).
 
     The canvas asset's insert is skipped while this process knows the asset is
@@ -217,7 +221,8 @@ async def _write_metadata(rt: Runtime, claim: idempotency.IdempotencyClaim | Non
     def attempt(with_asset: bool) -> Awaitable[Response | None]:
         return idempotency.write_once(
             rt.engine, claim, payload.body_sha256, 201, body,
-            metadata_writer(rt, record, payload.replay_index, with_asset=with_asset),
+            metadata_writer(rt, record, payload.replay_index, mode=mode,
+                            with_asset=with_asset),
             lambda conn: row_exists(conn, repo.canvas_artifacts, record.id))
 
     try:
@@ -287,8 +292,26 @@ def _key_maker(ctx: RequestContext, canvas_id: str, kind: str, artifact_id: str)
     return key_of
 
 
+async def _precheck_quota(rt: Runtime, caller: Caller, request: Request,
+                          adds_bytes: int | None) -> None:
+    await quotas.precheck(rt.engine, caller.ctx.tenant_id, caller.ctx.env, adds_bytes,
+                          request.headers.get("idempotency-key"))
+
+
+def _declared_preview_bytes(request: Request) -> int | None:
+    """What a preview body will store, where the request says: a render-ref stores
+    nothing, raw bytes their Content-Length; a multipart body is more than its file."""
+    content_type = request_media_type(request)
+    if content_type == "application/json":
+        return 0
+    if content_type == "multipart/form-data":
+        return None
+    return quotas.declared_size(request.headers.get("content-length"))
+
+
 async def create_preview(rt: Runtime, caller: Caller, request: Request, canvas_id: str,
                          rev: int) -> Response:
+    await _precheck_quota(rt, caller, request, _declared_preview_bytes(request))
     artifact_id = new_id("art")
     payload = await _preview_payload(rt, caller, request,
                                      _key_maker(caller.ctx, canvas_id, "preview", artifact_id))
@@ -361,6 +384,7 @@ async def store_replay(rt: Runtime, key: str, prepared: PreparedReplay) -> Store
 async def create_replay(rt: Runtime, caller: Caller, request: Request,
                         canvas_id: str) -> Response:
     require_json(request)
+    await _precheck_quota(rt, caller, request, None)  # stored re-encoded: count only
     raw = await read_limited(request, rt.settings.max_replay_bytes)
     body_sha256 = hashlib.sha256(raw).hexdigest()
     prepared = await run_in_threadpool(prepare_replay, raw, rt.settings)
@@ -380,6 +404,8 @@ def placeholder_audit() -> dict[str, Any]:
 
 async def create_audit(rt: Runtime, caller: Caller, request: Request, canvas_id: str,
                        rev: int) -> Response:
+    await _precheck_quota(rt, caller, request,
+                          quotas.declared_size(request.headers.get("content-length")))
     raw = await read_limited(request, rt.settings.max_audit_bytes)
     body_sha256 = hashlib.sha256(raw).hexdigest()
     if raw.strip():

@@ -73,6 +73,8 @@ def to_event(row: Mapping[str, Any]) -> FeedEvent | None:
         data["reason"] = lineage.get("reason") or row["event_type"].rpartition(".")[2]
     routing = {name: lineage.get(name) for name in _ROUTING}
     routing.update(tenant_id=row["tenant_id"], env=row["env"])
+    if lineage.get("mode"):  # X-Mode, when the writer sent one: the shape is unchanged without
+        routing["mode"] = lineage["mode"]
     body = {"v": 1, "type": kind, "event_id": row["id"], "seq": row["seq"],
             "ts": _timestamp(row["created_at"]), "routing": routing,
             "ids": {"request_id": lineage.get("request_id"),

@@ -33,6 +33,7 @@ from pydantic.json_schema import models_json_schema
 from engines.http.params import (
     ENVS,
     IDEMPOTENCY_KEY_MAX,
+    MODES,
     SAFE_ID_PATTERN,
     TENANT_RE,
     TRACE_ID_RE,
@@ -104,6 +105,9 @@ ROUTING_HEADERS: tuple[dict[str, Any], ...] = (
     _header("X-Env", {"$ref": COMPONENT_REF.format(model="Env")},
             "environment (isolation boundary); `stage` means staging, case is ignored",
             required=True),
+    _header("X-Mode", {"type": "string", "enum": list(MODES)},
+            "saas, enterprise or lab (the later engines contract), recorded in lineage; "
+            "required, and X-Env refused, under ROUTING_MODE=mode (docs/routing-mode.md)"),
     _header("X-Project-Id", _ID, "project, recorded in lineage", required=True),
     _header("X-Workspace-Id", _ID, "workspace, recorded in lineage"),
     _header("X-Surface-Id", _ID, "surface, recorded in lineage"),

@@ -12,6 +12,10 @@ from typing import Annotated
 
 from fastapi import Path, Query
 
+from engines.common.envs import ENVS, LOCAL_MODES, MODES
+
+__all__ = ["ENVS", "LOCAL_MODES", "MODES"]  # the routing values, beside the header types
+
 MAX_ID_LENGTH = 128
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # ID_RE without `..`, written without look-arounds (pydantic's regex engine has none):
@@ -19,7 +23,6 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 SAFE_ID_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.?$"
 TENANT_RE = re.compile(r"^t_[a-z0-9_-]+$")
 TRACE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-ENVS = {"dev": "dev", "staging": "staging", "stage": "staging", "prod": "prod"}
 IDEMPOTENCY_KEY_MAX = 255
 MAX_REV = 2**53
 """Revisions and replay times stay exact in a JavaScript number."""

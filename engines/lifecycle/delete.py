@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, delete, update
 
+from engines.canvas_artifacts import quotas, variants
 from engines.canvas_artifacts import repository as repo
-from engines.canvas_artifacts import variants
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.canvas_artifacts.service import record_lineage
 from engines.common.ids import new_id
@@ -49,6 +49,8 @@ class Deletion:
     actor_id: str
     request_id: str
     correlation_id: str
+    mode: str | None = None
+    """The deleter's X-Mode, when sent."""
 
 
 def _event(conn: Connection, rt: Runtime, record: ArtifactRecord, deletion: Deletion,
@@ -57,7 +59,7 @@ def _event(conn: Connection, rt: Runtime, record: ArtifactRecord, deletion: Dele
     # the artifact's lineage, with the deleter's actor, request and correlation ids
     lineage = {**record_lineage(record), "actor_id": deletion.actor_id,
                "request_id": deletion.request_id, "correlation_id": deletion.correlation_id,
-               "reason": deletion.reason, "deleted_at": now.isoformat()}
+               "reason": deletion.reason, "deleted_at": now.isoformat(), "mode": deletion.mode}
     return DatasetEvent(id=new_id("dse"), tenant_id=record.tenant_id, env=record.env,
                         event_type=f"canvas.{record.kind}.{deletion.reason}",
                         subject_id=record.id,
@@ -104,6 +106,7 @@ def _delete_batch(rt: Runtime, load: Callable[[Connection], list[ArtifactRecord]
     try:
         with write_transaction(rt.engine) as conn:
             done = [r for r in load(conn) if _tombstone(conn, rt, r, deletion, variant_uris)]
+            quotas.count_deleted(conn, done)
     except CommitOutcomeUnknown as exc:
         # the blobs are kept: a committed tombstone makes them gc's, an uncommitted one
         # leaves the artifacts live; a retry of the request finishes the job either way

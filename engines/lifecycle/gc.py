@@ -8,7 +8,9 @@ What gc may delete, and nothing else:
   metadata), once older than the grace period;
 - *abandoned uploads*: unfinished uploads (temporary files in `_uploads/`,
   S3 multipart uploads) older than the grace period and holding no live
-  upload lease.
+  upload lease;
+- *expired upload sessions*: open sessions past their expiry, whose parts
+  are aborted (their lease ends with them).
 Before each delete the reference model is asked again (a slow create may
 have committed since the scan). Records whose blob is missing are reported.
 
@@ -27,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, select
 
 from engines.canvas_artifacts.repository import canvas_artifacts
+from engines.canvas_artifacts.uploads import expire_sessions
 from engines.lifecycle.references import (
     delete_if_unreferenced,
     referenced_keys,
@@ -45,6 +48,7 @@ class GcReport:
     deleted_record_blobs: list[str] = field(default_factory=list)
     orphan_blobs: list[str] = field(default_factory=list)
     incomplete_uploads: list[str] = field(default_factory=list)
+    expired_sessions: list[str] = field(default_factory=list)
     missing_blobs: list[str] = field(default_factory=list)
     deleted: int = 0
     kept_referenced: int = 0
@@ -57,6 +61,7 @@ class GcReport:
             "deleted_record_blobs": len(self.deleted_record_blobs),
             "orphan_blobs": len(self.orphan_blobs),
             "incomplete_uploads": len(self.incomplete_uploads),
+            "expired_upload_sessions": len(self.expired_sessions),
             "records_missing_blob": self.missing_blobs,
             "deleted": self.deleted,
             "kept_referenced": self.kept_referenced,
@@ -68,7 +73,8 @@ class GcReport:
         """(reason, key) of everything this run deletes (or would, in a dry run)."""
         return ([("deleted_record", k) for k in self.deleted_record_blobs]
                 + [("orphan", k) for k in self.orphan_blobs]
-                + [("abandoned_upload", k) for k in self.incomplete_uploads])
+                + [("abandoned_upload", k) for k in self.incomplete_uploads]
+                + [("expired_upload_session", k) for k in self.expired_sessions])
 
 
 def _records_missing_blob(engine: Engine, store: BlobStore) -> list[str]:
@@ -105,6 +111,7 @@ def collect(store: BlobStore, engine: Engine, *, older_than: timedelta, apply: b
             report.deleted_record_blobs.append(info.key)
         elif info.modified <= cutoff:
             report.orphan_blobs.append(info.key)
+    report.expired_sessions = expire_sessions(store, engine, now, apply=apply)
     uploads: list[BlobInfo] = [info for info in store.iter_uploads()
                                if info.modified <= cutoff and info.key not in leased]
     report.incomplete_uploads = [info.key for info in uploads]

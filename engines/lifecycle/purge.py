@@ -23,7 +23,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, Engine, Table, delete, func, select
 
+from engines.canvas_artifacts.quotas import tenant_usage
 from engines.canvas_artifacts.repository import canvas_artifacts, replay_indexes
+from engines.canvas_artifacts.uploads import upload_sessions
 from engines.common.ids import new_id
 from engines.db.idempotency import idempotency_keys
 from engines.events.webhooks.tables import deliveries as webhook_deliveries
@@ -40,7 +42,8 @@ from engines.storage.keys import tenant_prefix
 
 PURGED_TABLES: tuple[Table, ...] = (
     webhook_deliveries, webhook_subscriptions, dataset_events, nexus_documents, replay_indexes,
-    canvas_artifacts, media_artifacts, media_assets, idempotency_keys,
+    canvas_artifacts, media_artifacts, media_assets, idempotency_keys, tenant_usage,
+    upload_sessions,
 )
 """Every table holding tenant data, children before parents; each has tenant_id and env.
 

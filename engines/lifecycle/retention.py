@@ -27,13 +27,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased
 
+from engines.canvas_artifacts.models import ALL_ENVS
 from engines.canvas_artifacts.repository import canvas_artifacts
 from engines.config import Settings
 from engines.db.metadata import UtcDateTime, metadata
 from engines.db.upsert import upsert
-
-KINDS = ("preview", "replay", "audit")
-ALL_ENVS = "*"
 
 retention_overrides = Table(
     "retention_overrides", metadata,

@@ -35,7 +35,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = error_responses(*AUTHENTICATED_ERR
 
 def _deletion(caller: Caller) -> lifecycle.Deletion:
     return lifecycle.Deletion("deleted", caller.auth.actor_id, caller.ctx.request_id,
-                              caller.ctx.correlation_id)
+                              caller.ctx.correlation_id, caller.ctx.mode)
 
 
 @router.delete("", responses={**_RESPONSES, 200: {

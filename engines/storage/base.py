@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -85,6 +85,49 @@ class BlobWriter(abc.ABC):
     def abort(self) -> None: ...
 
 
+Observer = Callable[[bytes], None]
+"""Sees every byte of an assembled object, in order; raising stops the assembly."""
+
+
+class PartUploads(abc.ABC):
+    """An object sent in numbered parts, in any order and any number of times, then
+    assembled under its key (upload sessions). Until `finish`, nothing is visible
+    under the key; the unfinished upload is what `iter_uploads` lists under
+    `lease_key(...)`, so a lease keeps gc away from it."""
+
+    direct: bool
+    """True when clients send parts to the store itself (presigned URLs)."""
+
+    @abc.abstractmethod
+    def begin(self, key: str, content_type: str) -> str:
+        """Start an upload of the object at key; returns its upload id."""
+
+    @abc.abstractmethod
+    def lease_key(self, key: str, upload_id: str) -> str: ...
+
+    def part_url(self, key: str, upload_id: str, number: int, ttl_seconds: int) -> str | None:
+        """A URL the client PUTs the part to directly, where the store has one."""
+        return None
+
+    def open_part(self, upload_id: str, number: int) -> BlobWriter:
+        """A writer for one part sent through the service (stores without part URLs);
+        a part written again replaces the earlier one on commit."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def sizes(self, key: str, upload_id: str) -> dict[int, int]:
+        """Part number -> size of every part the upload holds (empty once finished)."""
+
+    @abc.abstractmethod
+    def finish(self, key: str, upload_id: str, numbers: list[int], observe: Observer) -> None:
+        """Assemble the parts in order under key, showing every byte to `observe`. An
+        upload already assembled (a retry after a crash) shows the object instead."""
+
+    @abc.abstractmethod
+    def abort(self, key: str, upload_id: str) -> None:
+        """Remove the unfinished upload and its parts; never a finished object."""
+
+
 class BlobStore(abc.ABC):
     """Object storage behind the artifact service."""
 
@@ -133,6 +176,10 @@ class BlobStore(abc.ABC):
     def presign(self, key: str, ttl_seconds: int) -> str | None:
         """A short-lived direct URL, where the backend has one."""
         return None
+
+    @abc.abstractmethod
+    def parts(self) -> PartUploads:
+        """Uploads in parts (upload sessions) on this store."""
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> str:
         writer = self.open_writer(key, content_type)

@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engines.storage.base import BlobInfo, BlobNotFound, BlobStore, BlobWriter, StorageUnavailable
+from engines.storage.base import (
+    BlobInfo,
+    BlobNotFound,
+    BlobStore,
+    BlobWriter,
+    Observer,
+    PartUploads,
+    StorageUnavailable,
+)
 from engines.storage.uris import LOCAL_SCHEME, BlobRef, InvalidBlobUri, parse_blob_uri
 
 _READ_CHUNK = 256 * 1024
@@ -60,6 +69,80 @@ class LocalBlobWriter(BlobWriter):
         if not self.fh.closed:
             self.fh.close()
         self.tmp.unlink(missing_ok=True)
+
+
+class LocalPartWriter(LocalBlobWriter):
+    """One part of a session upload: renamed into the upload's directory on commit."""
+
+    def commit(self) -> None:
+        with _disk_errors():
+            self.fh.flush()
+            self.fh.close()
+            os.replace(self.tmp, self.target)
+
+
+class LocalParts(PartUploads):
+    """Parts sent through the service (PUT part URLs), one file each in the upload's
+    directory under `_uploads/`, concatenated under the key by `finish`."""
+
+    direct = False
+
+    def __init__(self, store: LocalBlobStore) -> None:
+        self.store = store
+
+    def _dir(self, upload_id: str) -> Path:
+        if not upload_id.isalnum():
+            raise ValueError("not an upload id")
+        return self.store.root / UPLOADS_DIR / upload_id
+
+    def begin(self, key: str, content_type: str) -> str:
+        self.store._path(key)  # the key must be a valid one before anything is made
+        upload_id = f"parts{uuid.uuid4().hex}"
+        with _disk_errors():
+            self._dir(upload_id).mkdir(parents=True)
+        return upload_id
+
+    def lease_key(self, key: str, upload_id: str) -> str:
+        return f"{UPLOADS_DIR}/{upload_id}"
+
+    def open_part(self, upload_id: str, number: int) -> BlobWriter:
+        directory = self._dir(upload_id)
+        if not directory.is_dir():
+            raise BlobNotFound(upload_id)
+        return LocalPartWriter(self.store.root, directory / str(number))
+
+    def sizes(self, key: str, upload_id: str) -> dict[int, int]:
+        directory = self._dir(upload_id)
+        if not directory.is_dir():
+            return {}
+        found = {}
+        for entry in os.scandir(directory):
+            if entry.name.isdigit():
+                with contextlib.suppress(FileNotFoundError):
+                    found[int(entry.name)] = entry.stat().st_size
+        return found
+
+    def finish(self, key: str, upload_id: str, numbers: list[int], observe: Observer) -> None:
+        directory = self._dir(upload_id)
+        if not directory.is_dir():  # assembled by an earlier attempt
+            for chunk in self.store.read(key):
+                observe(chunk)
+            return
+        writer = self.store.open_writer(key, "application/octet-stream")
+        try:
+            for number in numbers:
+                with _disk_errors(), open(directory / str(number), "rb") as part:
+                    while chunk := part.read(_READ_CHUNK * 4):
+                        observe(chunk)
+                        writer.write(chunk)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def abort(self, key: str, upload_id: str) -> None:
+        shutil.rmtree(self._dir(upload_id), ignore_errors=True)
 
 
 class LocalBlobStore(BlobStore):
@@ -143,7 +226,7 @@ class LocalBlobStore(BlobStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def _walk(self, prefix: str, *, complete: bool) -> Iterator[BlobInfo]:
+    def _walk(self, prefix: str) -> Iterator[BlobInfo]:
         base = self.root / prefix
         if not base.exists():
             return
@@ -158,17 +241,38 @@ class LocalBlobStore(BlobStore):
                     key=path.relative_to(self.root).as_posix(),
                     size=stat.st_size,
                     modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
-                    complete=complete,
                 )
 
     def iter_blobs(self, prefix: str) -> Iterator[BlobInfo]:
-        return self._walk(prefix, complete=True)
+        return self._walk(prefix)
 
     def iter_uploads(self) -> Iterator[BlobInfo]:
-        return self._walk(UPLOADS_DIR, complete=False)
+        """Temporary files of writes in flight, and each session upload's directory of
+        parts as one upload (its newest part is its last activity)."""
+        base = self.root / UPLOADS_DIR
+        if not base.is_dir():
+            return
+        for entry in os.scandir(base):
+            try:
+                own = entry.stat()
+                parts = [part.stat() for part in os.scandir(entry.path)] \
+                    if entry.is_dir() else [own]
+            except FileNotFoundError:
+                continue  # committed, aborted or finished since the listing
+            yield BlobInfo(key=f"{UPLOADS_DIR}/{entry.name}", complete=False,
+                           size=sum(st.st_size for st in parts),
+                           modified=datetime.fromtimestamp(
+                               max(st.st_mtime for st in [own, *parts]), tz=UTC))
 
     def discard_incomplete(self, info: BlobInfo) -> None:
-        self.delete(info.key)
+        path = self._path(info.key)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    def parts(self) -> PartUploads:
+        return LocalParts(self)
 
     def describe(self) -> str:
         return f"local directory {self.root}"

@@ -15,7 +15,7 @@ import orjson
 from httpx import Response
 from sqlalchemy import func, select
 
-from conftest import PNG, Stack
+from conftest import PNG, SIGNING_KEY, Stack
 from engines.canvas_artifacts.repository import canvas_artifacts, replay_indexes
 from engines.db.idempotency import idempotency_keys
 from engines.lineage.dataset_events import SCOPE_PURGED
@@ -154,3 +154,15 @@ def fail_third_deletion_in_batches_of_two(stack: Stack, monkeypatch: Any) -> Non
         real(conn, event)
 
     monkeypatch.setattr(stack.runtime.nexus, "record_event", failing)
+
+
+def server_env(stack: Stack) -> dict[str, str]:
+    """Env vars for `engines serve` on the stack's own database and blob store."""
+    settings = stack.settings
+    env = {"DATABASE_URL": settings.database_url, "AUTH_JWT_SIGNING": SIGNING_KEY,
+           "MEDIA_LOCAL_ROOT": str(settings.media_local_root), "AUTO_MIGRATE": "0",
+           "WEBHOOKS_ENABLED": "false"}
+    if settings.raw_bucket:
+        env.update(RAW_BUCKET=settings.raw_bucket,
+                   AWS_ENDPOINT_URL_S3=str(settings.aws_endpoint_url_s3))
+    return env
