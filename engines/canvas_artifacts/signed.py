@@ -23,10 +23,10 @@ from urllib.parse import quote, urlencode
 
 import orjson
 from fastapi import Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from engines.canvas_artifacts import repository as repo
-from engines.canvas_artifacts.models import ArtifactRecord
+from engines.canvas_artifacts.models import ArtifactRecord, SignedUrl
 from engines.canvas_artifacts.variants import VariantQuery, check_request
 from engines.common.body import read_limited, require_json
 from engines.common.errors import Forbidden, NotFound, Unprocessable, first_error_message
@@ -48,11 +48,6 @@ class SignedUrlRequest(VariantQuery):
     def variant(self) -> VariantQuery | None:
         wanted = self.model_dump(include=set(VARIANT_PARAMS), exclude_none=True)
         return VariantQuery(**wanted) if wanted else None
-
-
-class SignedUrl(BaseModel):
-    url: str
-    expires_at: datetime
 
 
 def _signature(key: bytes, tenant_id: str, env: str, canvas_id: str, artifact_id: str,

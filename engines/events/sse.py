@@ -1,7 +1,8 @@
 """SSE routes: a canvas's artifact events, or every canvas of the caller's (tenant, env).
 
 Auth and routing headers are those of every read (viewers may subscribe).
-Each message is `id: <seq>`, `event: <type>`, `data: <event JSON>`; a
+Each message is `id: <seq>`, `event: <type>`, `data: <event JSON>`. The stream
+opens with `id: <seq it starts after>` and a `: connected` comment; a
 comment line is sent when nothing happened for EVENTS_HEARTBEAT_SECONDS so
 proxies keep the connection open and clients notice a dead one.
 """
@@ -61,7 +62,10 @@ def sse_message(event: FeedEvent | None) -> bytes:
 async def _stream(hub: EventHub, caller: Caller, canvas_id: str | None,
                   after: int | None) -> AsyncIterator[bytes]:
     async with hub.subscription((caller.ctx.tenant_id, caller.ctx.env), canvas_id) as sub:
-        yield b": connected\n\n"
+        # `id:` without data dispatches no event but sets the client's Last-Event-ID: a
+        # client dropped before its first event resumes from here and misses nothing
+        start = sub.baseline if after is None else after
+        yield f"id: {start}\n: connected\n\n".encode()
         async for event in hub.follow(sub, after):
             yield sse_message(event)
 
