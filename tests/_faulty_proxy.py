@@ -7,18 +7,21 @@ Each queued `Fault` is used once, by the first request it matches:
   the client the status line and close the connection before the body (the
   client has no answer, the server did the work: the case idempotency keys
   exist for);
-- `cut_after`: stream the answer until that many SSE events went through,
-  then close the connection mid-stream.
+- `cut_after`: stream the answer until that many SSE events went through
+  (0: only the stream's opening), then close the connection mid-stream;
+- `hold`: forward the request only once that threading.Event is set.
 Every request that reaches the proxy is recorded (method, path, headers).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio.to_thread
 import httpx
 
 from engines.events.tests.sse_client import serve_in_thread
@@ -38,6 +41,7 @@ class Fault:
     retry_after: str | None = None
     drop: bool = False
     cut_after: int | None = None
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -83,6 +87,8 @@ class FaultyProxy:
             await send({"type": "http.response.body", "body": b'{"error": {"code": '
                         b'"proxy.injected", "message": "injected", "request_id": "proxy"}}'})
             return
+        if fault is not None and fault.hold is not None:
+            await anyio.to_thread.run_sync(fault.hold.wait)
         body = b""
         while True:
             message = await receive()
