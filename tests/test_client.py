@@ -12,6 +12,7 @@ test_client_faults.py.
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -42,6 +43,18 @@ def test_importing_the_client_loads_no_server_code() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_python_walkthrough_runs(served: Served) -> None:
+    script = Path(__file__).resolve().parents[1] / "examples" / "walkthrough.py"
+    env = {**os.environ, "API": served.url, "TOKEN": token(), "CANVAS": new_canvas()}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120, check=False, env=env)
+    assert result.returncode == 0, result.stderr
+    for expected in (">>> preview = client.create_preview", '"mime_type": "image/png"',
+                     "read_bytes() == PNG\ntrue", '"keyframes": [{"t_ms": 900',
+                     "code='auth.tenant_forbidden', status=403", "walkthrough: done"):
+        assert expected in result.stdout, result.stdout
 
 
 def test_creates_reads_and_content(served: Served, tmp_path: Path) -> None:
