@@ -18,11 +18,9 @@ from typing import Any
 
 import pytest
 
-from conftest import SIGNING_KEY, create_pg_database, drop_pg_database, make_bucket
+from conftest import SIGNING_KEY, make_bucket, migrated_pg_database
 from engines.client import ArtifactClient, AsyncArtifactClient
 from engines.config import Settings
-from engines.db.engine import build_engine
-from engines.db.migrate import upgrade
 from engines.identity.auth import issue_token
 from tests._server import Server, running_server
 
@@ -82,18 +80,11 @@ def _stack_env(request: pytest.FixtureRequest, workdir: Path) -> Iterator[dict[s
                "MEDIA_LOCAL_ROOT": str(workdir / "media"), "RAW_BUCKET": ""}
         return
     endpoint = request.getfixturevalue("s3_endpoint")
-    admin_url = request.getfixturevalue("pg_admin_url")
-    url = create_pg_database(admin_url)
-    engine = build_engine(Settings(database_url=url))
-    upgrade(engine)
-    engine.dispose()
-    try:
+    with migrated_pg_database(request.getfixturevalue("pg_admin_url")) as url:
         yield {**env, "DATABASE_URL": url, "AUTO_MIGRATE": "0",
                "RAW_BUCKET": make_bucket(endpoint), "AWS_ENDPOINT_URL_S3": endpoint,
                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_DEFAULT_REGION": "us-east-1"}
-    finally:
-        drop_pg_database(admin_url, url)
 
 
 def served_fixture():  # type: ignore[no-untyped-def]

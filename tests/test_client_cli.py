@@ -44,8 +44,7 @@ def test_put_ls_get_export_rm_watch_with_json(served: Served, tmp_path: Path) ->
         return artifacts(served, *args, tenant=tenant, cwd=tmp_path, **kwargs)
 
     preview = as_json(run("put", canvas, "preview.png", "--rev", "7", "--json"))
-    replay = as_json(run("put", canvas, "-", "--kind", "replay", "--json",
-                         stdin=orjson.dumps(REPLAY)))
+    replay = as_json(run("put", "replay", canvas, "-", "--json", stdin=orjson.dumps(REPLAY)))
     audit = as_json(run("put", canvas, "--kind", "audit", "--rev", "7", "--json"))
     ref = as_json(run("put", canvas, "--uri", "https://cdn.example/r.png", "--rev", "8",
                       "--json"))
@@ -65,14 +64,15 @@ def test_put_ls_get_export_rm_watch_with_json(served: Served, tmp_path: Path) ->
     assert (fetched["path"], fetched["bytes"], fetched["artifact"]["id"]) == (
         "out.png", len(PNG), preview["id"])
     assert (tmp_path / "out.png").read_bytes() == PNG
-    default_name = run("get", canvas, preview["id"])
-    assert default_name.returncode == 0
+    assert run("get", canvas, preview["id"]).returncode == 0  # named after the artifact
     assert (tmp_path / f"{preview['id']}.png").read_bytes() == PNG
+    assert run("get", canvas, preview["id"], "positional.png").returncode == 0
+    assert (tmp_path / "positional.png").read_bytes() == PNG
     to_stdout = run("get", canvas, replay["id"], "-o", "-")
     assert orjson.loads(to_stdout.stdout)["keyframes"] == REPLAY["keyframes"]
     assert as_json(run("get", canvas, audit["id"], "--meta", "--json")) == audit
 
-    exported = as_json(run("export", canvas, "-o", "board.tar", "--json"))
+    exported = as_json(run("export", canvas, "board.tar", "--json"))
     assert exported["bytes"] == (tmp_path / "board.tar").stat().st_size
     with tarfile.open(tmp_path / "board.tar") as tar:
         assert f"preview/{preview['id']}.png" in tar.getnames()

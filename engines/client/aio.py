@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import httpx
 
+from engines.canvas_artifacts.models import ArtifactKindName as Kind
 from engines.canvas_artifacts.models import ArtifactRecord, Lineage, SignedUrl
 from engines.client import protocol
 from engines.client.base import ClientBase
@@ -18,7 +18,6 @@ from engines.client.retry import Outcome
 from engines.client.transfer import Destination, Progress, Source, Upload
 
 T = TypeVar("T")
-Kind = Literal["preview", "replay", "audit"]
 
 
 class AsyncArtifactClient(ClientBase):
@@ -41,14 +40,10 @@ class AsyncArtifactClient(ClientBase):
     # ---- performing steps ---------------------------------------------------
 
     async def _run(self, op: Op[T]) -> T:
-        outcome: Outcome | None = None
-        with contextlib.closing(op):  # however the run ends, the op's clean-up runs
-            while True:
-                try:
-                    step = op.send(outcome)
-                except StopIteration as done:
-                    return done.value
-                outcome = await self._perform(step)
+        run = protocol.Run(op)
+        for step in run:
+            run.outcome = await self._perform(step)
+        return run.result
 
     async def _perform(self, step: Step) -> Outcome | None:
         if isinstance(step, Sleep):

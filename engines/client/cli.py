@@ -31,6 +31,7 @@ from engines.client.transfer import Progress
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 """A transfer draws a bar once it is (or is known to become) this large."""
 DEFAULT_URL = "http://127.0.0.1:8010"
+KINDS = ("preview", "replay", "audit")
 SETTINGS = (("url", "ENGINES_URL"), ("token", "ENGINES_TOKEN"), ("tenant", "ENGINES_TENANT"),
             ("env", "ENGINES_ENV"), ("project", "ENGINES_PROJECT"))
 HELP = {"url": f"the service's base URL (default {DEFAULT_URL})",
@@ -113,7 +114,18 @@ def _report(source: Path | IO[bytes] | None) -> dict[str, Any] | None:
         raise UsageError(f"the audit report is not JSON: {exc}") from exc
 
 
+def _put_words(args: argparse.Namespace) -> None:
+    """`[KIND] CANVAS [FILE]`: a leading kind is the same as --kind."""
+    words = list(args.words)
+    if len(words) > 1 and words[0] in KINDS:
+        args.kind = words.pop(0)
+    if not 1 <= len(words) <= 2:
+        raise UsageError("expected [KIND] CANVAS [FILE]")
+    args.canvas, args.file = words[0], words[1] if len(words) == 2 else None
+
+
 def cmd_put(client: ArtifactClient, args: argparse.Namespace) -> int:
+    _put_words(args)
     if args.kind != "replay" and args.rev is None:
         raise UsageError(f"a {args.kind} needs --rev N")
     if args.uri and args.kind != "preview":
@@ -155,6 +167,7 @@ def cmd_get(client: ArtifactClient, args: argparse.Namespace) -> int:
         else:
             print(_record_line(record))
         return 0
+    args.output = args.output or args.path
     to_stdout = args.output == "-"
     target: Any = (sys.stdout.buffer if to_stdout else
                    Path(args.output or f"{record.id}{EXTENSIONS.get(record.mime_type or '', '')}"))
@@ -194,7 +207,7 @@ def cmd_rm(client: ArtifactClient, args: argparse.Namespace) -> int:
 
 
 def cmd_export(client: ArtifactClient, args: argparse.Namespace) -> int:
-    target = Path(args.output or f"{args.canvas}-artifacts.tar")
+    target = Path(args.output or args.path or f"{args.canvas}-artifacts.tar")
     with progress_bar(f"export {args.canvas}", not args.quiet) as progress:
         size = client.export(args.canvas, target, kind=args.kind, progress=progress)
     if args.json:
@@ -246,9 +259,10 @@ def add_parser(commands: Any) -> None:
         return parser
 
     put = verb("put", cmd_put, "create an artifact from a file (- for stdin)")
-    put.add_argument("canvas")
-    put.add_argument("file", nargs="?", help="the payload; optional for --uri and audits")
-    put.add_argument("--kind", choices=["preview", "replay", "audit"], default="preview")
+    put.add_argument("words", nargs="+", metavar="[KIND] CANVAS [FILE]",
+                     help="KIND as --kind; FILE the payload (- for stdin), optional for --uri "
+                          "and audits")
+    put.add_argument("--kind", choices=KINDS, default="preview")
     put.add_argument("--rev", type=int, help="the canvas revision (previews and audits)")
     put.add_argument("--mime-type", help="declare the type (default: read from the bytes)")
     put.add_argument("--uri", help="make a render-ref preview pointing at this URI")
@@ -257,6 +271,7 @@ def add_parser(commands: Any) -> None:
     get = verb("get", cmd_get, "download an artifact's content")
     get.add_argument("canvas")
     get.add_argument("artifact_id")
+    get.add_argument("path", nargs="?", help="same as --output")
     get.add_argument("-o", "--output", help="file to write (- for stdout; default: "
                                             "<artifact id>.<ext> here)")
     get.add_argument("--meta", action="store_true", help="print the record, download nothing")
@@ -265,7 +280,7 @@ def add_parser(commands: Any) -> None:
 
     ls = verb("ls", cmd_ls, "list a canvas's artifacts, newest first (every page)")
     ls.add_argument("canvas")
-    ls.add_argument("--kind", choices=["preview", "replay", "audit"])
+    ls.add_argument("--kind", choices=KINDS)
     ls.add_argument("--rev", type=int)
 
     rm = verb("rm", cmd_rm, "delete artifacts")
@@ -274,8 +289,9 @@ def add_parser(commands: Any) -> None:
 
     export = verb("export", cmd_export, "download a canvas's artifacts as one tar")
     export.add_argument("canvas")
+    export.add_argument("path", nargs="?", help="same as --output")
     export.add_argument("-o", "--output", help="default: <canvas>-artifacts.tar here")
-    export.add_argument("--kind", choices=["preview", "replay", "audit"])
+    export.add_argument("--kind", choices=KINDS)
 
     watch = verb("watch", cmd_watch, "print artifact events as they happen (resumes by itself)")
     watch.add_argument("canvas", nargs="?", help="default: every canvas of the tenant/env")

@@ -30,6 +30,11 @@ class ArtifactError(Exception):
         self.status = status
         self.request_id = request_id
 
+    @property
+    def status_code(self) -> int | None:
+        """`status`, under httpx's name for it."""
+        return self.status
+
     def __str__(self) -> str:
         where = f"HTTP {self.status}" if self.status is not None else "no answer"
         request = f", request {self.request_id}" if self.request_id else ""

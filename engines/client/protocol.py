@@ -12,9 +12,10 @@ keeps the protocol out of both halves.)
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
@@ -101,6 +102,27 @@ class Sleep:
 Step = Send | Sleep
 Op = Generator[Step, Outcome | None, T]
 """An operation: yields steps, is sent each step's outcome, returns its result."""
+
+
+class Run:
+    """Drives one operation: iterating gives its steps; set `outcome` after performing
+    each one; `result` once the iteration ends. Closing the operation however the run
+    ends lets its clean-up (`finally`) run."""
+
+    def __init__(self, op: Op[T]) -> None:
+        self._op = op
+        self.outcome: Outcome | None = None
+        self.result: T
+
+    def __iter__(self) -> Iterator[Step]:
+        with contextlib.closing(self._op):
+            while True:
+                try:
+                    step = self._op.send(self.outcome)
+                except StopIteration as done:
+                    self.result = done.value
+                    return
+                yield step
 
 
 def _replayable(send: Send) -> bool:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
+from engines.canvas_artifacts.models import ArtifactKindName as Kind
 from engines.canvas_artifacts.models import ArtifactRecord, Lineage, SignedUrl
 from engines.client import protocol
 from engines.client.base import ClientBase
@@ -18,7 +18,6 @@ from engines.client.retry import Outcome
 from engines.client.transfer import Destination, Progress, Source, Upload
 
 T = TypeVar("T")
-Kind = Literal["preview", "replay", "audit"]
 
 
 class ArtifactClient(ClientBase):
@@ -44,14 +43,10 @@ class ArtifactClient(ClientBase):
     # ---- performing steps ---------------------------------------------------
 
     def _run(self, op: Op[T]) -> T:
-        outcome: Outcome | None = None
-        with contextlib.closing(op):  # however the run ends, the op's clean-up runs
-            while True:
-                try:
-                    step = op.send(outcome)
-                except StopIteration as done:
-                    return done.value
-                outcome = self._perform(step)
+        run = protocol.Run(op)
+        for step in run:
+            run.outcome = self._perform(step)
+        return run.result
 
     def _perform(self, step: Step) -> Outcome | None:
         if isinstance(step, Sleep):

@@ -16,7 +16,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import anyio.to_thread
 import httpx
@@ -37,19 +37,21 @@ def _seekable(file: BinaryIO) -> bool:
         return False
 
 
+def _path_or_file(target: Any) -> tuple[Path | None, BinaryIO | None, int | None]:
+    """(path, None, None) for a path; (None, file, where it stands or None when it
+    cannot seek) for a file."""
+    if isinstance(target, str | os.PathLike):
+        return Path(target), None, None
+    return None, target, target.tell() if _seekable(target) else None
+
+
 class Upload:
     """A request body read in chunks; `size` is its length when it can be known up front."""
 
     def __init__(self, source: Source, progress: Progress | None = None) -> None:
-        self._path: Path | None = None
-        self._file: BinaryIO | None = None
         if isinstance(source, bytes | bytearray | memoryview):
-            self._file = io.BytesIO(bytes(source))
-        elif isinstance(source, str | os.PathLike):
-            self._path = Path(source)
-        else:
-            self._file = source
-        self._start = self._file.tell() if self._file and _seekable(self._file) else None
+            source = io.BytesIO(bytes(source))
+        self._path, self._file, self._start = _path_or_file(source)
         self._progress = progress
         self._sent = 0
         self._opened = 0
@@ -111,13 +113,7 @@ class Download:
     """A payload written as it arrives; `begin` starts (or restarts) it, `commit` ends it."""
 
     def __init__(self, destination: Destination, progress: Progress | None = None) -> None:
-        self._path: Path | None = None
-        self._file: BinaryIO | None = None
-        if isinstance(destination, str | os.PathLike):
-            self._path = Path(destination)
-        else:
-            self._file = destination
-        self._start = self._file.tell() if self._file and _seekable(self._file) else None
+        self._path, self._file, self._start = _path_or_file(destination)
         self._progress = progress
         self._part: Path | None = None
         self._out: BinaryIO | None = None
