@@ -11,6 +11,7 @@ test_client_faults.py.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -266,10 +267,11 @@ def test_async_client_does_what_the_sync_one_does(served: Served, tmp_path: Path
                 await client.get(canvas, ref.id)
             assert missing.value.status == 404 and missing.value.request_id
             events = []
-            async for event in client.events(canvas, after=0):
-                events.append(event)
-                if len(events) == 5:
-                    break
+            async with contextlib.aclosing(client.events(canvas, after=0)) as feed:
+                async for event in feed:
+                    events.append(event)
+                    if len(events) == 5:
+                        break
             assert [e.type for e in events] == ["artifact_written"] * 4 + ["artifact_deleted"]
 
     anyio.run(main)
