@@ -504,6 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_import)
     sub.add_parser("worker", help="deliver webhooks (without serving HTTP)").set_defaults(
         func=cmd_worker)
+
+    # ---- engines artifacts put|get|ls|rm|export|watch: the Python client at a terminal
+    # (engines/client/cli.py holds the verbs; docs/client.md documents them)
+    from engines.client.cli import add_parser as add_artifacts_parser
+
+    add_artifacts_parser(sub)
     return parser
 
 

@@ -53,6 +53,13 @@ class Lineage(BaseModel):
     events: list[DatasetEvent]
 
 
+class SignedUrl(BaseModel):
+    """A header-free content URL (POST .../signed-url), valid until `expires_at`."""
+
+    url: str
+    expires_at: datetime
+
+
 class RenderRef(BaseModel):
     """A preview that points at a render which already exists."""
 

@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
 from fastapi import Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from engines.auth.mac import mac
 from engines.canvas_artifacts import repository as repo
-from engines.canvas_artifacts.models import ArtifactRecord
+from engines.canvas_artifacts.models import ArtifactRecord, SignedUrl
 from engines.canvas_artifacts.variants import VariantQuery, check_request
 from engines.config import Settings
 from engines.db.engine import retry_on_disconnect
@@ -50,11 +50,6 @@ class SignedUrlRequest(VariantQuery):
     def variant(self) -> VariantQuery | None:
         wanted = self.model_dump(include=set(VARIANT_PARAMS), exclude_none=True)
         return VariantQuery(**wanted) if wanted else None
-
-
-class SignedUrl(BaseModel):
-    url: str
-    expires_at: datetime
 
 
 def _signature(key: bytes, tenant_id: str, env: str, canvas_id: str, artifact_id: str,

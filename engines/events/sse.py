@@ -4,7 +4,8 @@ Auth and routing headers are those of every read (viewers may subscribe), or
 an SSE ticket in `?ticket=` for browsers' EventSource (engines/events/tickets.py).
 A stream takes a slot of its tenant's and of its process's (stream_slots):
 beyond either limit the answer is 429, before the stream starts.
-Each message is `id: <seq>`, `event: <type>`, `data: <event JSON>`; a
+Each message is `id: <seq>`, `event: <type>`, `data: <event JSON>`. The stream
+opens with `id: <seq it starts after>` and a `: connected` comment; a
 comment line is sent when nothing happened for EVENTS_HEARTBEAT_SECONDS so
 proxies keep the connection open and clients notice a dead one.
 """
@@ -78,7 +79,10 @@ def sse_message(event: FeedEvent | None) -> bytes:
 async def _stream(hub: EventHub, caller: Caller, canvas_id: str | None,
                   after: int | None) -> AsyncIterator[bytes]:
     async with hub.subscription((caller.ctx.tenant_id, caller.ctx.env), canvas_id) as sub:
-        yield b": connected\n\n"
+        # `id:` without data dispatches no event but sets the client's Last-Event-ID: a
+        # client dropped before its first event resumes from here and misses nothing
+        start = sub.baseline if after is None else after
+        yield f"id: {start}\n: connected\n\n".encode()
         async for event in bounded(hub.follow(sub, after),
                                    hub.settings.events_stream_max_seconds):
             yield sse_message(event)

@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 
 # Top to bottom. Each entry is one layer; its packages may import each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("app", "cli", "preflight", "server", "settings_view", "tools"),  # composition: app and CLI
+    ("app", "cli", "client", "preflight", "server", "settings_view", "tools"),  # composition
     # the end of an artifact's life across every domain: the one package that knows every
     # table holding a blob URI (as MLflow's gc sits above its stores)
     ("lifecycle",),
