@@ -250,6 +250,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
+    from engines.canvas_artifacts.models import ALL_ENVS, KINDS
     from engines.db.engine import build_engine, write_transaction
     from engines.lifecycle import retention
 
@@ -257,7 +258,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     engine = build_engine(settings)
     if args.action == "show":
         print("configured (RETENTION_*; unset keeps forever):")
-        for kind in retention.KINDS:
+        for kind in KINDS:
             keep = settings.retention_for(kind)
             print(f"  {kind}: {format_duration(keep) if keep else 'forever'}")
         print(f"  keep latest of each kind per canvas: {settings.retention_keep_latest}")
@@ -274,7 +275,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     if not args.tenant or not args.kind:
         print("--tenant t_... and --kind are required", file=sys.stderr)
         return 2
-    env = retention.ALL_ENVS if args.env is None else args.env
+    env = ALL_ENVS if args.env is None else args.env
     with write_transaction(engine) as conn:
         if args.action == "unset":
             removed = retention.unset_override(conn, args.tenant, env, args.kind)

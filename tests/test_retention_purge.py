@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from conftest import SIGNING_KEY, Stack, new_canvas
+from engines.canvas_artifacts.repository import canvas_artifacts
 from engines.canvas_artifacts.tests.helpers import (
     METADATA_TABLES,
     blob_keys,
@@ -81,6 +81,18 @@ def plans(output: str, tenant: str) -> list[dict[str, Any]]:
             for plan in summary(output)["retention"] if plan["tenant_id"] == tenant]
 
 
+def age(stack: Stack, tenant: str, by: timedelta = timedelta(hours=2)) -> None:
+    """Make a tenant's artifacts older (in every env) instead of waiting for them to age:
+    the `engines gc` subprocess judges retention by its own clock."""
+    table = canvas_artifacts
+    with stack.runtime.engine.begin() as conn:
+        rows = conn.execute(select(table.c.id, table.c.created_at)
+                            .where(table.c.tenant_id == tenant)).all()
+        for artifact_id, created_at in rows:
+            conn.execute(update(table).where(table.c.id == artifact_id)
+                         .values(created_at=created_at - by))
+
+
 # ---- retention ------------------------------------------------------------------
 
 
@@ -90,8 +102,8 @@ def test_retention_expires_old_artifacts_but_keeps_each_canvas_latest(stack: Sta
     old_a = [created(create_preview(stack, a, rev=r, tenant=t)) for r in (1, 2)]
     old_replay = created(create_replay(stack, a, tenant=t))
     latest_b = created(create_preview(stack, b, rev=9, tenant=t))
-    time.sleep(6.2)
-    env = cli_env(stack, retention_preview="6s")
+    age(stack, t)
+    env = cli_env(stack, retention_preview="1h")
 
     dry = engines(env, "gc", "--older-than", "15m")
     assert plans(dry, t) == [{"tenant_id": t, "env": "dev", "kind": "preview",
@@ -133,8 +145,8 @@ def test_the_dry_run_lists_the_ids_it_would_expire(stack: Stack, tmp_path) -> No
     previews = [created(create_preview(stack, canvas, rev=rev, tenant=t))["id"]
                 for rev in range(105)]
     replays = sorted(created(create_replay(stack, canvas, tenant=t))["id"] for _ in range(2))
-    time.sleep(2.2)
-    env = cli_env(stack, retention_preview="2s", retention_replay="2s")
+    age(stack, t)
+    env = cli_env(stack, retention_preview="1h", retention_replay="1h")
     expiring = set(previews[:-1])  # rev 104 is the canvas's latest preview: kept
 
     dry = engines(env, "gc")
@@ -167,17 +179,17 @@ def test_the_dry_run_lists_the_ids_it_would_expire(stack: Stack, tmp_path) -> No
 
 def test_expiry_interrupted_midway_is_finished_by_the_next_run(
         make_stack, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    stack = make_stack("local-sqlite", retention_replay=timedelta(seconds=1))
+    stack = make_stack("local-sqlite", retention_replay=timedelta(hours=1))
     canvas = new_canvas()
     replays = [created(create_replay(stack, canvas)) for _ in range(5)]
-    time.sleep(1.2)
+    later = datetime.now(UTC) + timedelta(hours=2)  # the clock seam: no waiting
     fail_third_deletion_in_batches_of_two(stack, monkeypatch)
     with pytest.raises(ServiceUnavailable):
-        lifecycle.expire_all(stack.runtime, apply=True)
+        lifecycle.expire_all(stack.runtime, apply=True, now=later)
     assert ids(stack, canvas) == sorted(r["id"] for r in replays[2:]), \
         "the first batch is expired; the second rolled back whole"
 
-    [done] = lifecycle.expire_all(stack.runtime, apply=True)
+    [done] = lifecycle.expire_all(stack.runtime, apply=True, now=later)
     assert done["expired"] == 2, "the next run expires the rest, the latest stays"
     assert ids(stack, canvas) == [replays[-1]["id"]]
 
@@ -186,8 +198,8 @@ def test_without_keep_latest_everything_past_retention_goes(stack: Stack) -> Non
     t, canvas = new_tenant(), new_canvas()
     for rev in (1, 2):
         created(create_audit(stack, canvas, rev=rev, tenant=t))
-    time.sleep(1.2)
-    env = cli_env(stack, retention_audit="1s", retention_keep_latest="false")
+    age(stack, t)
+    env = cli_env(stack, retention_audit="1h", retention_keep_latest="false")
     engines(env, "gc", "--apply")
     assert ids(stack, canvas, t) == []
 
@@ -198,19 +210,20 @@ def test_a_tenant_override_wins_over_the_configured_retention(stack: Stack) -> N
     configured = [created(create_replay(stack, canvas, tenant=expiring)) for _ in range(2)]
     prod = [created(create_replay(stack, canvas, tenant=expiring, env="prod"))
             for _ in range(2)]
-    env = cli_env(stack, retention_replay="1s")
+    env = cli_env(stack, retention_replay="1h")
     engines(env, "retention", "set", "--tenant", kept, "--kind", "replay", "--keep", "forever")
     engines(env, "retention", "set", "--tenant", expiring, "--env", "prod", "--kind", "replay",
             "--keep", "30d")
     shown = engines(env, "retention", "show")
-    assert "replay: 1s" in shown
+    assert "replay: 1h" in shown
     assert f"{kept} env=* replay: forever" in shown
     assert f"{expiring} env=prod replay: 30d" in shown
     engines(env, "retention", "set", "--tenant", kept, "--kind", "replay", "--keep", "3w",
             expect=2)
     engines(env, "retention", "set", "--tenant", "acme", "--kind", "replay", "--keep", "3d",
             expect=2)
-    time.sleep(1.2)
+    age(stack, kept)
+    age(stack, expiring)
 
     engines(env, "gc", "--apply")
 

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, delete, update
 
 from engines.canvas_artifacts import quotas, variants
 from engines.canvas_artifacts import repository as repo
-from engines.canvas_artifacts.models import ArtifactRecord
+from engines.canvas_artifacts.models import KINDS, ArtifactRecord
 from engines.canvas_artifacts.service import record_lineage
 from engines.common.ids import new_id
 from engines.db.engine import CommitOutcomeUnknown, write_transaction
@@ -177,7 +177,7 @@ def expiry_plans(rt: Runtime, now: datetime) -> list[ExpiryPlan]:
     plans = []
     with rt.engine.connect() as conn:
         found = retention.overrides(conn)
-        for kind in retention.KINDS:
+        for kind in KINDS:
             for tenant_id, env in retention.scopes_with_artifacts(conn, kind):
                 keep = retention.effective_keep(rt.settings, found, tenant_id, env, kind)
                 if keep is None:
@@ -221,15 +221,17 @@ SHOWN_IDS = 100
 
 
 def expire_all(rt: Runtime, *, apply: bool, progress: Callable[[str], None] = lambda _m: None,
-               shown_ids: int | None = SHOWN_IDS) -> list[dict[str, object]]:
+               shown_ids: int | None = SHOWN_IDS,
+               now: datetime | None = None) -> list[dict[str, object]]:
     """Every retention in force, applied (or, in a dry run, listed): what `engines gc` runs.
 
     Each entry's `ids` are every artifact expired (or that a dry run would expire), so
     an operator can check them before --apply; `progress` gets the first `shown_ids`
-    of each (None: all of them).
+    of each (None: all of them). `now` is when retention is judged (the clock seam of
+    the tests; default: now).
     """
     listed = []
-    for plan in expiry_plans(rt, datetime.now(UTC)):
+    for plan in expiry_plans(rt, now or datetime.now(UTC)):
         if apply:
             ids = [artifact_id for batch in expire(rt, plan) for artifact_id in batch]
             metrics.record_retention(len(ids))
