@@ -185,7 +185,7 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: 
     """Factory: build a Stack for a named backend combination with setting overrides."""
     built: list[Stack] = []
 
-    def build(name: str = "local-sqlite", *, nexus=None, **overrides: object) -> Stack:  # type: ignore[no-untyped-def]
+    def build(name: str = "local-sqlite", *, nexus=None, **overrides: object) -> Stack:
         if name == "local-sqlite":
             settings = local_settings(tmp_path, sqlite_template, **overrides)
         else:
@@ -206,13 +206,13 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: 
 
 
 @pytest.fixture(params=["local-sqlite", "s3-postgres"])
-def stack(request: pytest.FixtureRequest, make_stack) -> Stack:  # type: ignore[no-untyped-def]
+def stack(request: pytest.FixtureRequest, make_stack) -> Stack:
     """The contract fixture: every test using it runs on both backend combinations."""
     return make_stack(request.param)
 
 
 @pytest.fixture
-def local(make_stack) -> Stack:  # type: ignore[no-untyped-def]
+def local(make_stack) -> Stack:
     """The embedded default only, for tests about logic rather than backends."""
     return make_stack("local-sqlite")
 

@@ -35,14 +35,14 @@ BATCH = 1024 * 1024
 def create_app() -> Any:
     store = build_blob_store(get_settings())
 
-    async def respond(send, status: int, body: bytes,  # type: ignore[no-untyped-def]
+    async def respond(send, status: int, body: bytes,
                       content_type: bytes = b"application/json") -> None:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", content_type),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    async def app(scope, receive, send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()

@@ -83,7 +83,7 @@ class Connection:
         return await self.read_reply()
 
     async def send_stream(self, method: str, path: str, headers: dict[str, str], size: int,
-                          chunks) -> Reply:  # type: ignore[no-untyped-def]
+                          chunks) -> Reply:
         if self.writer is None:
             await self.open()
         assert self.writer is not None
@@ -221,7 +221,7 @@ async def run_fixed(job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def upload_chunks(size: int):  # type: ignore[no-untyped-def]
+def upload_chunks(size: int):
     """size bytes starting with the PNG magic, produced lazily from one reused buffer."""
     first = PNG_MAGIC + bytes(range(256)) * (CHUNK // 256)
     first = first[:CHUNK]

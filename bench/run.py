@@ -276,7 +276,7 @@ class Bench:
         self.seed_list(engine)
         engine.dispose()
 
-    def seed_list(self, engine) -> None:  # type: ignore[no-untyped-def]
+    def seed_list(self, engine) -> None:
         """opts.list_rows artifact records in one canvas, straight into the table.
 
         Plain DBAPI executemany with values pre-rendered per dialect: the SQLAlchemy

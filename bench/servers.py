@@ -215,7 +215,7 @@ class ScratchDatabase:
         self.admin_url = admin_url
         self.name = f"engines_bench_{uuid.uuid4().hex[:10]}"
 
-    def _admin(self):  # type: ignore[no-untyped-def]
+    def _admin(self):
         import psycopg
 
         return psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5)

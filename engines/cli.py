@@ -293,7 +293,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quota_line(quota, usage) -> str:  # type: ignore[no-untyped-def]
+def _quota_line(quota, usage) -> str:
     def limit(value: int | None) -> str:
         return "unlimited" if value is None else str(value)
 

@@ -87,7 +87,7 @@ def _stack_env(request: pytest.FixtureRequest, workdir: Path) -> Iterator[dict[s
                "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def served_fixture():  # type: ignore[no-untyped-def]
+def served_fixture():
     """A module-scoped `served` fixture: one running server per stack."""
 
     @pytest.fixture(scope="module", params=STACKS)

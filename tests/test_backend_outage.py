@@ -36,7 +36,7 @@ def bucket_contents(stack: Stack) -> tuple[list[str], list[str]]:
     return objects, uploads
 
 
-def assert_503_envelope(response, request_id: str) -> str:  # type: ignore[no-untyped-def]
+def assert_503_envelope(response, request_id: str) -> str:
     assert response.status_code == 503, response.text
     error = response.json()["error"]
     assert error["code"].startswith("metadata.")
@@ -57,13 +57,13 @@ def creates(stack: Stack, canvas: str) -> dict[str, tuple[str, dict]]:  # type: 
     }
 
 
-def timed(call):  # type: ignore[no-untyped-def]
+def timed(call):
     started = time.monotonic()
     result = call()
     return result, time.monotonic() - started
 
 
-def test_refused_database_gives_503_fast_and_leaves_no_blob(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_refused_database_gives_503_fast_and_leaves_no_blob(make_stack) -> None:
     stack = make_stack("s3-postgres", database_url=REFUSED_DB)
     canvas = new_canvas()
 
@@ -118,7 +118,7 @@ def blackhole_port() -> Iterator[int]:
 
 
 @pytest.mark.slow
-def test_silent_database_gives_503_not_a_hang(make_stack, blackhole_port: int) -> None:  # type: ignore[no-untyped-def]
+def test_silent_database_gives_503_not_a_hang(make_stack, blackhole_port: int) -> None:
     stack = make_stack("s3-postgres",
                        database_url=f"postgresql+psycopg://postgres@127.0.0.1:{blackhole_port}/x")
     canvas = new_canvas()
@@ -158,7 +158,7 @@ def kill_connections(admin_url: str, url: str) -> int:
     return int(killed)
 
 
-def test_connection_dropped_by_the_server_is_replaced(make_stack, pg_admin_url: str,  # type: ignore[no-untyped-def]
+def test_connection_dropped_by_the_server_is_replaced(make_stack, pg_admin_url: str,
                                                      own_database: str) -> None:
     stack = make_stack("s3-postgres", database_url=own_database)
     canvas = new_canvas()
@@ -177,7 +177,7 @@ def test_connection_dropped_by_the_server_is_replaced(make_stack, pg_admin_url: 
                                                                second.json()["id"]}
 
 
-def test_unreachable_bucket_gives_503_and_writes_no_record(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_unreachable_bucket_gives_503_and_writes_no_record(make_stack) -> None:
     stack = make_stack("s3-postgres", aws_endpoint_url_s3="http://127.0.0.1:1",
                        s3_max_attempts=1, s3_connect_timeout=1.0)
     canvas = new_canvas()

@@ -213,7 +213,7 @@ def cli_token(tmp_path: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
-def test_token_is_accepted_by_the_api(tmp_path: Path, make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_token_is_accepted_by_the_api(tmp_path: Path, make_stack) -> None:
     env = {"AUTH_JWT_SIGNING": SIGNING_KEY}
     token = cli_token(tmp_path, "--role", "member", "--ttl", "60")
 
@@ -313,7 +313,7 @@ def test_version(tmp_path: Path) -> None:
     assert result.stdout.strip() == f"engines {version('northstar-engines-canvas')}"
 
 
-def test_token_env_flag_limits_the_token_to_those_envs(tmp_path: Path, make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_token_env_flag_limits_the_token_to_those_envs(tmp_path: Path, make_stack) -> None:
     token = cli_token(tmp_path, "--env", "dev", "--env", "stage")
     assert jwt.decode(token, SIGNING_KEY, algorithms=["HS256"])["envs"] == ["dev", "staging"]
 

@@ -72,7 +72,7 @@ class CommitReplyDropper:
 
 
 @pytest.fixture
-def proxied(make_stack, pg_url: str) -> Iterator[tuple[Stack, CommitReplyDropper]]:  # type: ignore[no-untyped-def]
+def proxied(make_stack, pg_url: str) -> Iterator[tuple[Stack, CommitReplyDropper]]:
     target = make_url(pg_url)
     proxy = CommitReplyDropper((target.host or "127.0.0.1", target.port or 5432))
     via_proxy = target.set(host="127.0.0.1", port=proxy.port,
@@ -92,7 +92,7 @@ def assert_kept(stack: Stack, canvas: str, record: dict[str, object]) -> None:
     assert stack.runtime.store.key_for(str(record["uri"])) in blob_keys(stack)
 
 
-def test_lost_commit_reply_without_a_key_answers_201_and_keeps_the_blob(proxied) -> None:  # type: ignore[no-untyped-def]
+def test_lost_commit_reply_without_a_key_answers_201_and_keeps_the_blob(proxied) -> None:
     stack, proxy = proxied
     canvas = new_canvas()
     proxy.armed.set()
@@ -101,7 +101,7 @@ def test_lost_commit_reply_without_a_key_answers_201_and_keeps_the_blob(proxied)
     assert_kept(stack, canvas, record)
 
 
-def test_lost_commit_reply_with_a_key_answers_201_then_replays_it(proxied) -> None:  # type: ignore[no-untyped-def]
+def test_lost_commit_reply_with_a_key_answers_201_then_replays_it(proxied) -> None:
     stack, proxy = proxied
     canvas = new_canvas()
     proxy.armed.set()

@@ -16,14 +16,14 @@ WRITE_HEADERS = ("authorization", "x-tenant-id", "x-env", "x-project-id", "x-wor
 
 
 def preflight(stack: Stack, path: str, method: str = "POST", origin: str = ORIGIN,
-              headers: tuple[str, ...] = WRITE_HEADERS):  # type: ignore[no-untyped-def]
+              headers: tuple[str, ...] = WRITE_HEADERS):
     return stack.client.options(path, headers={
         "Origin": origin, "Access-Control-Request-Method": method,
         "Access-Control-Request-Headers": ", ".join(headers)})
 
 
 @pytest.fixture
-def cors(make_stack) -> Stack:  # type: ignore[no-untyped-def]
+def cors(make_stack) -> Stack:
     return make_stack("local-sqlite", cors_origins=[ORIGIN, "https://app.example.com"])
 
 
@@ -64,7 +64,7 @@ def test_responses_carry_the_headers_on_lean_and_full_paths_and_errors(cors: Sta
     assert denied.status_code == 401
 
 
-def test_other_origins_and_the_default_get_no_cors(cors: Stack, make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_other_origins_and_the_default_get_no_cors(cors: Stack, make_stack) -> None:
     evil = preflight(cors, "/artifacts", "GET", origin="http://evil.example")
     assert evil.status_code == 400
     assert "access-control-allow-origin" not in evil.headers

@@ -314,7 +314,7 @@ def orphan_key(canvas: str) -> str:
     return f"tenants/t_acme/dev/canvas/{canvas}/preview/art_orphan{uuid.uuid4().hex[:8]}.png"
 
 
-def test_gc_local(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_gc_local(make_stack) -> None:
     stack = make_stack("local-sqlite")
     store, canvas = stack.runtime.store, new_canvas()
     env = service_env(database_url=stack.settings.database_url,
@@ -354,7 +354,7 @@ def test_gc_local(make_stack) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.s3
 @pytest.mark.postgres
-def test_gc_s3(make_stack, s3_endpoint: str) -> None:  # type: ignore[no-untyped-def]
+def test_gc_s3(make_stack, s3_endpoint: str) -> None:
     stack = make_stack("s3-postgres")
     store, canvas, bucket = stack.runtime.store, new_canvas(), stack.settings.raw_bucket
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
@@ -395,7 +395,7 @@ def test_gc_s3(make_stack, s3_endpoint: str) -> None:  # type: ignore[no-untyped
     assert missing.status_code == 503 and missing.json()["error"]["code"] == "storage.blob_missing"
 
 
-def test_gc_scan_survives_uploads_finishing_mid_scan(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_gc_scan_survives_uploads_finishing_mid_scan(make_stack) -> None:
     """gc runs beside a live service: an upload that commits after the uploads
     directory was listed (its temporary file renamed away) is skipped, not a
     crash of the scan."""

@@ -93,7 +93,7 @@ def subscribe(server: Server, tenant: str, **extra: str) -> SseReader:
     return reader
 
 
-def test_event_reaches_the_other_process_within_a_second(serve) -> None:  # type: ignore[no-untyped-def]
+def test_event_reaches_the_other_process_within_a_second(serve) -> None:
     writer, listener = serve(), serve()
     tenant, canvas = "t_cross", new_canvas()
     reader = subscribe(listener, tenant)
@@ -109,7 +109,7 @@ def test_event_reaches_the_other_process_within_a_second(serve) -> None:  # type
         reader.close()
 
 
-def test_resume_across_a_server_restart(serve, database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_resume_across_a_server_restart(serve, database, tmp_path) -> None:
     writer = serve()
     tenant, canvas = "t_restart", new_canvas()
     first = running_server(database, tmp_path)
@@ -156,7 +156,7 @@ def worker(env: dict[str, str], workdir: Path) -> Iterator[subprocess.Popen[byte
         assert process.wait(timeout=10) == 0
 
 
-def test_sigkill_mid_delivery_then_another_process_redelivers(  # type: ignore[no-untyped-def]
+def test_sigkill_mid_delivery_then_another_process_redelivers(
         serve, database, tmp_path) -> None:
     tenant = "t_killed"
     with receiver(["hang"]) as hook:
@@ -177,7 +177,7 @@ def test_sigkill_mid_delivery_then_another_process_redelivers(  # type: ignore[n
     assert [(a["attempt"], a["outcome"]) for a in log] == [(2, "succeeded")]
 
 
-def test_two_processes_deliver_each_event_once(serve) -> None:  # type: ignore[no-untyped-def]
+def test_two_processes_deliver_each_event_once(serve) -> None:
     tenant, canvas = "t_twice", new_canvas()
     with receiver() as hook:
         one, two = serve(WEBHOOKS_ENABLED="true"), serve(WEBHOOKS_ENABLED="true")

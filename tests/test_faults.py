@@ -227,7 +227,7 @@ class S3Server:
         """What the service is configured with: reachable only while the server is up."""
         return f"http://127.0.0.1:{self.link.port}"
 
-    def direct_client(self):  # type: ignore[no-untyped-def]
+    def direct_client(self):
         """A client straight to moto, for the test to watch the upload happen."""
         assert self.moto is not None
         host, port = self.moto.get_host_and_port()
@@ -244,7 +244,7 @@ def s3_server(s3_endpoint: str) -> Iterator[S3Server]:
 
 
 @pytest.fixture
-def s3_stack(make_stack, s3_server: S3Server) -> Stack:  # type: ignore[no-untyped-def]
+def s3_stack(make_stack, s3_server: S3Server) -> Stack:
     """s3-postgres whose S3 is the stoppable server."""
     bucket = f"canvas-{uuid.uuid4().hex[:10]}"
     s3_server.direct_client().create_bucket(Bucket=bucket)
@@ -372,7 +372,7 @@ def test_s3_stopped_during_multipart_upload(s3_stack: Stack, s3_server: S3Server
 
 
 @pytest.mark.postgres
-def test_postgres_unreachable(make_stack, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_postgres_unreachable(make_stack, pg_url: str) -> None:
     """The blob is written first; the metadata step cannot connect; the blob goes."""
     tenant = new_tenant()
     down = make_stack("s3-postgres", database_url="postgresql+psycopg://postgres@127.0.0.1:1/x",
@@ -420,7 +420,7 @@ class TerminatedMidTransaction(SqlNexusBackend):
 
 
 @pytest.mark.postgres
-def test_postgres_connection_dropped_mid_transaction_is_retried_once(  # type: ignore[no-untyped-def]
+def test_postgres_connection_dropped_mid_transaction_is_retried_once(
         make_stack, pg_admin_url: str) -> None:
     """One lost connection costs a retry on a fresh connection, not the request."""
     tenant = new_tenant()
@@ -435,7 +435,7 @@ def test_postgres_connection_dropped_mid_transaction_is_retried_once(  # type: i
 
 
 @pytest.mark.postgres
-def test_postgres_connection_dropped_twice_is_503_and_keeps_nothing(  # type: ignore[no-untyped-def]
+def test_postgres_connection_dropped_twice_is_503_and_keeps_nothing(
         make_stack, pg_admin_url: str) -> None:
     tenant = new_tenant()
     nexus = TerminatedMidTransaction(pg_admin_url, times=2)
@@ -469,7 +469,7 @@ class NexusDown(SqlNexusBackend):
 
 @pytest.mark.parametrize("name", ["local-sqlite", pytest.param(
     "s3-postgres", marks=[pytest.mark.s3, pytest.mark.postgres])])
-def test_nexus_write_raises(make_stack, name: str) -> None:  # type: ignore[no-untyped-def]
+def test_nexus_write_raises(make_stack, name: str) -> None:
     tenant = new_tenant()
     nexus = NexusDown()
     stack = make_stack(name, nexus=nexus)

@@ -38,7 +38,7 @@ from tests.test_faults import served
 MIB = 1024 * 1024
 
 
-def gc(stack: Stack, *, older_than: float = 0, force: bool = True):  # type: ignore[no-untyped-def]
+def gc(stack: Stack, *, older_than: float = 0, force: bool = True):
     return collect(stack.runtime.store, stack.runtime.engine,
                    older_than=timedelta(seconds=older_than), apply=True, force=force)
 
@@ -63,7 +63,7 @@ def json_asset(stack: Stack) -> str:
 
 @pytest.mark.s3
 @pytest.mark.postgres
-def test_gc_keeps_a_blob_only_a_media_v2_artifact_references(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_gc_keeps_a_blob_only_a_media_v2_artifact_references(make_stack) -> None:
     stack = make_stack("s3-postgres")
     key = "tenants/t_acme/dev/renders/r1.png"
     stack.runtime.store.put_bytes(key, PNG, "image/png")
@@ -81,7 +81,7 @@ def test_gc_keeps_a_blob_only_a_media_v2_artifact_references(make_stack) -> None
 
 @pytest.mark.s3
 @pytest.mark.postgres
-def test_render_refs_in_odd_spellings_are_stored_canonical_and_kept(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_render_refs_in_odd_spellings_are_stored_canonical_and_kept(make_stack) -> None:
     stack = make_stack("s3-postgres")
     bucket = stack.settings.raw_bucket
     canvas = new_canvas()
@@ -102,7 +102,7 @@ def test_render_refs_in_odd_spellings_are_stored_canonical_and_kept(make_stack) 
 
 @pytest.mark.s3
 @pytest.mark.postgres
-def test_render_refs_that_have_no_canonical_form_are_refused(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_render_refs_that_have_no_canonical_form_are_refused(make_stack) -> None:
     stack = make_stack("s3-postgres")
     prefix = f"s3://{stack.settings.raw_bucket}/tenants/t_acme/dev/r"
     for uri in (f"{prefix}/a.png#x", f"{prefix}/a.png?versionId=3", f"{prefix}//a.png",
@@ -116,7 +116,7 @@ def test_render_refs_that_have_no_canonical_form_are_refused(make_stack) -> None
 # ---- 2c: unfinished uploads live where no finished object can ----------------------
 
 
-def test_a_media_v2_upload_named_like_a_temporary_file_is_kept(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_a_media_v2_upload_named_like_a_temporary_file_is_kept(make_stack) -> None:
     stack = make_stack("local-sqlite")
     response = stack.client.post("/media-v2/assets", headers=stack.headers(),
                                  files={"file": ("quarterly.part", b"figures", "text/plain")})
@@ -167,7 +167,7 @@ def stack_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def test_a_slow_upload_holds_a_lease_and_gc_leaves_it_alone(make_stack, stack_name: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_slow_upload_holds_a_lease_and_gc_leaves_it_alone(make_stack, stack_name: str) -> None:
     stack = make_stack(stack_name, upload_lease_seconds=0.3, s3_part_size=5 * MIB,
                        max_preview_bytes=64 * MIB)
     canvas = new_canvas()
@@ -180,7 +180,7 @@ def test_a_slow_upload_holds_a_lease_and_gc_leaves_it_alone(make_stack, stack_na
     assert record["size_bytes"] == first_chunk(stack) + 6 * 1024
 
 
-def test_an_upload_gc_did_sweep_fails_cleanly(make_stack, stack_name: str) -> None:  # type: ignore[no-untyped-def]
+def test_an_upload_gc_did_sweep_fails_cleanly(make_stack, stack_name: str) -> None:
     stack = make_stack(stack_name, upload_lease_seconds=3600, s3_part_size=5 * MIB,
                        max_preview_bytes=64 * MIB)
     canvas = new_canvas()
@@ -195,7 +195,7 @@ def test_an_upload_gc_did_sweep_fails_cleanly(make_stack, stack_name: str) -> No
 # ---- 4: records do not depend on the mount point; the interlock ---------------------
 
 
-def test_moving_the_media_root_keeps_every_artifact_readable(make_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_moving_the_media_root_keeps_every_artifact_readable(make_stack, tmp_path: Path) -> None:
     stack = make_stack("local-sqlite")
     canvas = new_canvas()
     record = created(create_preview(stack, canvas))
@@ -216,7 +216,7 @@ def run_gc_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
                           timeout=60, check=False)
 
 
-def test_gc_refuses_to_delete_a_store_that_looks_all_orphaned(make_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_gc_refuses_to_delete_a_store_that_looks_all_orphaned(make_stack, tmp_path: Path) -> None:
     """The wrong DATABASE_URL (here: an empty one) makes every blob look orphaned."""
     stack = make_stack("local-sqlite")
     canvas = new_canvas()

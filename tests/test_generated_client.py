@@ -79,7 +79,7 @@ def _api(name: str) -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def client(generated: ModuleType, server: Server):  # type: ignore[no-untyped-def]
+def client(generated: ModuleType, server: Server):
     token = issue_token(Settings(auth_jwt_signing=SIGNING_KEY), sub="u_gen",
                         tenants=["t_acme"], role="member")
     with generated.AuthenticatedClient(base_url=server.url, token=token) as api:
@@ -93,7 +93,7 @@ def routing(generated: ModuleType) -> dict[str, object]:
             "x_project_id": "p_web"}
 
 
-def _created(response, kind: str):  # type: ignore[no-untyped-def]
+def _created(response, kind: str):
     assert response.status_code == 201, response.content
     record = response.parsed
     assert type(record).__name__ == "ArtifactRecord", record
@@ -101,7 +101,7 @@ def _created(response, kind: str):  # type: ignore[no-untyped-def]
     return record
 
 
-def test_create_list_fetch_and_lineage_with_the_generated_client(client, routing) -> None:  # type: ignore[no-untyped-def]
+def test_create_list_fetch_and_lineage_with_the_generated_client(client, routing) -> None:
     models = _module("models")
     File = _module("types").File  # noqa: N806 - the generated class
 
@@ -166,7 +166,7 @@ def test_create_list_fetch_and_lineage_with_the_generated_client(client, routing
     assert lineage.events[0].lineage["project_id"] == "p_web"
 
 
-def test_errors_come_back_as_the_typed_envelope(client, routing) -> None:  # type: ignore[no-untyped-def]
+def test_errors_come_back_as_the_typed_envelope(client, routing) -> None:
     """A wrong tenant is a 403 and an unknown id a 404, both parsed as ErrorEnvelope."""
     get_artifact = _api("get_artifact")
     forbidden = get_artifact.sync_detailed(CANVAS, "art_missing", client=client,
@@ -178,7 +178,7 @@ def test_errors_come_back_as_the_typed_envelope(client, routing) -> None:  # typ
     assert missing.parsed.error.request_id == missing.headers["x-request-id"]
 
 
-def test_media_v2_asset_upload_with_the_generated_client(client, routing) -> None:  # type: ignore[no-untyped-def]
+def test_media_v2_asset_upload_with_the_generated_client(client, routing) -> None:
     models = _module("models")
     File = _module("types").File  # noqa: N806 - the generated class
     create = _module("api.media_v2.create_media_asset")

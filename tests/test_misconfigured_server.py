@@ -261,7 +261,7 @@ def test_readyz_says_no_such_bucket_when_the_bucket_goes_away(
 @pytest.mark.postgres
 @pytest.mark.s3
 def test_readyz_tells_no_credentials_from_an_unreachable_endpoint(
-        make_stack, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+        make_stack, monkeypatch: pytest.MonkeyPatch) -> None:
     import botocore.session
     from fastapi.testclient import TestClient
 

@@ -45,13 +45,13 @@ def document(local: Stack) -> dict[str, Any]:
     return response.json()
 
 
-def _operations(document: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _operations(document: dict[str, Any]):
     for path, item in document["paths"].items():
         for method, operation in item.items():
             yield method, path, operation
 
 
-def _authenticated(document: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _authenticated(document: dict[str, Any]):
     for method, path, operation in _operations(document):
         if path.startswith(AUTHENTICATED_PREFIXES):
             yield method, path, operation

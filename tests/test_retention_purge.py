@@ -138,7 +138,7 @@ def _listed_ids(output: str, tenant: str, kind: str) -> list[str]:
     return listed
 
 
-def test_the_dry_run_lists_the_ids_it_would_expire(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_dry_run_lists_the_ids_it_would_expire(stack: Stack, tmp_path) -> None:
     """An operator can check exactly what --apply would expire: the first 100 ids per
     tenant and kind, then "... and N more"; all of them with --verbose and in --output."""
     t, canvas = new_tenant(), new_canvas()
@@ -178,7 +178,7 @@ def test_the_dry_run_lists_the_ids_it_would_expire(stack: Stack, tmp_path) -> No
 
 
 def test_expiry_interrupted_midway_is_finished_by_the_next_run(
-        make_stack, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+        make_stack, monkeypatch: pytest.MonkeyPatch) -> None:
     stack = make_stack("local-sqlite", retention_replay=timedelta(hours=1))
     canvas = new_canvas()
     replays = [created(create_replay(stack, canvas)) for _ in range(5)]

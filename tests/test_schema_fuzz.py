@@ -35,7 +35,7 @@ CANVAS = "c_fuzz"
 
 
 @pytest.fixture
-def api_schema(request: pytest.FixtureRequest, stack: Stack):  # type: ignore[no-untyped-def]
+def api_schema(request: pytest.FixtureRequest, stack: Stack):
     """On both stacks: PostgreSQL refuses inputs SQLite stores (NUL, out-of-range ints)."""
     # schemathesis 4.32's lazy loader relabels subtests through `node._nodeid`,
     # which pytest 9 no longer has; give it one to read.
@@ -48,7 +48,7 @@ def auth_headers(stack: Stack) -> dict[str, str]:
     return stack.headers("t_acme", "dev")
 
 
-def _created(response) -> str:  # type: ignore[no-untyped-def]
+def _created(response) -> str:
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
@@ -100,7 +100,7 @@ EXPORT = r".*/export$"
 @schema.exclude(path_regex=EXPORT).parametrize()
 @settings(max_examples=20, derandomize=True, deadline=None,
           suppress_health_check=list(HealthCheck))
-def test_every_operation_conforms(case, auth_headers: dict[str, str],  # type: ignore[no-untyped-def]
+def test_every_operation_conforms(case, auth_headers: dict[str, str],
                                   real_targets: dict[str, Iterator[dict[str, str]]]) -> None:
     _conforms(case, auth_headers, real_targets)
 
@@ -112,12 +112,12 @@ def test_every_operation_conforms(case, auth_headers: dict[str, str],  # type: i
 @schema.include(path_regex=EXPORT).parametrize()
 @settings(max_examples=5, derandomize=True, deadline=None,
           suppress_health_check=list(HealthCheck))
-def test_export_conforms(case, auth_headers: dict[str, str],  # type: ignore[no-untyped-def]
+def test_export_conforms(case, auth_headers: dict[str, str],
                          real_targets: dict[str, Iterator[dict[str, str]]]) -> None:
     _conforms(case, auth_headers, real_targets)
 
 
-def _conforms(case, auth_headers: dict[str, str],  # type: ignore[no-untyped-def]
+def _conforms(case, auth_headers: dict[str, str],
               real_targets: dict[str, Iterator[dict[str, str]]]) -> None:
     case.call_and_validate(headers=auth_headers, checks=CHECKS)
     targets = real_targets.get(case.operation.path)

@@ -91,7 +91,7 @@ def replay_index(conn: Connection, tenant_id: str, env: str,
     )).scalar_one_or_none()
 
 
-def _record(row) -> ArtifactRecord:  # type: ignore[no-untyped-def]
+def _record(row) -> ArtifactRecord:
     """A row we wrote ourselves, validated on the way in: no second validation on the way out."""
     return ArtifactRecord.model_construct(**row)
 

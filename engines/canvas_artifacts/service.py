@@ -255,7 +255,7 @@ def canvas_asset_id(tenant_id: str, env: str, canvas_id: str) -> str:
 # ---- previews -------------------------------------------------------------
 
 
-async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of) -> Payload:  # type: ignore[no-untyped-def]
+async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of) -> Payload:
     limit = rt.settings.max_preview_bytes
     content_type = request_media_type(request)
     if content_type == "application/json":
@@ -278,14 +278,14 @@ async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of
 
 
 async def _stored_preview(rt: Runtime, chunks: AsyncIterator[bytes], check: HeadCheck,
-                          key_of) -> Payload:  # type: ignore[no-untyped-def]
+                          key_of) -> Payload:
     blob, mime = await ingest(rt.store, chunks, limit=rt.settings.max_preview_bytes,
                               head_check=check, key_for=lambda mime: key_of(EXTENSIONS[mime]),
                               leases=rt.leases)
     return Payload(uri=blob.uri, mime_type=mime, body_sha256=blob.sha256, blob=blob)
 
 
-def _key_maker(ctx: RequestContext, canvas_id: str, kind: str, artifact_id: str):  # type: ignore[no-untyped-def]
+def _key_maker(ctx: RequestContext, canvas_id: str, kind: str, artifact_id: str):
     def key_of(extension: str) -> str:
         return canvas_key(ctx.tenant_id, ctx.env, canvas_id, kind, artifact_id, extension)
 

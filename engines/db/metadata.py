@@ -22,7 +22,7 @@ class UtcDateTime(TypeDecorator[object]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+    def process_result_value(self, value, dialect):
 
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)

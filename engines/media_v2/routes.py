@@ -42,7 +42,7 @@ _READ_ERRORS = error_responses(*AUTHENTICATED_ERRORS)
 _GET_ERRORS = error_responses(*AUTHENTICATED_ERRORS, 404)
 
 
-async def _json_body(request: Request, rt: Runtime, model):  # type: ignore[no-untyped-def]
+async def _json_body(request: Request, rt: Runtime, model):
     """The validated model and the sha256 of the raw body (for idempotency)."""
     require_json(request)
     raw = await read_limited(request, JSON_LIMIT)
@@ -57,7 +57,7 @@ def _claim(request: Request, caller: Caller) -> IdempotencyClaim | None:
     return claim_from(request, caller.ctx, caller.auth.actor_id)
 
 
-def _dump(model) -> Response:  # type: ignore[no-untyped-def]
+def _dump(model) -> Response:
     return OrjsonResponse(model.model_dump(mode="json"))
 
 

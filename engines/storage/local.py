@@ -208,7 +208,7 @@ class LocalBlobStore(BlobStore):
             raise BlobNotFound(key) from exc
 
     @staticmethod
-    def _iter_file(fh, start: int, end: int | None) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+    def _iter_file(fh, start: int, end: int | None) -> Iterator[bytes]:
         with fh:
             fh.seek(start)
             remaining = None if end is None else end - start + 1

@@ -96,7 +96,7 @@ def _boto_session() -> boto3.session.Session:
     return boto3.session.Session()
 
 
-def build_s3_client(settings: Settings):  # type: ignore[no-untyped-def]
+def build_s3_client(settings: Settings):
     """The process's S3 client.
 
     S3_MAX_ATTEMPTS counts every attempt, as AWS_MAX_ATTEMPTS does, so it maps
@@ -155,7 +155,7 @@ class _PartBody(io.RawIOBase):
 
 
 class S3BlobWriter(BlobWriter):
-    def __init__(self, client, bucket: str, key: str, content_type: str,  # type: ignore[no-untyped-def]
+    def __init__(self, client, bucket: str, key: str, content_type: str,
                  part_size: int) -> None:
         self.client, self.bucket, self.key = client, bucket, key
         # unfinished multipart uploads are listed apart from objects, under their key
@@ -294,7 +294,7 @@ class S3Parts(PartUploads):
 class S3BlobStore(BlobStore):
     scheme = "s3"
 
-    def __init__(self, settings: Settings, client=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, settings: Settings, client=None) -> None:
         assert settings.raw_bucket
         self.bucket = settings.raw_bucket
         self.part_size = settings.s3_part_size
@@ -325,7 +325,7 @@ class S3BlobStore(BlobStore):
         return self._iter_body(body, key)
 
     @staticmethod
-    def _iter_body(body, key: str) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+    def _iter_body(body, key: str) -> Iterator[bytes]:
         with contextlib.closing(body), _translated(key):
             yield from body.iter_chunks(_READ_CHUNK)
 

@@ -53,7 +53,7 @@ class Route:
     write: bool
     body: dict[str, Any]
 
-    def call(self, stack: Stack, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+    def call(self, stack: Stack, headers: dict[str, str]):
         return stack.client.request(self.method, self.path, headers=headers, **self.body)
 
 
@@ -77,7 +77,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def assert_envelope(response, status: int, code_prefix: str | None = None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def assert_envelope(response, status: int, code_prefix: str | None = None) -> dict[str, Any]:
     """The one error shape, with the request id of the call in body and headers."""
     assert response.status_code == status, response.text
     body = response.json()

@@ -88,7 +88,7 @@ def rs256(key: rsa.RSAPrivateKey, kid: str | None, **overrides: Any) -> str:
     return jwt.encode(claims(**overrides), key, algorithm="RS256", headers=headers)
 
 
-def call(stack: Stack, token: str, *, write: bool = False):  # type: ignore[no-untyped-def]
+def call(stack: Stack, token: str, *, write: bool = False):
     headers = {"Authorization": f"Bearer {token}", "X-Tenant-Id": "t_acme", "X-Env": "dev",
                "X-Project-Id": "p_main"}
     if write:
@@ -97,13 +97,13 @@ def call(stack: Stack, token: str, *, write: bool = False):  # type: ignore[no-u
     return stack.client.get("/media-v2/assets", headers=headers)
 
 
-def jwks_stack(make_stack, issuer: Issuer, **overrides: Any) -> Stack:  # type: ignore[no-untyped-def]
+def jwks_stack(make_stack, issuer: Issuer, **overrides: Any) -> Stack:
     values: dict[str, Any] = {"auth_jwks_url": issuer.url, "auth_jwt_algorithms": RS}
     values.update(overrides)
     return make_stack("local-sqlite", **values)
 
 
-def test_token_signed_with_jwks_key_accepted(make_stack, issuer, rsa_keys) -> None:  # type: ignore[no-untyped-def]
+def test_token_signed_with_jwks_key_accepted(make_stack, issuer, rsa_keys) -> None:
     issuer.publish(("k1", rsa_keys["k1"]))
     stack = jwks_stack(make_stack, issuer)
     token = rs256(rsa_keys["k1"], "k1")
@@ -113,7 +113,7 @@ def test_token_signed_with_jwks_key_accepted(make_stack, issuer, rsa_keys) -> No
     assert created.json()["user_id"] == "u_ana"
 
 
-def test_token_signed_with_another_key_rejected(make_stack, issuer, rsa_keys) -> None:  # type: ignore[no-untyped-def]
+def test_token_signed_with_another_key_rejected(make_stack, issuer, rsa_keys) -> None:
     issuer.publish(("k1", rsa_keys["k1"]))
     stack = jwks_stack(make_stack, issuer)
     forged = call(stack, rs256(rsa_keys["rogue"], "k1"))           # claims the issuer's kid
@@ -125,7 +125,7 @@ def test_token_signed_with_another_key_rejected(make_stack, issuer, rsa_keys) ->
     assert call(stack, rs256(rsa_keys["k1"], None)).status_code == 401  # no kid at all
 
 
-def test_hs256_rejected_when_only_rs256_configured(make_stack, issuer, rsa_keys) -> None:  # type: ignore[no-untyped-def]
+def test_hs256_rejected_when_only_rs256_configured(make_stack, issuer, rsa_keys) -> None:
     issuer.publish(("k1", rsa_keys["k1"]))
     stack = jwks_stack(make_stack, issuer)
     hs = jwt.encode(claims(), SIGNING_KEY, algorithm="HS256")
@@ -145,7 +145,7 @@ def test_hs256_rejected_when_only_rs256_configured(make_stack, issuer, rsa_keys)
     assert "algorithm" in response.json()["error"]["message"]
 
 
-def test_expired_rs256_token_rejected(make_stack, issuer, rsa_keys) -> None:  # type: ignore[no-untyped-def]
+def test_expired_rs256_token_rejected(make_stack, issuer, rsa_keys) -> None:
     issuer.publish(("k1", rsa_keys["k1"]))
     stack = jwks_stack(make_stack, issuer)
     now = int(time.time())
@@ -154,7 +154,7 @@ def test_expired_rs256_token_rejected(make_stack, issuer, rsa_keys) -> None:  # 
     assert "expired" in response.json()["error"]["message"]
 
 
-def test_hs256_and_rs256_side_by_side(make_stack, issuer, rsa_keys) -> None:  # type: ignore[no-untyped-def]
+def test_hs256_and_rs256_side_by_side(make_stack, issuer, rsa_keys) -> None:
     """Both configured: dev tokens keep working while the issuer's tokens are accepted."""
     issuer.publish(("k1", rsa_keys["k1"]))
     stack = jwks_stack(make_stack, issuer, auth_jwt_algorithms=["HS256", "RS256"])
@@ -163,7 +163,7 @@ def test_hs256_and_rs256_side_by_side(make_stack, issuer, rsa_keys) -> None:  # 
     assert call(stack, rs256(rsa_keys["rogue"], "k1")).status_code == 401
 
 
-def test_keys_are_cached(make_stack, issuer, rsa_keys) -> None:  # type: ignore[no-untyped-def]
+def test_keys_are_cached(make_stack, issuer, rsa_keys) -> None:
     issuer.publish(("k1", rsa_keys["k1"]))
     stack = jwks_stack(make_stack, issuer)
     token = rs256(rsa_keys["k1"], "k1")
@@ -172,7 +172,7 @@ def test_keys_are_cached(make_stack, issuer, rsa_keys) -> None:  # type: ignore[
     assert issuer.fetches == 1
 
 
-def test_rotation_unknown_kid_refreshes_the_keys(make_stack, issuer, rsa_keys) -> None:  # type: ignore[no-untyped-def]
+def test_rotation_unknown_kid_refreshes_the_keys(make_stack, issuer, rsa_keys) -> None:
     issuer.publish(("k1", rsa_keys["k1"]))
     stack = jwks_stack(make_stack, issuer, auth_jwks_refresh_cooldown_seconds=0)
     assert call(stack, rs256(rsa_keys["k1"], "k1")).status_code == 200
@@ -186,7 +186,7 @@ def test_rotation_unknown_kid_refreshes_the_keys(make_stack, issuer, rsa_keys) -
     assert issuer.fetches == 2                                      # both now from the cache
 
 
-def test_unknown_kids_cannot_hammer_the_issuer(make_stack, issuer, rsa_keys) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_kids_cannot_hammer_the_issuer(make_stack, issuer, rsa_keys) -> None:
     """Within the refresh cooldown, forged kids are refused without refetching."""
     issuer.publish(("k1", rsa_keys["k1"]))
     stack = jwks_stack(make_stack, issuer)                          # default cooldown (30 s)
@@ -196,7 +196,7 @@ def test_unknown_kids_cannot_hammer_the_issuer(make_stack, issuer, rsa_keys) -> 
     assert issuer.fetches == 1
 
 
-def test_revoked_key_is_refused_once_the_cache_expires(make_stack, issuer, rsa_keys) -> None:  # type: ignore[no-untyped-def]
+def test_revoked_key_is_refused_once_the_cache_expires(make_stack, issuer, rsa_keys) -> None:
     issuer.publish(("k1", rsa_keys["k1"]))
     stack = jwks_stack(make_stack, issuer, auth_jwks_cache_seconds=1)
     old = rs256(rsa_keys["k1"], "k1")
@@ -208,7 +208,7 @@ def test_revoked_key_is_refused_once_the_cache_expires(make_stack, issuer, rsa_k
     assert call(stack, rs256(rsa_keys["k2"], "k2")).status_code == 200
 
 
-def test_unreachable_issuer_is_503(make_stack, rsa_keys) -> None:  # type: ignore[no-untyped-def]
+def test_unreachable_issuer_is_503(make_stack, rsa_keys) -> None:
     """An issuer outage is ours to report (503, retry), not a verdict on the token."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -222,7 +222,7 @@ def test_unreachable_issuer_is_503(make_stack, rsa_keys) -> None:  # type: ignor
     assert error["request_id"] == response.headers["x-request-id"]
 
 
-def test_issuer_with_no_usable_keys_is_503(make_stack, issuer, rsa_keys) -> None:  # type: ignore[no-untyped-def]
+def test_issuer_with_no_usable_keys_is_503(make_stack, issuer, rsa_keys) -> None:
     issuer.keys = [{"kty": "RSA", "kid": "broken"}]                 # no modulus, no exponent
     stack = jwks_stack(make_stack, issuer)
     response = call(stack, rs256(rsa_keys["k1"], "k1"))
@@ -230,7 +230,7 @@ def test_issuer_with_no_usable_keys_is_503(make_stack, issuer, rsa_keys) -> None
     assert response.json()["error"]["code"] == "auth.jwks_unavailable"
 
 
-def test_issuer_and_audience_are_enforced_when_configured(make_stack, issuer, rsa_keys) -> None:  # type: ignore[no-untyped-def]
+def test_issuer_and_audience_are_enforced_when_configured(make_stack, issuer, rsa_keys) -> None:
     issuer.publish(("k1", rsa_keys["k1"]))
     stack = jwks_stack(make_stack, issuer, auth_jwt_issuer="https://idp.example/pool",
                        auth_jwt_audience="canvas-api")

@@ -73,7 +73,7 @@ def test_control_valid_token_is_accepted(local: Stack) -> None:
     assert local.client.post(WRITE, headers=headers(token), json=WRITE_BODY).status_code == 201
 
 
-def test_alg_none_rejected(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_alg_none_rejected(make_stack) -> None:
     """Unsigned tokens, in any spelling, even when `none` is (wrongly) configured."""
     stack = make_stack("local-sqlite", auth_jwt_algorithms=["HS256", "none"])
     payload = segment(claims())
@@ -96,7 +96,7 @@ def test_algorithm_not_configured_rejected(local: Stack) -> None:
 
 
 @short_key_ok
-def test_algorithm_accepted_once_configured(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_algorithm_accepted_once_configured(make_stack) -> None:
     """The other side of the previous row: the list of algorithms is the setting."""
     stack = make_stack("local-sqlite", auth_jwt_algorithms=["HS256", "HS512"])
     token = jwt.encode(claims(), SIGNING_KEY, algorithm="HS512")
@@ -122,7 +122,7 @@ def test_expired_token_rejected(local: Stack) -> None:
     assert_rejected(local, token, reason="expired")
 
 
-def test_token_without_exp_rejected_unless_allowed(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_token_without_exp_rejected_unless_allowed(make_stack) -> None:
     """A token that never expires stays valid wherever it leaks: 401 by default."""
     forever = jwt.encode(claims(exp=None), SIGNING_KEY, algorithm="HS256")
     assert "exp" not in jwt.decode(forever, SIGNING_KEY, algorithms=["HS256"])
@@ -193,7 +193,7 @@ def test_token_for_another_tenant_is_403(local: Stack) -> None:
 
 
 @pytest.fixture
-def verifier(tmp_path) -> TokenVerifier:  # type: ignore[no-untyped-def]
+def verifier(tmp_path) -> TokenVerifier:
     return TokenVerifier(Settings(auth_jwt_signing=SIGNING_KEY,
                                   dev_key_file=tmp_path / "unused-dev-key"))
 
@@ -208,7 +208,7 @@ def test_verifier_returns_the_claims(verifier: TokenVerifier) -> None:
     assert auth.role_for("t_gamma") is None
 
 
-def test_verifier_never_configures_none(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_verifier_never_configures_none(tmp_path) -> None:
     settings = Settings(auth_jwt_signing=SIGNING_KEY, auth_jwt_algorithms=["none", "HS256"],
                         dev_key_file=tmp_path / "k")
     assert TokenVerifier(settings).algorithms == ["HS256"]

@@ -25,7 +25,7 @@ REPORT = {
 }
 
 
-def _content(stack, canvas: str, artifact_id: str):  # type: ignore[no-untyped-def]
+def _content(stack, canvas: str, artifact_id: str):
     response = stack.client.get(url(canvas, f"/{artifact_id}/content"), headers=stack.headers())
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")

@@ -9,7 +9,7 @@ from engines.canvas_artifacts.content import SANDBOX_CSP
 from engines.canvas_artifacts.tests.helpers import assert_error, create_preview, created, url
 
 
-def _content(stack, canvas: str, artifact_id: str, query: str = "", **headers: str):  # type: ignore[no-untyped-def]
+def _content(stack, canvas: str, artifact_id: str, query: str = "", **headers: str):
     return stack.client.get(url(canvas, f"/{artifact_id}/content{query}"),
                             headers={**stack.headers(), **headers})
 
@@ -148,7 +148,7 @@ _SAME_HEADERS = ("content-type", "content-length", "etag", "accept-ranges", "cac
                  "content-disposition")
 
 
-def _assert_head_matches_get(stack, path: str, **headers: str) -> None:  # type: ignore[no-untyped-def]
+def _assert_head_matches_get(stack, path: str, **headers: str) -> None:
     all_headers = {**stack.headers(), **headers}
     got = stack.client.get(path, headers=all_headers, follow_redirects=False)
     head = stack.client.head(path, headers=all_headers, follow_redirects=False)

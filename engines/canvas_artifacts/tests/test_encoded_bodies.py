@@ -46,7 +46,7 @@ def test_compressed_replays_and_previews_are_stored_as_their_decoded_bytes(
                                 headers=stack.headers(tenant)).content == PNG
 
 
-def test_a_small_bomb_is_413_and_leaves_nothing(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_a_small_bomb_is_413_and_leaves_nothing(make_stack) -> None:
     stack = make_stack(max_replay_bytes=1024 * 1024, max_preview_bytes=1024 * 1024)
     tenant = new_tenant()
     expanding = b"\0" * (8 * 1024 * 1024)  # 8 MiB of zeros: a few KiB compressed

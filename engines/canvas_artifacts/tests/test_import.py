@@ -226,7 +226,7 @@ def test_one_unsafe_record_makes_the_whole_archive_malformed(stack: Stack) -> No
     assert set(row_counts(stack, tenant).values()) == {0}
 
 
-def test_import_needs_admin_a_tar_and_stays_under_the_limit(make_stack, stack_name) -> None:  # type: ignore[no-untyped-def]
+def test_import_needs_admin_a_tar_and_stays_under_the_limit(make_stack, stack_name) -> None:
     stack = make_stack(stack_name, max_import_bytes=16_384)
     canvas = new_canvas()
     archive = tar_of([], {})
@@ -271,7 +271,7 @@ def test_a_failed_metadata_write_removes_that_artifacts_blob(stack: Stack,
             dataset_events.c.subject_id == calls[1])).first() is None
 
 
-def test_engines_import_restores_into_a_tenant_env_and_canvas(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_engines_import_restores_into_a_tenant_env_and_canvas(stack: Stack, tmp_path) -> None:
     tenant, canvas, target = new_tenant(), new_canvas(), new_canvas()
     records = populate(stack, tenant, canvas)
     payloads = contents(stack, tenant, records)

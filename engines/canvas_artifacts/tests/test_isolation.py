@@ -14,7 +14,7 @@ from engines.canvas_artifacts.tests.helpers import (
 MISSING_ID = "art_0000000000000000000000000"
 
 
-def _without_request_id(response) -> dict:  # type: ignore[no-untyped-def, type-arg]
+def _without_request_id(response) -> dict:
     body = response.json()
     assert body["error"]["request_id"] == response.headers["x-request-id"]
     return {**body, "error": {k: v for k, v in body["error"].items() if k != "request_id"}}
@@ -26,7 +26,7 @@ def _reads(canvas: str, artifact_id: str) -> list[str]:
             url(canvas, f"/{artifact_id}/lineage")]
 
 
-def _assert_invisible(stack, canvas: str, records: list[dict], headers: dict) -> None:  # type: ignore[no-untyped-def, type-arg]
+def _assert_invisible(stack, canvas: str, records: list[dict], headers: dict) -> None:
     """Every read of every record answers what a missing id answers, byte for byte."""
     for record in records:
         pairs = zip(_reads(canvas, record["id"]), _reads(canvas, MISSING_ID), strict=True)
@@ -52,7 +52,7 @@ def _assert_invisible(stack, canvas: str, records: list[dict], headers: dict) ->
     assert records[0]["media_asset_id"] not in {a["id"] for a in assets}
 
 
-def _seed(stack, canvas: str, **scope: str) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
+def _seed(stack, canvas: str, **scope: str) -> list[dict]:
     return [created(create_preview(stack, canvas, **scope)),
             created(create_replay(stack, canvas, **scope)),
             created(create_audit(stack, canvas, **scope)),

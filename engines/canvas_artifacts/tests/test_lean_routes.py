@@ -14,7 +14,7 @@ from engines.canvas_artifacts.tests.helpers import assert_error, created, new_te
 from engines.cli import default_workers
 
 
-def _post(stack: Stack, tenant: str, query: str, **headers: str):  # type: ignore[no-untyped-def]
+def _post(stack: Stack, tenant: str, query: str, **headers: str):
     return stack.client.post(url("c_lean", f"/preview{query}"), content=PNG,
                              headers={**stack.headers(tenant), "Content-Type": "image/png",
                                       **headers})

@@ -154,7 +154,7 @@ def test_a_failing_blob_delete_still_answers_204_and_gc_sweeps_it(
 
 @pytest.mark.s3
 @pytest.mark.postgres
-def test_a_blob_something_else_references_survives_the_delete(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_a_blob_something_else_references_survives_the_delete(make_stack) -> None:
     stack = make_stack("s3-postgres")
     canvas = new_canvas()
     record = created(create_preview(stack, canvas))
@@ -174,7 +174,7 @@ def test_a_blob_something_else_references_survives_the_delete(make_stack) -> Non
 
 @pytest.mark.s3
 @pytest.mark.postgres
-def test_a_render_ref_target_is_never_deleted(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_a_render_ref_target_is_never_deleted(make_stack) -> None:
     stack = make_stack("s3-postgres")
     canvas = new_canvas()
     target = "tenants/t_acme/dev/renders/board.png"

@@ -14,7 +14,7 @@ from engines.canvas_artifacts.tests.helpers import (
 )
 
 
-def _list(stack, canvas: str, query: str = ""):  # type: ignore[no-untyped-def]
+def _list(stack, canvas: str, query: str = ""):
     response = stack.client.get(url(canvas, query), headers=stack.headers())
     assert response.status_code == 200, response.text
     body = response.json()

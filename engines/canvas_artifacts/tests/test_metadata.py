@@ -32,7 +32,7 @@ def _when(value: str | datetime) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
-def _create_each_kind(stack, canvas: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def _create_each_kind(stack, canvas: str) -> dict[str, object]:
     trace = dict(TRACE)
     return {
         "canvas_preview": create_preview(stack, canvas, rev=5, sub="u_bo", **trace),

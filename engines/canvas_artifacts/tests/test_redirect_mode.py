@@ -27,7 +27,7 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def redirecting(make_stack) -> Stack:  # type: ignore[no-untyped-def]
+def redirecting(make_stack) -> Stack:
     return make_stack("s3-postgres", media_serve_mode="redirect")
 
 
@@ -77,7 +77,7 @@ def _upload(stack: Stack, data: bytes, content_type: str) -> httpx.Response:
 
 
 @pytest.mark.parametrize("mode", ["redirect", "proxy"])
-def test_render_ref_to_an_uploaded_html_object_is_proxied(make_stack, mode: str) -> None:  # type: ignore[no-untyped-def]
+def test_render_ref_to_an_uploaded_html_object_is_proxied(make_stack, mode: str) -> None:
     """HTML uploaded through media_v2, then named by a render-ref declaring image/png."""
     stack = make_stack("s3-postgres", media_serve_mode=mode)
     assert _upload(stack, HTML, "image/png").status_code == 415, "declared type is checked"

@@ -18,7 +18,7 @@ from engines.canvas_artifacts.tests.helpers import (
 )
 
 
-def _content(stack, canvas: str, artifact_id: str, query: str = ""):  # type: ignore[no-untyped-def]
+def _content(stack, canvas: str, artifact_id: str, query: str = ""):
     return stack.client.get(url(canvas, f"/{artifact_id}/content{query}"),
                             headers=stack.headers())
 

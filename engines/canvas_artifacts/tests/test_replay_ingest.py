@@ -168,7 +168,7 @@ def test_a_body_built_to_defeat_runs_costs_little_parsing(monkeypatch) -> None:
     parsed = 0
     real_loads = orjson.loads
 
-    def counting_loads(data):  # type: ignore[no-untyped-def]
+    def counting_loads(data):
         nonlocal parsed
         parsed += len(data)
         return real_loads(data)

@@ -31,7 +31,7 @@ def _mode_headers(stack: Stack, tenant: str, mode: str | None, **extra: str) -> 
     return {**headers, "Content-Type": "image/png", **extra}
 
 
-def _post(stack: Stack, headers: dict[str, str], query: str = "?rev=1"):  # type: ignore[no-untyped-def]
+def _post(stack: Stack, headers: dict[str, str], query: str = "?rev=1"):
     return stack.client.post(url("c_mode", f"/preview{query}"), content=PNG, headers=headers)
 
 
@@ -64,7 +64,7 @@ def test_x_mode_is_recorded_in_lineage_and_events(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("query", QUERIES)
-def test_mode_routing_requires_x_mode_and_refuses_x_env(stack_name: str, make_stack,  # type: ignore[no-untyped-def]
+def test_mode_routing_requires_x_mode_and_refuses_x_env(stack_name: str, make_stack,
                                                         query: str) -> None:
     stack = make_stack(stack_name, routing_mode="mode", engines_env="stage")
     tenant = new_tenant()
@@ -86,7 +86,7 @@ def test_mode_routing_requires_x_mode_and_refuses_x_env(stack_name: str, make_st
 
 @pytest.mark.parametrize("query", QUERIES)
 def test_mode_routing_without_bucket_keeps_saas_and_enterprise_off_local_storage(
-        make_stack, query: str) -> None:  # type: ignore[no-untyped-def]
+        make_stack, query: str) -> None:
     stack = make_stack("local-sqlite", routing_mode="mode")
     tenant = new_tenant()
     for mode in ("saas", "enterprise"):
@@ -102,7 +102,7 @@ def test_mode_routing_without_bucket_keeps_saas_and_enterprise_off_local_storage
     assert record["env"] == "dev"
 
 
-def test_mode_routing_with_a_bucket_serves_every_mode(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_mode_routing_with_a_bucket_serves_every_mode(make_stack) -> None:
     stack = make_stack("s3-postgres", routing_mode="mode")
     tenant = new_tenant()
     for mode in ("saas", "enterprise", "lab"):

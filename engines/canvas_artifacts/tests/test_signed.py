@@ -24,18 +24,18 @@ from engines.canvas_artifacts.tests.images import opened, png
 from engines.canvas_artifacts.variants import VariantQuery
 
 
-def _sign(stack, record, tenant: str = "t_acme", role: str = "viewer", **body):  # type: ignore[no-untyped-def]
+def _sign(stack, record, tenant: str = "t_acme", role: str = "viewer", **body):
     return stack.client.post(url(record["canvas_id"], f"/{record['id']}/signed-url"),
                              json=body or None, headers=stack.headers(tenant, role=role))
 
 
-def _signed(stack, record, **body) -> str:  # type: ignore[no-untyped-def]
+def _signed(stack, record, **body) -> str:
     response = _sign(stack, record, **body)
     assert response.status_code == 200, response.text
     return response.json()["url"]
 
 
-def _fetch(stack, full_url: str, **headers: str) -> httpx.Response:  # type: ignore[no-untyped-def]
+def _fetch(stack, full_url: str, **headers: str) -> httpx.Response:
     """A browser-like GET: no Authorization, no routing headers."""
     parts = urlsplit(full_url)
     return stack.client.get(f"{parts.path}?{parts.query}", headers=headers,
@@ -53,7 +53,7 @@ def _with(full_url: str, path: str | None = None, **params: str | None) -> str:
     return f"{path or parts.path}?{urlencode(query)}"
 
 
-def _preview(stack, body: bytes | None = None, mime: str = "image/png"):  # type: ignore[no-untyped-def]
+def _preview(stack, body: bytes | None = None, mime: str = "image/png"):
     return created(create_preview(stack, new_canvas(), body=body or png(300, 150),
                                   content_type=mime))
 
@@ -225,13 +225,13 @@ def test_redirect_mode_on_s3_answers_a_presigned_redirect(make_stack):
     assert opened(fetched.content).size == (64, 32)
 
 
-def _sign_for_host(stack, record, host: str):  # type: ignore[no-untyped-def]
+def _sign_for_host(stack, record, host: str):
     return stack.client.post(url(record["canvas_id"], f"/{record['id']}/signed-url"),
                              headers={**stack.headers(role="viewer"), "Host": host,
                                       "X-Request-Id": "req-host"})
 
 
-def _refused_host(response) -> None:  # type: ignore[no-untyped-def]
+def _refused_host(response) -> None:
     error = assert_error(response, 400, "signed_url.host_not_allowed")
     assert error["request_id"] == "req-host"
     assert "ALLOWED_HOSTS" in error["message"]

@@ -67,7 +67,7 @@ def test_creates_after_a_purge_write_the_canvas_asset_again(stack: Stack) -> Non
 
 
 def test_a_stale_record_of_a_deleted_preview_answers_404_not_a_missing_blob(
-        stack: Stack, twin, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+        stack: Stack, twin, caplog: pytest.LogCaptureFixture) -> None:
     other = twin(stack)
     _record, base = _warmed_preview(stack, other)
     assert stack.client.delete(base, headers=stack.headers()).status_code == 204
@@ -82,7 +82,7 @@ def test_a_stale_record_of_a_deleted_preview_answers_404_not_a_missing_blob(
 
 
 def test_a_stale_record_of_a_deleted_replay_answers_404_not_a_missing_index(
-        stack: Stack, twin) -> None:  # type: ignore[no-untyped-def]
+        stack: Stack, twin) -> None:
     other = twin(stack)
     canvas = new_canvas()
     record = created(create_replay(stack, canvas))
@@ -96,7 +96,7 @@ def test_a_stale_record_of_a_deleted_replay_answers_404_not_a_missing_index(
 
 
 def test_a_live_record_whose_blob_is_missing_is_still_an_outage(
-        stack: Stack, twin, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+        stack: Stack, twin, caplog: pytest.LogCaptureFixture) -> None:
     """Only a record the database confirms live, with its blob gone, is a 503."""
     other = twin(stack)
     record, base = _warmed_preview(stack, other)

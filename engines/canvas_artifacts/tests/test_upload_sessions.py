@@ -34,7 +34,7 @@ BIG = PNG + bytes(range(256)) * (PART // 256) + b"tail" * 250
 
 
 @pytest.fixture
-def parted(stack_name: str, make_stack) -> Stack:  # type: ignore[no-untyped-def]
+def parted(stack_name: str, make_stack) -> Stack:
     """A stack whose sessions cut objects into 5 MiB parts (S3's smallest)."""
     return make_stack(stack_name, upload_part_bytes=PART)
 

@@ -37,20 +37,20 @@ from engines.canvas_artifacts.tests.images import (
 from engines.media_v2.repository import artifacts as media_artifacts
 
 
-def _get(stack, record, query: str = "", **headers: str):  # type: ignore[no-untyped-def]
+def _get(stack, record, query: str = "", **headers: str):
     return stack.client.get(url(record["canvas_id"], f"/{record['id']}/content{query}"),
                             headers={**stack.headers(), **headers}, follow_redirects=False)
 
 
-def _preview(stack, body: bytes, mime: str, canvas: str | None = None):  # type: ignore[no-untyped-def]
+def _preview(stack, body: bytes, mime: str, canvas: str | None = None):
     return created(create_preview(stack, canvas or new_canvas(), body=body, content_type=mime))
 
 
-def _variant_keys(stack, record) -> list[str]:  # type: ignore[no-untyped-def]
+def _variant_keys(stack, record) -> list[str]:
     return [k for k in blob_keys(stack) if f"/{record['id']}.v/" in k]
 
 
-def _slots(monkeypatch, n: int) -> None:  # type: ignore[no-untyped-def]
+def _slots(monkeypatch, n: int) -> None:
     """n concurrent variant makers, whatever the machine's core count."""
     monkeypatch.setattr(variants, "_limiter", anyio.CapacityLimiter(n))
     executor = ThreadPoolExecutor(n)
@@ -211,7 +211,7 @@ def test_a_render_racing_a_delete_leaves_no_live_variant(stack, monkeypatch):
     record = _preview(stack, png(400, 200), "image/png")
     real = variants.render
 
-    def delete_meanwhile(data, spec, max_pixels):  # type: ignore[no-untyped-def]
+    def delete_meanwhile(data, spec, max_pixels):
         response = stack.client.delete(url(record["canvas_id"], f"/{record['id']}"),
                                        headers=stack.headers())
         assert response.status_code == 204, response.text
@@ -314,7 +314,7 @@ def test_variants_need_the_same_auth_as_content(stack):
     assert viewer.status_code == 200
 
 
-def _concurrently(stack, record, query: str, n: int) -> list[httpx.Response]:  # type: ignore[no-untyped-def]
+def _concurrently(stack, record, query: str, n: int) -> list[httpx.Response]:
     with stack.client as client, ThreadPoolExecutor(n) as pool:
         path = url(record["canvas_id"], f"/{record['id']}/content{query}")
         return list(pool.map(lambda _: client.get(path, headers=stack.headers()), range(n)))
@@ -337,7 +337,7 @@ def test_requests_waiting_for_a_render_slot_reuse_the_variant_rendered_meanwhile
     calls = []
     real = variants.render
 
-    def counted(data, spec, max_pixels):  # type: ignore[no-untyped-def]
+    def counted(data, spec, max_pixels):
         calls.append(spec)
         return real(data, spec, max_pixels)
 
@@ -356,7 +356,7 @@ def test_racing_renders_with_different_bytes_keep_one_consistent_variant(stack, 
     calls = iter(range(2))
     real = variants.render
 
-    def racing(data, spec, max_pixels):  # type: ignore[no-untyped-def]
+    def racing(data, spec, max_pixels):
         quality = 30 + 60 * next(calls)  # different bytes per render
         both_rendering.wait()
         return real(data, variants.VariantSpec(spec.w, spec.h, spec.format, quality), max_pixels)
@@ -379,7 +379,7 @@ def test_renders_are_bounded_per_process(local, monkeypatch):
     active, peak, lock = 0, 0, threading.Lock()
     real = variants.render
 
-    def counting(data, spec, max_pixels):  # type: ignore[no-untyped-def]
+    def counting(data, spec, max_pixels):
         nonlocal active, peak
         with lock:
             active += 1

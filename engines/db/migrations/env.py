@@ -8,7 +8,7 @@ from sqlalchemy import create_engine
 connection = context.config.attributes.get("connection")
 
 
-def run(conn) -> None:  # type: ignore[no-untyped-def]
+def run(conn) -> None:
     context.configure(connection=conn, render_as_batch=conn.dialect.name == "sqlite")
     with context.begin_transaction():
         context.run_migrations()

@@ -46,7 +46,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-def run_write(engine: Engine, work):  # type: ignore[no-untyped-def]
+def run_write(engine: Engine, work):
     """As a request's event loop awaits it; each caller thread runs its own loop."""
     return asyncio.run(run_write_async(engine, work))
 
@@ -57,7 +57,7 @@ def _commits(engine: Engine) -> list[int]:
     return seen
 
 
-def _insert(thing_id: int):  # type: ignore[no-untyped-def]
+def _insert(thing_id: int):
     def work(conn: Connection) -> int:
         conn.execute(insert(things), {"id": thing_id, "name": f"n{thing_id}"})
         return thing_id

@@ -30,7 +30,7 @@ class Live:
 
 
 @pytest.fixture(params=["local-sqlite", "s3-postgres"])
-def make_live(request: pytest.FixtureRequest, make_stack) -> Iterator[Callable[..., Live]]:  # type: ignore[no-untyped-def]
+def make_live(request: pytest.FixtureRequest, make_stack) -> Iterator[Callable[..., Live]]:
     """Factory: a Live stack on each backend, with setting overrides."""
     with contextlib.ExitStack() as stack_of_servers, readers() as opened:
 

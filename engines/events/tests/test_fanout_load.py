@@ -25,13 +25,13 @@ SUBSCRIBERS = 100
 IDLE_SECONDS = 2.0
 
 
-def test_hundred_idle_subscribers_add_no_queries(make_live) -> None:  # type: ignore[no-untyped-def]
+def test_hundred_idle_subscribers_add_no_queries(make_live) -> None:
     live: Live = make_live(events_heartbeat_seconds=0.3)
     tenant = new_tenant()
     statements: list[str] = []
     engine = live.stack.runtime.engine
 
-    def count(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+    def count(_conn, _cursor, statement, *_args) -> None:
         statements.append(statement)
 
     threads_before = threading.active_count()

@@ -148,7 +148,7 @@ def test_isolation_by_tenant_env_and_canvas(live: Live) -> None:
     assert prod.events_so_far() == []
 
 
-def test_heartbeat_comment_when_idle(make_live) -> None:  # type: ignore[no-untyped-def]
+def test_heartbeat_comment_when_idle(make_live) -> None:
     live = make_live(events_heartbeat_seconds=0.2)
     reader = live.subscribe(tenant=new_tenant())
     assert reader.next_comment() == "connected"
@@ -181,7 +181,7 @@ def test_auth_and_bad_input(live: Live) -> None:
     assert_error(client.get("/canvas/..bad/artifacts/events", headers=headers), 422)
 
 
-def test_idle_stream_outlives_the_body_idle_timeout(make_live) -> None:  # type: ignore[no-untyped-def]
+def test_idle_stream_outlives_the_body_idle_timeout(make_live) -> None:
     """A stream stays open past BODY_IDLE_TIMEOUT: that limit is for request bodies."""
     live = make_live(body_idle_timeout=0.3, events_heartbeat_seconds=0.4)
     tenant = new_tenant()
@@ -234,7 +234,7 @@ def test_a_resume_point_beyond_the_feed_bound_is_422_before_the_stream_starts(
     assert opened(**{"Last-Event-ID": str(2**63 - 1)}).status_code == 200
 
 
-def test_head_answers_the_stream_headers_without_holding_a_stream(make_live) -> None:  # type: ignore[no-untyped-def]
+def test_head_answers_the_stream_headers_without_holding_a_stream(make_live) -> None:
     """HEAD (as of every GET route) gets the headers at once; it takes no stream slot, so
     it answers even when the tenant holds its SSE_MAX_STREAMS_PER_TENANT streams."""
     import httpx

@@ -30,7 +30,7 @@ MALFORMED = ["https://xn--/x", "https://a..b/", f"https://{'a' * 300}/",
              "https://.example.com/", "https://xn--zz/", "https://exa mple.com/"]
 
 
-def _subscribe(stack: Stack, url: str):  # type: ignore[no-untyped-def]
+def _subscribe(stack: Stack, url: str):
     return stack.client.post("/webhooks", headers=stack.headers(role="admin"),
                              json={"url": url, "events": ["artifact_written"]})
 

@@ -51,12 +51,12 @@ def api(stack: Stack) -> Api:
 
 
 def upload(api: Api, filename: str, data: bytes, content_type: str = "image/png",
-           **headers: str):  # type: ignore[no-untyped-def]
+           **headers: str):
     return api.client.post("/media-v2/assets", headers=api.headers(**headers),
                            files={"file": (filename, data, content_type)})
 
 
-def register(api: Api, body: dict[str, Any], tenant: str | None = None, env: str = "dev"):  # type: ignore[no-untyped-def]
+def register(api: Api, body: dict[str, Any], tenant: str | None = None, env: str = "dev"):
     return api.client.post("/media-v2/assets", headers=api.headers(tenant, env), json=body)
 
 
@@ -75,7 +75,7 @@ def new_artifact(api: Api, asset_id: str, **fields: Any) -> dict[str, Any]:
     return response.json()
 
 
-def error_of(response, status: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def error_of(response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"code", "message", "request_id"}
@@ -198,7 +198,7 @@ def test_upload_needs_a_file_field(api: Api) -> None:
 
 
 @pytest.mark.parametrize("backend", ["local-sqlite", "s3-postgres"])
-def test_upload_over_the_limit_is_413_and_keeps_nothing(make_stack, backend: str) -> None:  # type: ignore[no-untyped-def]
+def test_upload_over_the_limit_is_413_and_keeps_nothing(make_stack, backend: str) -> None:
     api = Api(make_stack(backend, max_preview_bytes=4096))
     response = upload(api, "big.png", PNG + b"\x00" * 8192)
     error_of(response, 413)
@@ -462,7 +462,7 @@ def test_foreign_ids_answer_exactly_like_missing_ones(api: Api) -> None:
     missing_asset, missing_artifact = new_id("ma"), new_id("mda")
     outsiders = [(api.other, "dev"), (api.tenant, "prod"), (api.tenant, "staging")]
 
-    def without_request_id(response) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    def without_request_id(response) -> dict[str, Any]:
         error = error_of(response, 404)
         return {k: v for k, v in error.items() if k != "request_id"}
 

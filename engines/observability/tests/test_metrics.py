@@ -88,7 +88,7 @@ def test_an_idempotent_replay_is_not_counted_as_created(local: Stack) -> None:
         before, "engines_artifacts_created_total", kind="preview") == 1
 
 
-def test_tenant_labels_only_when_asked_for(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_tenant_labels_only_when_asked_for(make_stack) -> None:
     stack = make_stack("local-sqlite", metrics_tenant_labels=True)
     canvas = new_canvas()
     assert stack.client.post(f"/canvas/{canvas}/artifacts/audit?rev=1",
@@ -105,7 +105,7 @@ def test_tenant_labels_only_when_asked_for(make_stack) -> None:  # type: ignore[
     assert "t_spoof" not in stack.client.get("/metrics").text
 
 
-def test_metrics_can_be_switched_off(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_can_be_switched_off(make_stack) -> None:
     stack = make_stack("local-sqlite", metrics_enabled=False)
     response = stack.client.get("/metrics")
     assert response.status_code == 404
@@ -164,7 +164,7 @@ def _tenant_series(stack: Stack) -> set[tuple[tuple[str, str], ...]]:
 
 
 @pytest.mark.parametrize("stack_name", ["local-sqlite", "s3-postgres"])
-def test_only_a_proven_tenant_is_a_metric_label(make_stack, stack_name: str) -> None:  # type: ignore[no-untyped-def]
+def test_only_a_proven_tenant_is_a_metric_label(make_stack, stack_name: str) -> None:
     """Made-up X-Tenant-Id values add no series; a token's tenant and a signed URL's do."""
     import uuid
 

@@ -29,7 +29,7 @@ def test_ready_on_both_stacks_and_nothing_written(stack: Stack) -> None:
         assert not any(stack.settings.media_local_root.rglob("*"))
 
 
-def test_missing_bucket_is_not_ready(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_missing_bucket_is_not_ready(make_stack) -> None:
     stack = make_stack("s3-postgres", raw_bucket="canvas-never-created")
     response = stack.client.get("/readyz")
     assert response.status_code == 503

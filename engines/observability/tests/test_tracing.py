@@ -29,7 +29,7 @@ def exporter(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
 
 
 @pytest.fixture
-def traced(make_stack, exporter: InMemorySpanExporter) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+def traced(make_stack, exporter: InMemorySpanExporter) -> Iterator[Stack]:
     stack = make_stack("s3-postgres", otel_exporter_otlp_endpoint="http://collector:4318")
     yield stack
     stack.client.app.state.tracing.shutdown()

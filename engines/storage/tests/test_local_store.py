@@ -136,7 +136,7 @@ def test_key_and_uri_layout(store: LocalBlobStore, tmp_path: Path) -> None:
 # ---- through the HTTP API (local-sqlite stack) -----------------------------
 
 
-def test_redirect_mode_falls_back_to_proxy_without_presigning(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_redirect_mode_falls_back_to_proxy_without_presigning(make_stack) -> None:
     stack = make_stack("local-sqlite", media_serve_mode="redirect")
     canvas = new_canvas()
     record = stack.client.post(f"/canvas/{canvas}/artifacts/preview?rev=1", content=PNG,
@@ -146,7 +146,7 @@ def test_redirect_mode_falls_back_to_proxy_without_presigning(make_stack) -> Non
     assert got.status_code == 200 and got.content == PNG
 
 
-def test_keys_and_uris_follow_the_design(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_keys_and_uris_follow_the_design(make_stack) -> None:
     stack = make_stack("local-sqlite")
     root = stack.settings.media_local_root.resolve()
     canvas = new_canvas()
@@ -157,7 +157,7 @@ def test_keys_and_uris_follow_the_design(make_stack) -> None:  # type: ignore[no
     assert (root / key).read_bytes() == PNG
 
 
-def test_client_leaving_midupload_leaves_no_file(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_client_leaving_midupload_leaves_no_file(make_stack) -> None:
     stack = make_stack("local-sqlite", max_preview_bytes=64 * MIB)
     root = stack.settings.media_local_root.resolve()
     chunks = [png_body(2 * MIB)] + [b"y" * (2 * MIB)] * 4

@@ -41,13 +41,13 @@ PART = 5 * MIB
 
 
 @pytest.fixture(scope="module")
-def s3(s3_endpoint: str):  # type: ignore[no-untyped-def]
+def s3(s3_endpoint: str):
     """A plain boto3 client to inspect the bucket independently of the store."""
     return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
 
 
 @pytest.fixture
-def bucket(s3) -> str:  # type: ignore[no-untyped-def]
+def bucket(s3) -> str:
     """A fresh bucket per test, so "the bucket is empty" means this test left nothing."""
     name = f"canvas-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=name)
@@ -60,15 +60,15 @@ def store(s3_endpoint: str, bucket: str) -> S3BlobStore:
                                 s3_part_size=PART, s3_max_attempts=2))
 
 
-def object_keys(s3, bucket: str) -> list[str]:  # type: ignore[no-untyped-def]
+def object_keys(s3, bucket: str) -> list[str]:
     return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
-def open_uploads(s3, bucket: str) -> list[dict]:  # type: ignore[no-untyped-def]
+def open_uploads(s3, bucket: str) -> list[dict]:
     return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
-def assert_bucket_empty(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+def assert_bucket_empty(s3, bucket: str) -> None:
     assert object_keys(s3, bucket) == []
     assert open_uploads(s3, bucket) == []
 
@@ -269,7 +269,7 @@ def _object_key(uri: str, bucket: str) -> str:
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_40_mib_preview_is_a_multipart_upload_and_reads_back_identical(make_stack, s3,  # type: ignore[no-untyped-def]
+def test_40_mib_preview_is_a_multipart_upload_and_reads_back_identical(make_stack, s3,
                                                                        bucket: str) -> None:
     stack = make_stack("s3-postgres", raw_bucket=bucket, max_preview_bytes=64 * MIB)
     assert stack.settings.s3_part_size == 8 * MIB
@@ -297,7 +297,7 @@ def test_40_mib_preview_is_a_multipart_upload_and_reads_back_identical(make_stac
 
 
 @pytest.mark.postgres
-def test_ranged_and_conditional_fetch(make_stack, bucket: str) -> None:  # type: ignore[no-untyped-def]
+def test_ranged_and_conditional_fetch(make_stack, bucket: str) -> None:
     stack = make_stack("s3-postgres", raw_bucket=bucket)
     data = png_body(100_000)
     canvas = new_canvas()
@@ -333,7 +333,7 @@ def test_ranged_and_conditional_fetch(make_stack, bucket: str) -> None:  # type:
 
 
 @pytest.mark.postgres
-def test_redirect_mode_answers_307_to_a_presigned_url(make_stack, s3_endpoint: str,  # type: ignore[no-untyped-def]
+def test_redirect_mode_answers_307_to_a_presigned_url(make_stack, s3_endpoint: str,
                                                       bucket: str) -> None:
     stack = make_stack("s3-postgres", raw_bucket=bucket, media_serve_mode="redirect")
     data = png_body(300_000)
@@ -366,7 +366,7 @@ def test_redirect_mode_answers_307_to_a_presigned_url(make_stack, s3_endpoint: s
 
 
 @pytest.mark.postgres
-def test_proxy_is_the_default_serve_mode(make_stack, bucket: str) -> None:  # type: ignore[no-untyped-def]
+def test_proxy_is_the_default_serve_mode(make_stack, bucket: str) -> None:
     stack = make_stack("s3-postgres", raw_bucket=bucket)
     assert stack.settings.media_serve_mode == "proxy"
     canvas = new_canvas()
@@ -378,7 +378,7 @@ def test_proxy_is_the_default_serve_mode(make_stack, bucket: str) -> None:  # ty
 
 
 @pytest.mark.postgres
-def test_keys_and_uris_follow_the_design(make_stack, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+def test_keys_and_uris_follow_the_design(make_stack, s3, bucket: str) -> None:
     stack = make_stack("s3-postgres", raw_bucket=bucket)
     canvas = new_canvas()
     headers = stack.headers(env="stage")  # stored under the canonical env name
@@ -399,7 +399,7 @@ def test_keys_and_uris_follow_the_design(make_stack, s3, bucket: str) -> None:  
 
 
 @pytest.mark.postgres
-def test_client_leaving_midupload_leaves_no_object_and_no_upload(make_stack, s3,  # type: ignore[no-untyped-def]
+def test_client_leaving_midupload_leaves_no_object_and_no_upload(make_stack, s3,
                                                                  bucket: str) -> None:
     stack = make_stack("s3-postgres", raw_bucket=bucket, max_preview_bytes=64 * MIB)
     chunks = [png_body(2 * MIB)] + [b"y" * (2 * MIB)] * 9  # 20 MiB > 2 parts, then gone

@@ -24,7 +24,7 @@ def _pair(tenant: str, env: str, subject: str) -> tuple[NexusDocument, DatasetEv
     return document, event
 
 
-def test_records_round_trip_and_stay_in_their_scope(stack) -> None:  # type: ignore[no-untyped-def]
+def test_records_round_trip_and_stay_in_their_scope(stack) -> None:
     backend = SqlNexusBackend()
     subject = new_id("art")
     document, event = _pair("t_nexus", "dev", subject)
@@ -37,7 +37,7 @@ def test_records_round_trip_and_stay_in_their_scope(stack) -> None:  # type: ign
         assert backend.events_for(conn, "t_nexus", "prod", subject) == []
 
 
-def test_a_rolled_back_transaction_leaves_no_lineage(stack) -> None:  # type: ignore[no-untyped-def]
+def test_a_rolled_back_transaction_leaves_no_lineage(stack) -> None:
     backend = SqlNexusBackend()
     subject = new_id("art")
     with pytest.raises(RuntimeError), stack.runtime.engine.begin() as tx:
