@@ -14,10 +14,11 @@ from sqlalchemy import (
     bindparam,
     insert,
     select,
+    text,
 )
 
 from engines.canvas_artifacts.models import ArtifactRecord
-from engines.db.metadata import JsonDoc, UtcDateTime, metadata
+from engines.db.metadata import JsonDoc, UtcDateTime, key_order_index, metadata
 
 canvas_artifacts = Table(
     "canvas_artifacts", metadata,
@@ -49,6 +50,10 @@ canvas_artifacts = Table(
     Index("ix_canvas_artifacts_latest", "tenant_id", "env", "canvas_id", "kind", "rev", "id"),
     Index("ix_canvas_artifacts_rev", "tenant_id", "env", "canvas_id", "rev", "id"),
     Index("ix_canvas_artifacts_uri", "uri"),
+    key_order_index("ix_canvas_artifacts_uri_key", "uri"),
+    # retention: live artifacts of a (tenant, env, kind) by age
+    Index("ix_canvas_artifacts_expiry", "tenant_id", "env", "kind", "created_at", "id",
+          postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
 )
 
 replay_indexes = Table(
@@ -57,6 +62,7 @@ replay_indexes = Table(
     Column("tenant_id", String(64), nullable=False),
     Column("env", String(16), nullable=False),
     Column("segments", JsonDoc, nullable=False),
+    Index("ix_replay_indexes_scope", "tenant_id", "env", "artifact_id"),
 )
 
 _RECORD_COLUMNS = [canvas_artifacts.c[name] for name in ArtifactRecord.model_fields]
