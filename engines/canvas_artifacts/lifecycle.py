@@ -38,6 +38,8 @@ log = logging.getLogger("engines.lifecycle")
 BATCH = 500
 """Artifacts per transaction in bulk deletes and expiry: bounded memory and lock time."""
 SYSTEM_ACTOR = "system"
+PROGRESS_EVERY = 50_000
+"""Retention prints a progress line each time this many more artifacts have expired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +212,12 @@ def expire_all(rt: Runtime, *, apply: bool,
     """Every retention in force, applied (or, in a dry run, listed): what `engines gc` runs."""
     listed = []
     for plan in expiry_plans(rt, datetime.now(UTC)):
-        expired = sum(expire(rt, plan)) if apply else 0
+        expired = 0
+        for size in expire(rt, plan) if apply else ():
+            expired += size
+            if expired % PROGRESS_EVERY < size:
+                progress(f"retention: {plan.tenant_id}/{plan.env} {plan.kind}: expired "
+                         f"{expired} of {plan.count} so far")
         if apply:
             metrics.record_retention(expired)
         verb = f"expired {expired}" if apply else f"would expire {plan.count}"
