@@ -35,8 +35,10 @@ from engines.storage.references import delete_if_unreferenced
 
 log = logging.getLogger("engines.lifecycle")
 
-BATCH = 500
-"""Artifacts per transaction in bulk deletes and expiry: bounded memory and lock time."""
+BATCH = 200
+"""Artifacts per transaction in bulk deletes and expiry: bounded memory and lock time (a
+batch holds its (tenant, env) event counter until it commits: creates there wait for it,
+so a batch must commit well within a second; bench/scale.py measures it)."""
 SYSTEM_ACTOR = "system"
 PROGRESS_EVERY = 50_000
 """Retention prints a progress line each time this many more artifacts have expired."""
