@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-nodes-"))
     body_file = work / "body.png"
     body_file.write_bytes(png_body(64 * 1024))
-    base_env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing"}
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    base_env = dict(os.environ)
     moto = servers.start_moto(base_env, work)
     rows = []
     try:
