@@ -27,6 +27,7 @@ from engines.canvas_artifacts.tests.helpers import (
     created,
     fail_third_deletion_in_batches_of_two,
     new_tenant,
+    row_counts,
     url,
 )
 from engines.http.errors import ServiceUnavailable
@@ -306,3 +307,34 @@ def test_purge_of_one_env_keeps_the_tenants_other_envs(stack: Stack) -> None:
     assert len([k for k in blob_keys(stack) if k.startswith("tenants/t_envs/dev/")]) == 4
     assert len(ids(stack, canvas, "t_envs")) == 3
     engines(env, "purge", "--tenant", "T-bad", expect=2)
+
+
+def test_purge_deletes_in_batches_that_each_commit(stack: Stack,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant with many rows goes BATCH rows per transaction, with progress lines: no
+    transaction holds a million row locks while the other tenants keep writing."""
+    from engines.lifecycle import purge as purge_module
+
+    monkeypatch.setattr(purge_module, "BATCH", 2)
+    monkeypatch.setattr(purge_module, "PROGRESS_EVERY", 2)
+    canvas = new_canvas()
+    populate(stack, "t_batched", canvas)
+    populate(stack, "t_kept", canvas)
+    kept = table_counts(stack, "t_kept")
+    transactions: list[int] = []
+    begin = stack.runtime.engine.begin
+
+    def counted_begin():  # type: ignore[no-untyped-def]
+        transactions.append(1)
+        return begin()
+
+    monkeypatch.setattr(stack.runtime.engine, "begin", counted_begin)
+    lines: list[str] = []
+    report = purge_module.purge(stack.runtime.store, stack.runtime.engine, "t_batched", None,
+                                apply=True, progress=lines.append)
+    assert report.rows["canvas_artifacts"] == 6
+    assert len(transactions) >= sum(n // 2 + 1 for n in report.rows.values())
+    assert any(line.startswith("purge: canvas_artifacts:") and "so far" in line
+               for line in lines), lines
+    assert row_counts(stack, "t_batched") == dict.fromkeys(METADATA_TABLES, 0)  # the marker aside
+    assert table_counts(stack, "t_kept") == kept

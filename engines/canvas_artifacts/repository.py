@@ -16,10 +16,11 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
 )
 
 from engines.canvas_artifacts.models import ArtifactRecord
-from engines.db.metadata import JsonDoc, UtcDateTime, metadata
+from engines.db.metadata import JsonDoc, UtcDateTime, key_order_index, metadata
 
 canvas_artifacts = Table(
     "canvas_artifacts", metadata,
@@ -54,6 +55,10 @@ canvas_artifacts = Table(
     # listing across canvases (GET /artifacts), newest first, with or without a kind
     Index("ix_canvas_artifacts_scope", "tenant_id", "env", "id"),
     Index("ix_canvas_artifacts_scope_kind", "tenant_id", "env", "kind", "id"),
+    key_order_index("ix_canvas_artifacts_uri_key", "uri"),
+    # retention: live artifacts of a (tenant, env, kind) by age
+    Index("ix_canvas_artifacts_expiry", "tenant_id", "env", "kind", "created_at", "id",
+          postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
 )
 
 replay_indexes = Table(
@@ -62,6 +67,7 @@ replay_indexes = Table(
     Column("tenant_id", String(64), nullable=False),
     Column("env", String(16), nullable=False),
     Column("segments", JsonDoc, nullable=False),
+    Index("ix_replay_indexes_scope", "tenant_id", "env", "artifact_id"),
 )
 
 _RECORD_COLUMNS = [canvas_artifacts.c[name] for name in ArtifactRecord.model_fields]

@@ -8,8 +8,18 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from sqlalchemy import JSON, Connection, DateTime, MetaData, Table, TypeDecorator, select
+from sqlalchemy import (
+    JSON,
+    Connection,
+    DateTime,
+    Index,
+    MetaData,
+    Table,
+    TypeDecorator,
+    select,
+)
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.elements import ColumnElement
 
 metadata = MetaData()
 
@@ -27,6 +37,21 @@ class UtcDateTime(TypeDecorator[object]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+def key_order_index(name: str, column: str) -> Index:
+    """PostgreSQL: `column` indexed in byte order (`COLLATE "C"`), the order object stores
+    list keys in, whatever the database's collation. SQLite compares bytes already (its
+    plain index on the column serves), so the index exists on PostgreSQL only."""
+    # the collation rides in postgresql_ops (rendered right after the column), because
+    # reflection reports an index on the plain column, which is what it compares against
+    return Index(name, column, postgresql_ops={column: 'COLLATE "C"'}).ddl_if(
+        dialect="postgresql")
+
+
+def in_key_order(column: ColumnElement[str], dialect: str) -> ColumnElement[str]:
+    """The column compared and sorted in byte order: what `key_order_index` serves."""
+    return column.collate("C") if dialect == "postgresql" else column
 
 
 def row_exists(conn: Connection, table: Table, row_id: str) -> bool:

@@ -27,16 +27,29 @@ MIGRATION_LOCK_ID = 0x656E67696E6573  # "engines": any constant shared by all re
 def upgrade(engine: Engine) -> None:
     """Bring the schema to head, on the given engine's connection.
 
-    On PostgreSQL a transaction-scoped advisory lock serialises replicas that
-    start at once with AUTO_MIGRATE on: the second waits, then finds the
-    schema at head and does nothing. (SQLite's write lock does the same.)
+    On PostgreSQL a session advisory lock serialises replicas that start at
+    once with AUTO_MIGRATE on: the second waits, then finds the schema at head
+    and does nothing. It is a session lock, not a transaction's, because
+    Alembic runs each migration in its own transaction and steps out of it for
+    `CREATE INDEX CONCURRENTLY` (0005). On SQLite the whole upgrade is one
+    transaction, and its write lock does the same.
     """
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+    if engine.dialect.name != "postgresql":
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        conn.commit()
+        try:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+        finally:
+            conn.rollback()
+            conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
+            conn.commit()
 
 
 @functools.cache

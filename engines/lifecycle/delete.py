@@ -36,9 +36,13 @@ from engines.runtime import Runtime
 
 log = logging.getLogger("engines.lifecycle")
 
-BATCH = 500
-"""Artifacts per transaction in bulk deletes and expiry: bounded memory and lock time."""
+BATCH = 200
+"""Artifacts per transaction in bulk deletes and expiry: bounded memory and lock time (a
+batch holds its (tenant, env) event counter until it commits: creates there wait for it,
+so a batch must commit well within a second; bench/scale.py measures it)."""
 SYSTEM_ACTOR = "system"
+PROGRESS_EVERY = 50_000
+"""Retention prints a progress line each time this many more artifacts have expired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +237,12 @@ def expire_all(rt: Runtime, *, apply: bool, progress: Callable[[str], None] = la
     listed = []
     for plan in expiry_plans(rt, now or datetime.now(UTC)):
         if apply:
-            ids = [artifact_id for batch in expire(rt, plan) for artifact_id in batch]
+            ids = []
+            for batch in expire(rt, plan):
+                ids.extend(batch)
+                if len(ids) % PROGRESS_EVERY < len(batch):
+                    progress(f"retention: {plan.tenant_id}/{plan.env} {plan.kind}: expired "
+                             f"{len(ids)} of {plan.count} so far")
             metrics.record_retention(len(ids))
         else:
             ids = would_expire(rt, plan)

@@ -14,15 +14,17 @@ longer keeps its blob alive.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import anyio
-from sqlalchemy import Column, Connection, Engine, exists, or_, select, true
+from sqlalchemy import Column, Connection, Engine, case, exists, false, func, or_, select, true
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 from starlette.concurrency import run_in_threadpool
 
 from engines.canvas_artifacts.repository import canvas_artifacts
+from engines.db.metadata import in_key_order
 from engines.media_v2.repository import artifacts as media_artifacts
 from engines.media_v2.repository import assets as media_assets
 from engines.storage.base import BlobStore
@@ -51,23 +53,52 @@ def is_referenced(conn: Connection, uri: str) -> bool:
                for column in URI_COLUMNS)
 
 
-def _keys(conn: Connection, store: BlobStore, *, live: bool) -> Iterator[str]:
-    for column in URI_COLUMNS:
-        state = _live(column) if live else ~_live(column)
-        for uri in conn.execute(select(column).where(state)).scalars():
+@dataclass
+class KeyRange:
+    """What the database says about the keys of one stretch of a listing."""
+
+    kept: set[str] = field(default_factory=set)
+    """Keys a live row references: never to be deleted."""
+    tombstoned: set[str] = field(default_factory=set)
+    """Keys only deleted rows reference: their blobs are due for removal."""
+    records: set[str] = field(default_factory=set)
+    """Keys live canvas artifact records point at (each should be in the listing)."""
+
+
+def references_between(conn: Connection, store: BlobStore, after: str, upto: str) -> KeyRange:
+    """Every key in (after, upto] that a row of a URI column holds, in byte order.
+
+    One index range scan per column (`in_key_order`: the listing's order), so gc
+    holds one page of keys at a time, never the set of all of them.
+    """
+    low, high = store.uri_for(after), store.uri_for(upto)
+    found = KeyRange()
+    dialect = conn.dialect.name
+    record_column = canvas_artifacts.c.uri
+    for column, live in URI_COLUMNS.items():
+        ordered = in_key_order(column, dialect)
+        record = (canvas_artifacts.c.deleted_at.is_(None) if column is record_column
+                  else false())
+        rows = conn.execute(select(column, func.max(case((live, 1), else_=0)),
+                                   func.max(case((record, 1), else_=0)))
+                            .where(ordered > low, ordered <= high).group_by(column))
+        for uri, keeps, is_record in rows:
             key = store.key_for(uri)
-            if key is not None:
-                yield key
+            if key is None:
+                continue
+            (found.kept if keeps else found.tombstoned).add(key)
+            if is_record:
+                found.records.add(key)
+    found.tombstoned -= found.kept
+    return found
 
 
-def referenced_keys(conn: Connection, store: BlobStore) -> set[str]:
-    """The keys every live row points at: what gc must never delete."""
-    return set(_keys(conn, store, live=True))
-
-
-def tombstoned_keys(conn: Connection, store: BlobStore, referenced: set[str]) -> set[str]:
-    """Keys of deleted records that no live row references: blobs due for removal."""
-    return set(_keys(conn, store, live=False)) - referenced
+def live_records_at(conn: Connection, store: BlobStore, keys: Iterable[str]) -> list[str]:
+    """Ids of the live canvas artifact records whose blob is one of these keys."""
+    c = canvas_artifacts.c
+    uris = [store.uri_for(key) for key in keys]
+    return list(conn.execute(select(c.id).where(c.uri.in_(uris), c.deleted_at.is_(None))
+                             .order_by(c.id)).scalars()) if uris else []
 
 
 def delete_if_unreferenced(engine: Engine, store: BlobStore, key: str) -> bool:

@@ -32,6 +32,7 @@ from engines.canvas_artifacts.repository import canvas_artifacts
 from engines.config import Settings
 from engines.db.metadata import UtcDateTime, metadata
 from engines.db.upsert import upsert
+from engines.lineage.nexus.backends.sql import event_sequences
 
 retention_overrides = Table(
     "retention_overrides", metadata,
@@ -86,10 +87,16 @@ def effective_keep(settings: Settings, found: list[Override], tenant_id: str, en
 
 
 def scopes_with_artifacts(conn: Connection, kind: str) -> list[tuple[str, str]]:
-    """The (tenant, env) pairs holding live artifacts of a kind."""
-    c = canvas_artifacts.c
-    return [tuple(r) for r in conn.execute(select(c.tenant_id, c.env).where(
-        c.kind == kind, c.deleted_at.is_(None)).distinct())]
+    """The (tenant, env) pairs holding live artifacts of a kind.
+
+    Every (tenant, env) that ever wrote an artifact has its event counter row,
+    a small table; each is checked with one probe of the expiry index, where a
+    DISTINCT over the artifacts would read all of them.
+    """
+    c, s = canvas_artifacts.c, event_sequences.c
+    return [tuple(r) for r in conn.execute(select(s.tenant_id, s.env).where(exists().where(
+        c.tenant_id == s.tenant_id, c.env == s.env, c.kind == kind,
+        c.deleted_at.is_(None))).order_by(s.tenant_id, s.env))]
 
 
 def _expired(tenant_id: str, env: str, kind: str, cutoff: datetime, *,
@@ -115,10 +122,12 @@ def _expired(tenant_id: str, env: str, kind: str, cutoff: datetime, *,
 
 def expired_ids(conn: Connection, tenant_id: str, env: str, kind: str, cutoff: datetime, *,
                 keep_latest: bool, limit: int | None) -> list[str]:
-    """Up to `limit` (None: every one of the) artifacts past their retention, oldest ids
-    first."""
+    """Up to `limit` (None: every one of the) artifacts past their retention, oldest first
+    (the expiry index's order: each batch starts where the live ones begin, past the
+    tombstones)."""
     query = _expired(tenant_id, env, kind, cutoff, keep_latest=keep_latest)
-    return list(conn.execute(query.order_by(canvas_artifacts.c.id).limit(limit)).scalars())
+    c = canvas_artifacts.c
+    return list(conn.execute(query.order_by(c.created_at, c.id).limit(limit)).scalars())
 
 
 def count_expired(conn: Connection, tenant_id: str, env: str, kind: str, cutoff: datetime, *,

@@ -18,7 +18,7 @@ from sqlalchemy import (
     update,
 )
 
-from engines.db.metadata import JsonDoc, UtcDateTime, metadata
+from engines.db.metadata import JsonDoc, UtcDateTime, key_order_index, metadata
 from engines.db.upsert import insert_ignore
 from engines.media_v2.models import DerivedArtifact, MediaAsset
 
@@ -37,6 +37,7 @@ assets = Table(
     Column("meta", JsonDoc, nullable=False),
     Index("ix_media_v2_assets_scope", "tenant_id", "env", "id"),
     Index("ix_media_v2_assets_source_uri", "source_uri"),
+    key_order_index("ix_media_v2_assets_source_uri_key", "source_uri"),
 )
 
 artifacts = Table(
@@ -55,6 +56,8 @@ artifacts = Table(
     Column("deleted_at", UtcDateTime),
     Index("ix_media_v2_artifacts_parent", "parent_asset_id", "id"),
     Index("ix_media_v2_artifacts_uri", "uri"),
+    key_order_index("ix_media_v2_artifacts_uri_key", "uri"),
+    Index("ix_media_v2_artifacts_scope", "tenant_id", "env", "id"),
 )
 
 

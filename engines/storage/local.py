@@ -226,25 +226,32 @@ class LocalBlobStore(BlobStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def _walk(self, prefix: str) -> Iterator[BlobInfo]:
-        base = self.root / prefix
-        if not base.exists():
+    def _walk(self, directory: Path | str, *, complete: bool) -> Iterator[BlobInfo]:
+        """Files under `directory` (a prefix at first) in key order, byte by byte, as an
+        object store lists them (gc walks a listing and the database side by side): a
+        directory sorts as `name/`, so its subtree comes exactly where its keys do."""
+        try:
+            entries = list(os.scandir(self.root / directory))
+        except (FileNotFoundError, NotADirectoryError):
             return
-        for dirpath, _dirs, files in os.walk(base):
-            for name in files:
-                path = Path(dirpath, name)
-                try:
-                    stat = path.stat()
-                except FileNotFoundError:
-                    continue  # a write committed (renamed) or aborted since the listing
-                yield BlobInfo(
-                    key=path.relative_to(self.root).as_posix(),
-                    size=stat.st_size,
-                    modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
-                )
+        entries.sort(key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(Path(entry.path), complete=complete)
+                continue
+            try:
+                stat = entry.stat()
+            except FileNotFoundError:
+                continue  # a write committed (renamed) or aborted since the listing
+            yield BlobInfo(
+                key=Path(entry.path).relative_to(self.root).as_posix(),
+                size=stat.st_size,
+                modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
+                complete=complete,
+            )
 
     def iter_blobs(self, prefix: str) -> Iterator[BlobInfo]:
-        return self._walk(prefix)
+        return self._walk(prefix, complete=True)
 
     def iter_uploads(self) -> Iterator[BlobInfo]:
         """Temporary files of writes in flight, and each session upload's directory of

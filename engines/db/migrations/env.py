@@ -9,7 +9,9 @@ connection = context.config.attributes.get("connection")
 
 
 def run(conn) -> None:
-    context.configure(connection=conn, render_as_batch=conn.dialect.name == "sqlite")
+    # one transaction per migration: 0008 steps out of it for CREATE INDEX CONCURRENTLY
+    context.configure(connection=conn, render_as_batch=conn.dialect.name == "sqlite",
+                      transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -47,6 +47,7 @@ deliveries = Table(
     Index("ux_webhook_deliveries_event", "subscription_id", "event_id", unique=True),
     Index("ix_webhook_deliveries_order", "subscription_id", "status", "seq"),
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_scope", "tenant_id", "env", "id"),
 )
 
 attempts = Table(
@@ -65,4 +66,5 @@ attempts = Table(
     Column("error", String(1024)),
     Column("started_at", UtcDateTime, nullable=False),
     Index("ix_webhook_attempts_subscription", "subscription_id", "id"),
+    Index("ix_webhook_attempts_delivery", "delivery_id"),
 )

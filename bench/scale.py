@@ -1,0 +1,553 @@
+"""Issue 18's table at N records: `make bench-scale` (10M) or `python -m bench.scale --records N`.
+
+1. a PostgreSQL database `engines_scale_{N}` is created (or found: the seed
+   resumes where a stopped run left it), migrated, and seeded by
+   `bench/scale_seed.py` (COPY, in committed pieces);
+2. `bench/s3_server.py` (moto, the seed's N/10 blobs) and the service
+   (`engines serve --workers W`) start;
+3. each row of the table is measured through the service or the `engines`
+   commands, with the EXPLAIN of every query its path makes (captured from
+   the real repository functions, run against the seeded database); a row
+   whose plan has a sequential scan of a big table is missed;
+4. the table is printed and saved to `bench/results/scale-{N}.json`; the
+   database is dropped unless `--keep`.
+
+Long phases (retention, DELETE of a canvas) stop after `--phase-seconds`
+and report the rate they ran at: the row says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg
+from sqlalchemy import event
+
+from bench import servers
+from bench.run import Client, load
+from bench.scale_seed import HOT, MAIN, OTHERS, PURGED, make_plan, seed
+from engines.auth.tokens import issue_token
+from engines.config import Settings
+from engines.db.engine import build_engine
+from engines.db.migrate import upgrade
+
+BUCKET = "engines-scale"
+SIGNING = "scale-bench-signing-key-" + "s" * 32
+BIG = {"canvas_artifacts", "media_v2_artifacts", "nexus_documents", "dataset_events",
+       "media_v2_assets"}
+RESULTS = servers.ROOT / "bench" / "results"
+
+
+def headers(tenant: str, role: str = "admin") -> dict[str, str]:
+    token = issue_token(Settings(auth_jwt_signing=SIGNING), sub="u_bench", tenants=[tenant],
+                        role=role, ttl=7200)
+    return {"Authorization": f"Bearer {token}", "X-Tenant-Id": tenant, "X-Env": "prod",
+            "X-Project-Id": "p_main"}
+
+
+# ---- EXPLAIN of the real statements -------------------------------------------------------
+
+
+@contextlib.contextmanager
+def captured(engine: Any) -> Iterator[list[tuple[str, Any]]]:
+    """Every statement the engine runs meanwhile, with its parameters."""
+    found: list[tuple[str, Any]] = []
+
+    def note(_conn, _cursor, statement, parameters, _context, _many):  # type: ignore[no-untyped-def]
+        found.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield found
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+def _seq_scans(plan: dict[str, Any]) -> list[str]:
+    out = []
+    if plan.get("Node Type") == "Seq Scan" and plan.get("Relation Name") in BIG:
+        out.append(plan["Relation Name"])
+    for child in plan.get("Plans", []):
+        out += _seq_scans(child)
+    return out
+
+
+def _one_line(plan: dict[str, Any]) -> str:
+    name = plan.get("Node Type", "")
+    if plan.get("Index Name"):
+        name += f" using {plan['Index Name']}"
+    elif plan.get("Relation Name"):
+        name += f" on {plan['Relation Name']}"
+    children = ", ".join(_one_line(c) for c in plan.get("Plans", []))
+    return f"{name}({children})" if children else name
+
+
+INDEX_ONLY_BELOW = 1_000_000
+"""Under this many records the planner rightly prefers a seq scan of a table that small;
+EXPLAIN then runs with enable_seqscan off, so a Seq Scan left means no index serves it."""
+
+
+def explain(engine: Any, work: Callable[[Any], object], records: int) -> list[dict[str, Any]]:
+    """Run `work(conn)` in a transaction that is rolled back, then EXPLAIN what it ran."""
+    with captured(engine) as statements, engine.connect() as conn:
+        with contextlib.suppress(Exception):
+            work(conn)
+        conn.rollback()
+    out = []
+    seen = set()
+    with engine.connect() as conn:
+        for statement, parameters in statements:
+            head = statement.lstrip().split(None, 1)[0].upper()
+            if head not in ("SELECT", "UPDATE", "DELETE", "WITH") or statement in seen:
+                continue
+            seen.add(statement)
+            cursor = conn.connection.cursor()
+            if records < INDEX_ONLY_BELOW:
+                cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
+            plan = cursor.fetchone()[0][0]["Plan"]
+            conn.rollback()
+            out.append({"sql": " ".join(statement.split())[:160], "plan": _one_line(plan),
+                        "seq_scans": _seq_scans(plan)})
+    return out
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+
+class ScaleBench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.records = args.records
+        self.plan = make_plan(self.records)
+        self.name = f"engines_scale_{self.records}"
+        self.log_dir = servers.ROOT / "var" / "bench-scale" / str(self.records) / "logs"
+        self.state_dir = self.log_dir.parent
+        self.rows: list[dict[str, Any]] = []
+        self.started = time.monotonic()
+
+    def say(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started:7.1f}s] {message}", flush=True)
+
+    # -- setup --
+
+    def database(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        with psycopg.connect(self.args.pg_admin_url, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                [self.name]).fetchone():
+                conn.execute(f'CREATE DATABASE "{self.name}"')
+        url = (make_url(self.args.pg_admin_url).set(drivername="postgresql+psycopg",
+                                                    database=self.name)
+               .render_as_string(hide_password=False))
+        engine = build_engine(Settings(database_url=url))
+        upgrade(engine)
+        engine.dispose()
+        return url
+
+    def drop(self) -> None:
+        with psycopg.connect(self.args.pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    # -- measuring --
+
+    def row(self, name: str, target: str, value: str, met: bool | None,
+            plans: list[dict[str, Any]] | None = None, **extra: Any) -> None:
+        plans = plans or []
+        scans = sorted({s for p in plans for s in p["seq_scans"]})
+        if scans:
+            met = False
+            value += f"; SEQ SCAN of {', '.join(scans)}"
+        self.rows.append({"row": name, "target": target, "value": value, "met": met,
+                          "explain": plans, **extra})
+        verdict = {True: "met", False: "MISSED", None: "-"}[met]
+        self.say(f"{name}: {value} [{target}] {verdict}")
+        for p in plans:
+            print(f"    EXPLAIN {p['sql'][:90]}\n      -> {p['plan']}", flush=True)
+
+    def fixed(self, port: int, paths: list[str], tenant: str, count: int,
+              concurrency: int = 1, duration: float | None = None) -> dict[str, Any]:
+        job = {"kind": "fixed", "host": "127.0.0.1", "port": port, "method": "GET",
+               "paths": paths, "headers": headers(tenant, "viewer"), "concurrency": concurrency,
+               "expect": 200}
+        job.update({"duration": duration} if duration else {"count": count})
+        return load(job)
+
+    def samples(self, engine: Any, tenant: str, count: int) -> list[tuple[str, str]]:
+        with engine.connect() as conn:
+            cursor = conn.connection.cursor()
+            cursor.execute("SELECT canvas_id, id FROM canvas_artifacts TABLESAMPLE SYSTEM (1) "
+                           "WHERE tenant_id = %s AND deleted_at IS NULL LIMIT %s",
+                           [tenant, count])
+            found = [(c, i) for c, i in cursor.fetchall()]
+            if len(found) < count // 4:  # a small tenant: the first canvases, by index
+                cursor.execute("SELECT canvas_id, id FROM canvas_artifacts WHERE tenant_id = %s "
+                               "AND env = 'prod' AND deleted_at IS NULL ORDER BY tenant_id, env, "
+                               "canvas_id, id LIMIT %s", [tenant, count])
+                found = [(c, i) for c, i in cursor.fetchall()]
+            return found
+
+    def reads(self, port: int, engine: Any, rt: Any) -> None:
+        from engines.canvas_artifacts import repository as repo
+        from engines.canvas_artifacts.service import read_lineage
+
+        picks = self.samples(engine, MAIN, 400)
+        canvases = sorted({c for c, _i in picks})[:200]
+        hot = HOT[2]
+        paths = {
+            "record GET": [f"/canvas/{c}/artifacts/{i}" for c, i in picks],
+            "list 50 newest": [f"/canvas/{c}/artifacts?limit=50" for c in [hot, *canvases]],
+            "list 50 newest, kind": [f"/canvas/{c}/artifacts?limit=50&kind=preview"
+                                     for c in [hot, *canvases]],
+            "latest": [f"/canvas/{c}/artifacts/latest?kind=preview" for c in [hot, *canvases]],
+            "lineage": [f"/canvas/{c}/artifacts/{i}/lineage" for c, i in picks],
+        }
+        c0, i0 = picks[0]
+        works = {
+            "record GET": lambda conn: repo.get_record(conn, MAIN, "prod", c0, i0),
+            "list 50 newest": lambda conn: repo.list_records(
+                conn, MAIN, "prod", hot, kind=None, rev=None, before_id=None, limit=50),
+            "list 50 newest, kind": lambda conn: repo.list_records(
+                conn, MAIN, "prod", hot, kind="preview", rev=None, before_id=None, limit=50),
+            "latest": lambda conn: repo.latest_record(conn, MAIN, "prod", hot, "preview"),
+            "lineage": lambda conn: read_lineage(
+                conn, rt, repo.get_record(conn, MAIN, "prod", c0, i0)),
+        }
+        small = self._previous()
+        for name, batch in paths.items():
+            self.fixed(port, batch[:50], MAIN, 50)  # warm the connection pools
+            result = self.fixed(port, batch, MAIN, 400)
+            p99 = result["p99_ms"]
+            ratio = None
+            if small and name in small:
+                ratio = p99 / small[name]
+            value = f"p99 {p99:.1f} ms (p50 {result['p50_ms']:.1f}), {result['ok']} ok"
+            value += f", {ratio:.2f}x the {small['records']:,}-record run" if ratio else ""
+            met = p99 < 20 and (ratio is None or ratio <= 1.5) and result["error_count"] == 0
+            self.row(name, "p99 < 20 ms at c=1; <= 1.5x the 100k run", value, met,
+                     explain(engine, works[name], self.records), p99_ms=p99)
+
+    def _previous(self) -> dict[str, Any] | None:
+        path = RESULTS / "scale-100000.json"
+        if self.records == 100_000 or not path.exists():
+            return None
+        rows = json.loads(path.read_text())["rows"]
+        return {"records": 100_000, **{r["row"]: r["p99_ms"] for r in rows if "p99_ms" in r}}
+
+    def export(self, port: int, service: servers.Proc, engine: Any, rt: Any) -> None:
+        from engines.canvas_artifacts import repository as repo
+        from engines.canvas_artifacts.service import read_lineage
+
+        canvas = HOT[0]
+        servers.reset_peaks(service.pid)
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3600)
+        started = time.monotonic()
+        conn.request("GET", f"/canvas/{canvas}/artifacts/export", headers=headers(MAIN))
+        response = conn.getresponse()
+        first = response.read(1)
+        first_byte = time.monotonic() - started
+        size = len(first)
+        cap = started + self.args.phase_seconds
+        while (chunk := response.read(1 << 20)) and time.monotonic() < cap:
+            size += len(chunk)
+        complete = not chunk
+        conn.close()
+        took = time.monotonic() - started
+        busiest = servers.memory(service.pid)["max_hwm_mib"]
+
+        def work(c: Any) -> None:
+            for record in repo.records_after(c, MAIN, "prod", canvas, kind=None, after_id="",
+                                             limit=500)[:1]:
+                read_lineage(c, rt, record)
+
+        value = (f"first byte {first_byte * 1000:.0f} ms, {size / 2**20:.0f} MiB in {took:.0f} s"
+                 f"{'' if complete else ' (stopped at --phase-seconds)'}, busiest process "
+                 f"{busiest:.0f} MiB")
+        self.row(f"export of a {self.plan.canvases[0].count:,}-artifact canvas",
+                 "first byte < 1 s; busiest process < 200 MiB", value,
+                 first_byte < 1 and busiest < 200, explain(engine, work, self.records))
+
+    def delete_canvas(self, port: int, engine: Any, rt: Any) -> None:
+        from engines.canvas_artifacts import repository as repo
+        from engines.lifecycle.delete import BATCH
+
+        canvas = HOT[1]
+        stop = threading.Event()
+        create_ms: list[float] = []
+
+        def writer() -> None:  # same tenant/env: waits on any lock a delete batch holds
+            client = Client(port, {**headers(MAIN, "member"), "Content-Type": "image/png"})
+            body = b"\x89PNG\r\n\x1a\n" + b"\0" * 200
+            rev = 0
+            while not stop.is_set():
+                t0 = time.monotonic()
+                client.call("POST", f"/canvas/c_beside_delete/artifacts/preview?rev={rev}", body)
+                create_ms.append((time.monotonic() - t0) * 1000)
+                rev += 1
+                time.sleep(0.05)
+
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        client = Client(port, headers(MAIN))
+        started = time.monotonic()
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            result["reply"] = client.call("DELETE", f"/canvas/{canvas}/artifacts",
+                                          timeout=36000)
+
+        runner = threading.Thread(target=run, daemon=True)
+        runner.start()
+        runner.join(self.args.phase_seconds)
+        took = time.monotonic() - started
+        stop.set()
+        thread.join(10)
+        with engine.connect() as conn:
+            cursor = conn.connection.cursor()
+            cursor.execute("SELECT count(*) FILTER (WHERE deleted_at IS NULL), count(*) FROM "
+                           "canvas_artifacts WHERE tenant_id = %s AND env = 'prod' AND "
+                           "canvas_id = %s", [MAIN, canvas])
+            live, total = cursor.fetchone()
+        done = total - live
+        worst = max(create_ms) if create_ms else float("nan")
+        finished = "reply" in result
+        value = (f"{done:,} of {total:,} deleted in {took:.0f} s ({done / took:,.0f}/s, "
+                 f"{BATCH} per committed batch){'' if finished else ', still running at cap'};"
+                 f" creates beside it: max {worst:.0f} ms over {len(create_ms)}")
+
+        def work(conn: Any) -> None:
+            from engines.lifecycle.delete import Deletion, _tombstone
+
+            records = repo.list_records(conn, MAIN, "prod", canvas, kind=None, rev=None,
+                                        before_id=None, limit=BATCH)
+            if records:
+                _tombstone(conn, rt, records[0], Deletion("deleted", "u", "r", "c"), [])
+
+        self.row(f"DELETE of a {total:,}-artifact canvas",
+                 "batches that each commit, no lock held > 1 s", value, worst < 1000,
+                 explain(engine, work, self.records))
+
+    def job(self, name: str, command: list[str], env: dict[str, str], port: int,
+            reads_tenant: str, target_p99: float | None) -> dict[str, Any]:
+        """A command (its peak RSS from wait4) while reads of another tenant run at c=1."""
+        log = self.log_dir / f"{name}.log"
+        picks = self.samples(self.engine, reads_tenant, 200)
+        paths = [f"/canvas/{c}/artifacts/{i}" for c, i in picks]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=servers.ROOT, start_new_session=True)
+        reads: list[dict[str, Any]] = []
+        started = time.monotonic()
+        # wait4, not Popen.poll: the child's own peak RSS comes with its exit status
+        peak = 0  # VmHWM, polled: wait4's ru_maxrss carries the forking parent's over exec
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        while not pid and time.monotonic() - started < self.args.phase_seconds:
+            peak = max([peak, *(servers._status_kib(p, "VmHWM") for p in servers.tree(proc.pid))])
+            if target_p99 is not None:
+                reads.append(self.fixed(port, paths, reads_tenant, 0, duration=3))
+            else:
+                time.sleep(0.5)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        capped = not pid
+        if capped:
+            os.killpg(proc.pid, signal.SIGTERM)
+            _pid, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = status
+        took = time.monotonic() - started
+        lats = [r["p99_ms"] for r in reads if r.get("p99_ms") is not None]
+        text = log.read_text(errors="replace")
+        return {"took": took, "capped": capped, "status": status,
+                "rss_mib": peak / 1024, "p99": max(lats) if lats else None,
+                "progress": [line for line in text.splitlines()
+                             if "so far" in line or "scanned" in line][-3:],
+                "output": text}
+
+    def retention(self, env: dict[str, str], port: int, rt: Any) -> None:
+        from engines.lifecycle import retention
+        from engines.lifecycle.delete import BATCH
+
+        target = self.records // 10
+        with self.engine.connect() as conn:
+            cursor = conn.connection.cursor()
+            cursor.execute("SELECT created_at FROM canvas_artifacts WHERE tenant_id = %s AND "
+                           "env = 'prod' AND kind = 'audit' AND deleted_at IS NULL ORDER BY "
+                           "created_at OFFSET %s LIMIT 1", [MAIN, target])
+            found = cursor.fetchone()
+        if found is None:
+            self.row("retention pass", "progress line, RSS flat, others' p99 < 50 ms",
+                     "no audits to expire", False)
+            return
+        cutoff = found[0]
+        keep = datetime.now(UTC) - cutoff
+        with self.engine.begin() as conn:
+            retention.set_override(conn, MAIN, "prod", "audit", keep)
+        command = [sys.executable, "-m", "bench.scale_jobs", "retention"]
+        result = self.job("retention", command, env, port, OTHERS[0], 50)
+        with self.engine.begin() as conn:
+            retention.unset_override(conn, MAIN, "prod", "audit")
+        done = [line for line in result["output"].splitlines()
+                if line.startswith("retention:") and "audit" in line and "so far" not in line]
+        value = (f"{'stopped at cap, ' if result['capped'] else ''}{result['took']:.0f} s, "
+                 f"{done[-1][:90] if done else 'unfinished'} (~{target:,} due), RSS "
+                 f"{result['rss_mib']:.0f} MiB, others' p99 {result['p99'] or 0:.1f} ms; "
+                 f"{result['progress'][-1] if result['progress'] else 'no progress line'}")
+
+        def work(conn: Any) -> None:
+            retention.scopes_with_artifacts(conn, "audit")
+            retention.count_expired(conn, MAIN, "prod", "audit", cutoff, keep_latest=True)
+            retention.expired_ids(conn, MAIN, "prod", "audit", cutoff, keep_latest=True,
+                                  limit=BATCH)
+
+        self.row(f"retention pass expiring ~{target:,} records",
+                 "progress line, RSS flat, others' p99 < 50 ms", value,
+                 bool(result["progress"] or done) and (result["p99"] or 0) < 50
+                 and result["rss_mib"] < 300, explain(self.engine, work, self.records))
+
+    def gc(self, env: dict[str, str], port: int) -> None:
+        from engines.lifecycle.references import references_between
+
+        store = self.runtime.store
+        with self.engine.connect() as conn:  # one listing page's range, as gc asks it
+            cursor = conn.connection.cursor()
+            cursor.execute('SELECT uri FROM canvas_artifacts ORDER BY uri COLLATE "C" '
+                           "OFFSET 1000 LIMIT 1")
+            upto = store.key_for(cursor.fetchone()[0]) or "tenants0"
+        for apply in (False, True):
+            command = [str(servers.BIN / "engines"), "gc", "--older-than", "1h",
+                       *(["--apply"] if apply else [])]
+            result = self.job("gc-apply" if apply else "gc-dry", command, env, port, MAIN, None)
+            summary_line = next((line for line in result["output"].splitlines()
+                                 if line.startswith("gc:") and "blobs scanned" in line), "")
+            value = (f"{'stopped at cap, ' if result['capped'] else ''}{result['took']:.0f} s, "
+                     f"RSS {result['rss_mib']:.0f} MiB; {summary_line[:150]}")
+            self.row(f"engines gc {'--apply' if apply else '(dry run)'} over "
+                     f"{self.plan.blobs:,} blobs",
+                     "streams in key order, RSS < 300 MiB, progress line, rate printed", value,
+                     result["rss_mib"] < 300 and "blobs/s" in summary_line
+                     and bool(result["progress"]),
+                     explain(self.engine, lambda conn: references_between(
+                         conn, store, "tenants/", upto),
+                         self.records))
+
+    def purge(self, env: dict[str, str], port: int) -> None:
+        from engines.lifecycle.purge import PURGED_TABLES
+
+        command = [str(servers.BIN / "engines"), "purge", "--tenant", PURGED, "--apply"]
+        result = self.job("purge", command, env, port, OTHERS[0], 50)
+        value = (f"{'stopped at cap, ' if result['capped'] else ''}{result['took']:.0f} s, "
+                 f"others' p99 {result['p99'] or 0:.1f} ms, RSS {result['rss_mib']:.0f} MiB")
+
+        def work(conn: Any) -> None:
+            from sqlalchemy import delete, select
+
+            for table in PURGED_TABLES:
+                key = list(table.primary_key.columns)[0]
+                chosen = select(key).where(table.c.tenant_id == PURGED,
+                                           table.c.env.in_(["prod"])).limit(5000)
+                conn.execute(delete(table).where(key.in_(chosen.scalar_subquery())))
+
+        self.row(f"engines purge of a {self.plan.tenant_records[PURGED]:,}-record tenant",
+                 "the nine others' p99 < 50 ms", value, (result["p99"] or 1e9) < 50,
+                 explain(self.engine, work, self.records))
+
+    def run(self) -> int:
+        from engines.app import build_runtime
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        url = self.database()
+        with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
+            measured = conn.execute("SELECT to_regclass('bench_seed')").fetchone()[0] and \
+                conn.execute("SELECT 1 FROM bench_seed WHERE name = 'measured'").fetchone()
+        if measured:  # an earlier run changed the data (deletes, retention, purge): start over
+            self.drop()
+            url = self.database()
+        self.say(f"database {self.name}: seeding {self.records:,} records (resumable)")
+        self.plan = seed(url.replace("postgresql+psycopg", "postgresql"), self.records,
+                         BUCKET, self.state_dir, self.say)
+        with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
+            conn.execute("INSERT INTO bench_seed VALUES ('measured', '1')")
+        s3_port = servers.free_port()
+        s3 = servers.start("s3", [sys.executable, "-m", "bench.s3_server", "--port",
+                                  str(s3_port), "--bucket", BUCKET, "--keys-dir",
+                                  str(self.state_dir)], {**os.environ}, s3_port, self.log_dir)
+        service = None
+        try:
+            s3.wait_ready("/moto-api/", timeout=1800)
+            self.say(s3.tail(2).replace("\n", "; "))
+            env = {**os.environ, "DATABASE_URL": url, "AUTO_MIGRATE": "0",
+                   "RAW_BUCKET": BUCKET, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{s3_port}",
+                   "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                   "AUTH_JWT_SIGNING": SIGNING, "WEBHOOKS_ENABLED": "false",
+                   "LOG_FORMAT": "text", "DB_STATEMENT_TIMEOUT_MS": "600000"}
+            settings = Settings(database_url=url, raw_bucket=BUCKET,
+                                aws_endpoint_url_s3=env["AWS_ENDPOINT_URL_S3"],
+                                auth_jwt_signing=SIGNING)
+            os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+            self.runtime = build_runtime(settings)
+            self.engine = self.runtime.engine
+            service = servers.launch_service(env, self.args.workers, self.log_dir)
+            service.wait_ready("/readyz")
+            service.wait_workers(self.args.workers)
+            port = service.port
+            self.reads(port, self.engine, self.runtime)
+            self.export(port, service, self.engine, self.runtime)
+            self.delete_canvas(port, self.engine, self.runtime)
+            self.retention(env, port, self.runtime)
+            self.gc(env, port)
+            self.purge(env, port)
+        finally:
+            if service is not None:
+                service.stop()
+            s3.stop()
+        self.report()
+        if not self.args.keep:
+            self.runtime.engine.dispose()
+            self.drop()
+        return 0 if all(r["met"] is not False for r in self.rows) else 1
+
+    def report(self) -> None:
+        print(f"\n== scale: {self.records:,} records, {self.plan.blobs:,} blobs, "
+              f"{self.args.workers} workers ({time.monotonic() - self.started:.0f} s)")
+        for r in self.rows:
+            verdict = {True: "met", False: "MISSED", None: "-"}[r["met"]]
+            print(f"{r['row']:<48} {verdict:<7} {r['value']}\n{'':<48} target: {r['target']}")
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"scale-{self.records}.json"
+        path.write_text(orjson.dumps({"records": self.records, "workers": self.args.workers,
+                                      "at": datetime.now(UTC).isoformat(),
+                                      "rows": self.rows}, option=orjson.OPT_INDENT_2).decode())
+        print(f"saved {path.relative_to(servers.ROOT)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--records", type=int, default=10_000_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--phase-seconds", type=float, default=600.0,
+                        help="stop a long phase (export, DELETE, retention, gc, purge) after "
+                             "this and report its rate")
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--pg-admin-url", default=os.environ.get(
+        "BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    return ScaleBench(parser.parse_args(argv)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
