@@ -74,7 +74,8 @@ class Served:
 
 @contextlib.contextmanager
 def _stack_env(request: pytest.FixtureRequest, workdir: Path) -> Iterator[dict[str, str]]:
-    env = {"AUTH_JWT_SIGNING": SIGNING_KEY, "EVENTS_HEARTBEAT_SECONDS": "1"}
+    env = {"AUTH_JWT_SIGNING": SIGNING_KEY, "EVENTS_HEARTBEAT_SECONDS": "1",
+           "ALLOWED_HOSTS": "127.0.0.1,localhost", "URL_SIGNING_KEY": "url-key-" + "c" * 32}
     if request.param == "local-sqlite":
         yield {**env, "DATABASE_URL": f"sqlite:///{workdir / 'engines.db'}",
                "MEDIA_LOCAL_ROOT": str(workdir / "media"), "RAW_BUCKET": ""}

@@ -17,8 +17,8 @@ through a one-second cache, which may only let a create reach the final check
 
 from __future__ import annotations
 
+import logging
 import re
-import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,13 +26,17 @@ from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, Column, Connection, Engine, String, Table, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
 from engines.canvas_artifacts.models import ALL_ENVS, KINDS, ArtifactRecord
+from engines.common.cache import Cache
 from engines.db.idempotency import idempotency_keys
 from engines.db.metadata import UtcDateTime, metadata
 from engines.db.upsert import upsert
 from engines.http.errors import PayloadTooLarge
+
+log = logging.getLogger("engines.quotas")
 
 tenant_quotas = Table(
     "tenant_quotas", metadata,
@@ -148,20 +152,22 @@ def count_deleted(conn: Connection, records: Iterable[ArtifactRecord]) -> None:
 # ---- before any byte is stored ----------------------------------------------------
 
 LIMITS_CACHE_SECONDS = 1.0
-_limits_cache: dict[tuple[str, str], tuple[float, list[Quota]]] = {}
 LIMITS_CACHE_MAX = 10_000
+_limits_cache: Cache[tuple[str, str], list[Quota]] = Cache(LIMITS_CACHE_MAX,
+                                                          LIMITS_CACHE_SECONDS)
+"""The limits of a scope, for the check before the body: the one cache design
+(engines/common/cache.py); stale, it can only let a create reach the final check."""
 
 
 def _cached_limits(engine: Engine, tenant_id: str, env: str) -> list[Quota]:
-    now = time.monotonic()
-    hit = _limits_cache.get((tenant_id, env))
-    if hit is not None and hit[0] > now:
-        return hit[1]
+    key = (tenant_id, env)
+    hit = _limits_cache.get(key)
+    if hit is not None:
+        return hit
+    started = _limits_cache.now()
     with engine.connect() as conn:
         limits = _limits(conn, tenant_id, env, lock=False)
-    if len(_limits_cache) >= LIMITS_CACHE_MAX:
-        _limits_cache.clear()
-    _limits_cache[(tenant_id, env)] = (now + LIMITS_CACHE_SECONDS, limits)
+    _limits_cache.put(key, limits, started, scope=key)
     return limits
 
 
@@ -186,9 +192,16 @@ def _precheck(engine: Engine, tenant_id: str, env: str, adds_bytes: int,
 async def precheck(engine: Engine, tenant_id: str, env: str, adds_bytes: int | None,
                    idempotency_key: str | None = None) -> None:
     """413 before the body is read when one more artifact of `adds_bytes` (the declared
-    size; None if unknown, then only the count is checked) would exceed a quota."""
-    await run_in_threadpool(_precheck, engine, tenant_id, env, adds_bytes or 0,
-                            idempotency_key)
+    size; None if unknown, then only the count is checked) would exceed a quota.
+
+    Only an early answer: the check in the commit transaction decides. A database that
+    cannot be asked here is left to the create itself (which then answers its own 503
+    and removes its blob), so this step adds no failure of its own."""
+    try:
+        await run_in_threadpool(_precheck, engine, tenant_id, env, adds_bytes or 0,
+                                idempotency_key)
+    except DBAPIError as exc:
+        log.warning("quota pre-check skipped, the database did not answer: %s", exc)
 
 
 def declared_size(content_length: str | None) -> int | None:

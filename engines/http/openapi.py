@@ -71,6 +71,9 @@ TAGS = [
     {"name": "events", "description": "server-sent events of artifacts written and deleted"},
     {"name": "webhooks", "description": "signed POSTs of the same events to your endpoint"},
     {"name": "media_v2", "description": "the asset registry every artifact is recorded in"},
+    {"name": "upload sessions", "description": "large previews sent in parts, straight to "
+     "the bucket when it is S3"},
+    {"name": "usage", "description": "the caller's tenant/env usage against its quotas"},
 ]
 """The document's tag order, which Swagger UI follows: the canvas artifacts first."""
 

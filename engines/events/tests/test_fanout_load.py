@@ -26,7 +26,8 @@ IDLE_SECONDS = 2.0
 
 
 def test_hundred_idle_subscribers_add_no_queries(make_live) -> None:
-    live: Live = make_live(events_heartbeat_seconds=0.3)
+    live: Live = make_live(events_heartbeat_seconds=0.3, sse_max_streams_per_tenant=SUBSCRIBERS,
+                           sse_max_streams=2 * SUBSCRIBERS)
     tenant = new_tenant()
     statements: list[str] = []
     engine = live.stack.runtime.engine
