@@ -6,6 +6,7 @@ module which moved sends them nowhere. The README must also stay short enough to
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -66,3 +67,41 @@ def test_every_local_link_resolves(doc: Path) -> None:
 
 def test_the_readme_is_short_enough_to_read() -> None:
     assert len((REPO / "README.md").read_text().splitlines()) < 300
+
+
+# ---- the samples shown are what the service prints ------------------------------------
+
+EVENT_KEYS = {"v", "type", "event_id", "seq", "ts", "routing", "ids", "data"}
+_VAR_USE = re.compile(r"\$\{?([A-Z][A-Z0-9_]*)")
+_VAR_SET = re.compile(r"(?:^|[\s;(])([A-Z][A-Z0-9_]*)=", re.M)
+WALKTHROUGH_VARS = set(_VAR_SET.findall((REPO / "examples" / "walkthrough.sh").read_text()))
+SHELL_VARS = {"HOME", "PATH", "PWD"}
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda doc: str(doc.relative_to(REPO)))
+def test_shown_events_have_the_shape_the_feed_sends(doc: Path) -> None:
+    """Every `data: {...}` of an SSE sample is an event as the feed writes it (with its
+    `seq`), and every URI in a sample is in the stored, canonical form."""
+    text = doc.read_text()
+    for line in re.findall(r"^data: (\{.*\})$", text, re.M):
+        if line.endswith(",...}"):  # an elided sample still shows where it stands
+            assert '"seq":' in line, (doc.name, line)
+            continue
+        event = json.loads(line)
+        assert event.keys() >= EVENT_KEYS, (doc.name, sorted(EVENT_KEYS - event.keys()))
+        assert isinstance(event["seq"], int)
+    uris = re.findall(r'"(?:uri|source_uri)": ?"([^"]+)"', text)
+    wrong = [uri for uri in uris if not uri.startswith(("local:", "s3://", "https://"))]
+    assert not wrong, f"{doc.name} shows URIs the service never stores: {wrong}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda doc: str(doc.relative_to(REPO)))
+def test_every_shell_variable_a_sample_uses_is_defined(doc: Path) -> None:
+    """A reader can paste a sample: each `$VAR` it uses is set in the same page, in the
+    README walkthrough, or by examples/walkthrough.sh."""
+    shell = [block for block in re.findall(r"^```(?:sh|bash)\n(.*?)^```", doc.read_text(),
+                                           re.M | re.S)]
+    defined = set(_VAR_SET.findall(doc.read_text())) | WALKTHROUGH_VARS | SHELL_VARS
+    defined |= set(_VAR_SET.findall((REPO / "README.md").read_text()))
+    used = {name for block in shell for name in _VAR_USE.findall(block)}
+    assert not used - defined, f"{doc.name} uses undefined {sorted(used - defined)}"
