@@ -275,3 +275,42 @@ def test_async_client_does_what_the_sync_one_does(served: Served, tmp_path: Path
             assert [e.type for e in events] == ["artifact_written"] * 4 + ["artifact_deleted"]
 
     anyio.run(main)
+
+
+class _Recording(httpx.HTTPTransport):
+    """The default transport, noting each request's method and path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append((request.method, request.url.path))
+        return super().handle_request(request)
+
+
+def test_a_preview_above_the_threshold_goes_through_an_upload_session(served: Served) -> None:
+    """The client switches to an upload session by itself above `upload_threshold`:
+    parts PUT (to the bucket on S3), then complete; the artifact is the same bytes."""
+    canvas, tenant = new_canvas(), new_tenant()
+    payload = PNG + os.urandom(9 * 1024 * 1024)  # a PNG, then enough for two 8 MiB parts
+    recording = _Recording()
+    with served.client(tenant, upload_threshold=1024 * 1024, transport=recording) as api:
+        record = api.create_preview(canvas, 4, payload)
+        assert record.size_bytes == len(payload) and record.mime_type == "image/png"
+        out = io.BytesIO()
+        api.content(canvas, record.id, out)
+        assert out.getvalue() == payload
+    methods = [method for method, _path in recording.seen]
+    assert ("POST", f"/canvas/{canvas}/artifacts/preview/uploads") in recording.seen
+    assert methods.count("PUT") == 2
+    assert any(path.endswith("/complete") for _m, path in recording.seen)
+    assert ("POST", f"/canvas/{canvas}/artifacts/preview") not in recording.seen
+
+
+def test_a_small_preview_is_one_request(served: Served) -> None:
+    canvas, tenant = new_canvas(), new_tenant()
+    recording = _Recording()
+    with served.client(tenant, transport=recording) as api:
+        api.create_preview(canvas, 1, PNG)
+    assert [path for _m, path in recording.seen] == [f"/canvas/{canvas}/artifacts/preview"]

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from engines.client.events import EVENTS_READ_TIMEOUT
-from engines.client.protocol import Connection
+from engines.client.protocol import UPLOAD_THRESHOLD, Connection
 from engines.client.retry import RetryPolicy
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -27,9 +27,10 @@ class ClientBase:
                  workspace: str | None = None, surface: str | None = None,
                  app: str | None = None, timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
                  retry: RetryPolicy | None = None,
-                 transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+                 upload_threshold: int | None = UPLOAD_THRESHOLD) -> None:
         self._conn = Connection(base_url, token, tenant, env, project, workspace, surface, app,
-                                retry or RetryPolicy())
+                                retry or RetryPolicy(), upload_threshold)
         self._timeout = httpx.Timeout(timeout)
         self._stream_timeout = httpx.Timeout(self._timeout.connect, read=EVENTS_READ_TIMEOUT,
                                              write=self._timeout.write,

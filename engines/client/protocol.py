@@ -35,6 +35,10 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 JSON = "application/json"
 MAX_REDIRECTS = 3
+UPLOAD_THRESHOLD = 64 * 1024 * 1024
+"""Above this a preview is sent in parts through an upload session (docs/uploads.md):
+straight to the bucket on S3, resumable part by part everywhere."""
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 
 
 def _user_agent() -> str:
@@ -57,6 +61,8 @@ class Connection:
     surface: str | None = None
     app: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    upload_threshold: int | None = UPLOAD_THRESHOLD
+    """Previews of at least this many bytes go through an upload session (None: never)."""
 
     def headers(self) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self.token}", "X-Tenant-Id": self.tenant,
@@ -182,9 +188,45 @@ def _create(conn: Connection, url: str, body: bytes | Upload, content_type: str,
 def create_preview(conn: Connection, canvas: str, rev: int, source: Source,
                    mime_type: str | None, key: str | None,
                    progress: Progress | None) -> Op[ArtifactRecord]:
-    """Raw bytes; without a declared type the service reads the type from the bytes."""
-    return _create(conn, conn.canvas_url(canvas, "preview"), Upload(source, progress),
+    """Raw bytes; without a declared type the service reads the type from the bytes.
+    A body of a known size at or above the connection's `upload_threshold` goes
+    through an upload session instead (its type declared or told from its bytes)."""
+    body = Upload(source, progress)
+    if (conn.upload_threshold is not None and body.size is not None
+            and body.size >= conn.upload_threshold):
+        mime = mime_type or _sniffed(body.head())
+        if mime is not None:
+            return _create_in_parts(conn, canvas, rev, body, mime)
+    return _create(conn, conn.canvas_url(canvas, "preview"), body,
                    mime_type or "application/octet-stream", key, {"rev": rev})
+
+
+def _sniffed(head: bytes) -> str | None:
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return next((mime for magic, mime in _MAGIC if head.startswith(magic)), None)
+
+
+def _create_in_parts(conn: Connection, canvas: str, rev: int, body: Upload,
+                     mime_type: str) -> Op[ArtifactRecord]:
+    """Open a session, PUT each part (retried alone: a part URL may be sent again),
+    complete it; completing twice makes one artifact, so its retries are safe too."""
+    url = conn.canvas_url(canvas, "preview", "uploads")
+    opened = yield from exchange(conn, Send(
+        "POST", url, {**conn.headers(), "Content-Type": JSON}, {"rev": rev},
+        _json({"size_bytes": body.size, "mime_type": mime_type})))
+    session = orjson.loads(opened.content)
+    offset = 0
+    for part in session["parts"]:
+        data = body.part(offset, part["size"])
+        offset += part["size"]
+        target = part["url"]
+        if not target.startswith(("http://", "https://")):
+            target = conn.base_url.rstrip("/") + target
+        yield from exchange(conn, Send("PUT", target, {}, None, data))
+    done = yield from exchange(conn, Send("POST", f"{url}/{quote(session['id'], safe='')}/complete",
+                                          conn.headers()))
+    return _parsed(ArtifactRecord, done)
 
 
 def create_render_ref(conn: Connection, canvas: str, rev: int, uri: str,

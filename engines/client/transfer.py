@@ -89,6 +89,25 @@ class Upload:
             self._progress(self._sent, self.size)
         return chunk
 
+    def head(self, size: int = 16) -> bytes:
+        """The first bytes (to tell the type), without counting them as sent."""
+        return self.part(0, size, counted=False)
+
+    def part(self, offset: int, size: int, *, counted: bool = True) -> bytes:
+        """`size` bytes from `offset`: one part of an upload session, read again on a retry.
+        Only for a body whose size is known (a path or a seekable file)."""
+        file, owned = self._open()
+        try:
+            file.seek((self._start or 0) + offset)
+            data = file.read(size)
+        finally:
+            if owned:
+                file.close()
+        if counted:
+            self._sent = offset
+            self._count(data)
+        return data
+
     def chunks(self) -> Iterator[bytes]:
         file, owned = self._open()
         try:
