@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -62,7 +63,9 @@ class Caller:
 class TokenVerifier:
     """Verifies tokens with the configured key material; built once per app."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        """Epoch seconds `exp` is judged against (a test's seam: expiry without waiting)."""
         self.algorithms = [a for a in settings.auth_jwt_algorithms if a.lower() != "none"]
         self.hmac_key = settings.signing_key() if _HMAC_ALGS & set(self.algorithms) else None
         # Only the whole key set is cached, for AUTH_JWKS_CACHE_SECONDS: PyJWKClient's
@@ -87,7 +90,7 @@ class TokenVerifier:
             if self.jwks else VERIFIED_TTL
         # wall-clock: an entry must not outlive the token's own `exp`, an epoch time
         self._verified: Cache[str, AuthContext] = Cache(VERIFIED_CACHE_SIZE, self.verified_ttl,
-                                                        clock=time.time)
+                                                        clock=clock)
 
     def _key_for(self, token: str, alg: str) -> Any:
         if alg in _HMAC_ALGS and self.hmac_key:
@@ -133,9 +136,8 @@ class TokenVerifier:
             claims = jwt.decode(token, self._key_for(token, alg), algorithms=[alg],
                                 issuer=self.issuer, audience=self.audience,
                                 options={"require": self.required_claims,
-                                         "verify_aud": self.audience is not None})
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("token expired") from exc
+                                         "verify_aud": self.audience is not None,
+                                         "verify_exp": False})  # judged below, on our clock
         except jwt.ImmatureSignatureError as exc:
             raise Unauthorized("token not yet valid") from exc
         except jwt.MissingRequiredClaimError as exc:
@@ -144,7 +146,13 @@ class TokenVerifier:
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
         expires = claims.get("exp")
-        return _auth_from_claims(claims), float(expires) if expires else math.inf
+        if expires is None:
+            return _auth_from_claims(claims), math.inf
+        if isinstance(expires, bool) or not isinstance(expires, int | float):
+            raise Unauthorized("invalid token: Expiration Time claim (exp) must be a number")
+        if expires <= self.clock():
+            raise Unauthorized("token expired")
+        return _auth_from_claims(claims), float(expires)
 
 
 def _check_subject(sub: Any) -> str:
