@@ -373,7 +373,8 @@ def test_s3_stopped_during_multipart_upload(s3_stack: Stack, s3_server: S3Server
 
 @pytest.mark.postgres
 def test_postgres_unreachable(make_stack, pg_url: str) -> None:
-    """The blob is written first; the metadata step cannot connect; the blob goes."""
+    """The database cannot be reached: 503 before any byte is stored (the quota check
+    asks it first), and nothing is left anywhere."""
     tenant = new_tenant()
     down = make_stack("s3-postgres", database_url="postgresql+psycopg://postgres@127.0.0.1:1/x",
                       **FAST_S3)
@@ -382,8 +383,9 @@ def test_postgres_unreachable(make_stack, pg_url: str) -> None:
     started = time.monotonic()
     response = post_preview(down, tenant, png(256 * 1024), **{"X-Request-Id": request_id})
     assert time.monotonic() - started < PROMPT_SECONDS
-    assert assert_unavailable(response, request_id)["code"] == "metadata.write_failed"
-    assert_blob_written_then_deleted(down, writes)
+    assert assert_unavailable(response, request_id)["code"] == "metadata.unavailable"
+    assert writes == []
+    assert [*down.runtime.store.iter_blobs(""), *down.runtime.store.iter_uploads()] == []
     healthy_db = sqlalchemy.create_engine(pg_url)
     try:
         assert_no_rows(healthy_db, tenant)

@@ -115,9 +115,10 @@ def test_serve_refuses_an_unmigrated_database_in_one_line(tmp_path: Path,
 def downgrade(url: str, revision: str) -> None:
     engine = build_engine(Settings(database_url=url))
     config = alembic_config(url)
-    with engine.begin() as conn:
+    with engine.connect() as conn:  # each migration runs in a transaction of its own
         config.attributes["connection"] = conn
         command.downgrade(config, revision)
+        conn.commit()
     engine.dispose()
 
 

@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, Column, Connection, Engine, String, Table, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
 from engines.canvas_artifacts.models import ALL_ENVS, KINDS, ArtifactRecord
@@ -195,13 +194,10 @@ async def precheck(engine: Engine, tenant_id: str, env: str, adds_bytes: int | N
     size; None if unknown, then only the count is checked) would exceed a quota.
 
     Only an early answer: the check in the commit transaction decides. A database that
-    cannot be asked here is left to the create itself (which then answers its own 503
-    and removes its blob), so this step adds no failure of its own."""
-    try:
-        await run_in_threadpool(_precheck, engine, tenant_id, env, adds_bytes or 0,
-                                idempotency_key)
-    except DBAPIError as exc:
-        log.warning("quota pre-check skipped, the database did not answer: %s", exc)
+    cannot be asked here fails the create now (503 `metadata.unavailable`), before any
+    byte is stored, rather than after a second wait for it."""
+    await run_in_threadpool(_precheck, engine, tenant_id, env, adds_bytes or 0,
+                            idempotency_key)
 
 
 def declared_size(content_length: str | None) -> int | None:
