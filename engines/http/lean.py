@@ -40,7 +40,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
 import annotated_types
+from fastapi import routing
 from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -208,19 +210,29 @@ async def _solve(call: _Call, request: Request, parsed: dict[int, dict[str, Any]
     return await call.call(**kwargs)
 
 
+def _effective(route: APIRoute) -> Any:
+    """The route as included in an app: FastAPI builds one handler per inclusion, with
+    the including router's dependencies and the app as overrides provider (what
+    `APIRoute.get_route_handler` itself reads)."""
+    context_var = getattr(routing, "_effective_route_context_var", None)
+    context = context_var.get() if context_var is not None else None
+    return context if context is not None and context.original_route is route else route
+
+
 class LeanRoute(AuthenticatedRoute):
     """An AuthenticatedRoute whose `@lean` endpoint skips FastAPI's solving when it can."""
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         full = super().get_route_handler()
-        root = _compile(self.dependant) if self.endpoint in _LEAN else None
+        route = _effective(self)
+        root = _compile(route.dependant) if self.endpoint in _LEAN else None
         calls = root.walk() if root is not None else []
         callables = [call.call for call in calls[:-1]]
         if root is None or len(set(callables)) != len(callables):
             return full  # a repeated dependency would need FastAPI's per-request cache
         known = frozenset(alias for call in calls for _, alias, _, _ in call.query)
         overridable = frozenset(callables)
-        provider = self.dependency_overrides_provider
+        provider = route.dependency_overrides_provider
 
         async def handler(request: Request) -> Response:
             overrides = getattr(provider, "dependency_overrides", None)
