@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                   default_response_class=OrjsonResponse, docs_url=None, redoc_url=None,
                   generate_unique_id_function=operation_id, lifespan=events_lifespan)
     app.state.runtime = runtime
+    app.state.lean_routes = settings.lean_routes
     app.state.event_hub = EventHub(runtime.engine, settings, runtime.caches)
     app.state.verifier = TokenVerifier(settings)
     app.state.stream_slots = StreamSlots(settings, runtime.engine)

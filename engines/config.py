@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     # means localhost only, unset otherwise means PUBLIC_BASE_URL's host only
     allowed_hosts: Annotated[list[str] | None, NoDecode] = None
     image_transforms: bool = True
+    # the lean fast path of the hot routes (engines/http/lean.py); false sends every
+    # request through FastAPI's full solving (the parity test compares both)
+    lean_routes: bool = True
     image_sizes: Annotated[list[int], NoDecode] = [64, 128, 256, 512, 1024, 2048]
     # the `q` values a variant may ask for: with IMAGE_SIZES this bounds the variants one
     # preview can ever have (engines/canvas_artifacts/variants.py, variant_bound)

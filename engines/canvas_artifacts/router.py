@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import ValidationError
 from starlette.responses import Response
 
-from engines.auth.tokens import Reader, Writer, reader, writer
+from engines.auth.tokens import Reader, Writer
 from engines.canvas_artifacts import service
 from engines.canvas_artifacts.models import (
     ArtifactKindName,
@@ -31,8 +29,6 @@ from engines.http.openapi import (
     request_body,
 )
 from engines.http.params import (
-    MAX_ID_LENGTH,
-    SAFE_ID_PATTERN,
     ArtifactId,
     CanvasId,
     Limit,
@@ -40,95 +36,14 @@ from engines.http.params import (
     Rev,
 )
 from engines.http.sniff import MAGIC
-from engines.runtime import Rt, get_runtime
+from engines.runtime import Rt
 
 router = APIRouter(prefix="/canvas/{canvas_id}/artifacts", tags=["canvas artifacts"],
                    route_class=LeanRoute)
 
 
-# A plain path parameter, not a dependency that raises: dependencies run before request
-# validation, so an unauthenticated caller must get 401 here, never a 422.
-
-# ---- lean paths (engines/http/lean.py): plainly valid requests of the hot routes ----
-_SAFE_ID_RE = re.compile(SAFE_ID_PATTERN)
-_REV_ONLY = re.compile(rb"rev=(0|[1-9][0-9]{0,15})")
-"""`?rev=N` alone, N without sign or leading zero and under 2**53 (checked below)."""
-
-
-def _plain_ids(request: Request) -> dict[str, Any] | None:
-    params = request.path_params
-    canvas_id = params["canvas_id"]
-    if len(canvas_id) > MAX_ID_LENGTH or not _SAFE_ID_RE.fullmatch(canvas_id):
-        return None
-    artifact_id = params.get("artifact_id")
-    if artifact_id is not None and (len(artifact_id) > MAX_ID_LENGTH
-                                    or not _SAFE_ID_RE.fullmatch(artifact_id)):
-        return None
-    return dict(params)
-
-
-async def _read_arguments(request: Request) -> dict[str, Any] | None:
-    """Plain ids, the runtime and an authorised reader: every lean GET's arguments."""
-    ids = _plain_ids(request)
-    if ids is None:
-        return None
-    return {**ids, "rt": await get_runtime(request), "caller": await reader(request)}
-
-
-async def _lean_read(request: Request) -> dict[str, Any] | None:
-    """A GET by id with no query string: the defaults of every query parameter."""
-    return None if request.scope["query_string"] else await _read_arguments(request)
-
-
-_VARIANT_PARAM = re.compile(rb"(w|h|q)=([1-9][0-9]{0,8})|(format)=(webp|png|jpeg|auto)")
-"""One variant parameter, plainly valid: a number without sign or leading zero, under
-2**30, or a known format name."""
-
-
-def _plain_variant(query: bytes) -> VariantQuery | None:
-    """The variant a query of plainly valid variant parameters, each given once, asks
-    for; None for any other query (FastAPI then answers it, 422s included)."""
-    asked: dict[str, int | str] = {}
-    for part in query.split(b"&"):
-        match = _VARIANT_PARAM.fullmatch(part)
-        if match is None:
-            return None
-        name = (match[1] or match[3]).decode()
-        if name in asked:
-            return None
-        asked[name] = int(match[2]) if match[1] else match[4].decode()
-    try:
-        return VariantQuery.model_validate(asked)
-    except ValidationError:
-        return None
-
-
-async def _lean_content(request: Request) -> dict[str, Any] | None:
-    """A content GET with no query, or with only image-variant parameters (thumbnails:
-    a board list asks for hundreds of `?w=256`)."""
-    query = request.scope["query_string"]
-    if not query:
-        return await _read_arguments(request)
-    variant = _plain_variant(query)
-    arguments = await _read_arguments(request) if variant is not None else None
-    return None if arguments is None else {**arguments, "variant": variant}
-
-
-async def _lean_create(request: Request) -> dict[str, Any] | None:
-    """A create with `?rev=N` as its whole query string."""
-    rev = _REV_ONLY.fullmatch(request.scope["query_string"])
-    ids = _plain_ids(request) if rev else None
-    if ids is None or int(rev[1]) > 2**53:  # type: ignore[index]
-        return None
-    return {**ids, "rev": int(rev[1]), "rt": await get_runtime(request),  # type: ignore[index]
-            "caller": await writer(request)}
-
-
 _JSON = "application/json"
 _OCTETS = "application/octet-stream"
-
-
-
 
 _PREVIEW_BODY = request_body({
     _OCTETS: {"schema": BINARY},
@@ -163,7 +78,7 @@ _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     "parameters": [{"name": name, "in": "header", "required": False,
                     "schema": {"type": "string"}}
                    for name in ("Range", "If-Range", "If-None-Match")]})
-@lean(_lean_content)
+@lean
 async def get_artifact_content(request: Request, canvas_id: CanvasId, artifact_id: ArtifactId,
                                rt: Rt, caller: Reader,
                                from_ms: Annotated[int | None, Query(ge=0)] = None,
@@ -181,7 +96,7 @@ async def get_artifact_content(request: Request, canvas_id: CanvasId, artifact_i
 
 @router.post("/preview", status_code=201, response_model=ArtifactRecord,
              openapi_extra=_PREVIEW_BODY, responses=_CREATE_RESPONSES)
-@lean(_lean_create)
+@lean
 async def create_preview(request: Request, canvas_id: CanvasId, rev: Rev, rt: Rt,
                          caller: Writer) -> Response:
     """Raw image bytes, a multipart `file`, or a JSON render-ref `{uri, mime_type}`.
@@ -230,7 +145,7 @@ def get_latest_artifact(canvas_id: CanvasId, kind: ArtifactKindName, rt: Rt,
 
 
 @router.get("/{artifact_id}", response_model=ArtifactRecord, responses=_RESPONSES)
-@lean(_lean_read)
+@lean
 async def get_artifact(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
                        caller: Reader) -> Response:
     record = await service.find_artifact(rt, caller.ctx, canvas_id, artifact_id)
