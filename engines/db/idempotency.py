@@ -2,8 +2,8 @@
 
 The key is claimed inside the same transaction as the records it produced,
 so two concurrent retries cannot both create: the second one's insert
-conflicts on (tenant_id, env, key), it rolls back (its blob is deleted by the
-caller) and it answers with the stored first response (`Replayed`). The
+conflicts on (tenant_id, env, key), it rolls back (its blob is deleted by
+`create_stored`) and it answers with the stored first response (`Replayed`). The
 create protocol built on this (blob clean-up, error mapping) is
 `engines/create.py`.
 
