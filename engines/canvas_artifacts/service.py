@@ -14,7 +14,7 @@ import base64
 import binascii
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -51,6 +51,7 @@ from engines.canvas_artifacts.replay_ingest import (
 from engines.canvas_artifacts.replay_store import compress, json_reader
 from engines.common.ids import new_id
 from engines.config import Settings
+from engines.create import Created, Replayed, create_stored
 from engines.db import idempotency
 from engines.db.engine import retry_on_disconnect
 from engines.db.metadata import row_exists
@@ -64,7 +65,6 @@ from engines.http.body import (
     upload_chunks,
 )
 from engines.http.errors import (
-    ApiError,
     NotFound,
     ServiceUnavailable,
     Unprocessable,
@@ -160,16 +160,13 @@ def metadata_writer(rt: Runtime, record: ArtifactRecord, replay_index: dict[str,
     return write
 
 
-async def _discard(rt: Runtime, payload: Payload) -> None:
-    if payload.blob is not None:
-        await rt.discard_fresh_blob(payload.blob.key)
-
-
 async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, canvas_id: str,
                   rev: int, artifact_id: str, payload: Payload,
-                  claim: idempotency.IdempotencyClaim | None = None) -> Response:
-    """Step (2) and its outcome rule; `claim` replaces the request's Idempotency-Key
-    (an upload session's completion is claimed by the session's id)."""
+                  claim: idempotency.IdempotencyClaim | None = None
+                  ) -> Created[ArtifactRecord] | Replayed:
+    """Step (2) through the create protocol (`engines/create.py`); `claim` replaces the
+    request's Idempotency-Key (an upload session's completion is claimed by the session's
+    id)."""
     ctx = caller.ctx
     claim = claim or idempotency.claim_from(request, ctx, caller.auth.actor_id)
     blob = payload.blob
@@ -182,33 +179,21 @@ async def _commit(rt: Runtime, caller: Caller, request: Request, *, kind: str, c
         sha256=blob.sha256 if blob else None,
         media_asset_id=canvas_asset_id(ctx.tenant_id, ctx.env, canvas_id),
         media_artifact_id=new_id("mda"), created_at=_now(), meta=payload.meta)
-    body = orjson.dumps(record.model_dump(mode="json"))
     started = rt.records.now()
-    try:
-        replayed = await _write_metadata(rt, claim, payload, record, body, ctx.mode)
-    except idempotency.OutcomeUnknown:
-        raise  # the record may be committed: its blob stays, gc decides when it can read
-    except BaseException as exc:
-        await _discard(rt, payload)
-        if isinstance(exc, Exception) and not isinstance(exc, ApiError):
-            log.exception("metadata write failed for %s", record.id)
-            raise ServiceUnavailable("metadata write failed; nothing was stored",
-                                     code="metadata.write_failed") from exc
-        raise
-    if replayed is not None:
-        await _discard(rt, payload)
-        return replayed
-    # after a commit the canvas asset exists until a purge erases it (assets are never
-    # deleted otherwise), so later creates on this canvas skip its insert
-    rt.assets.put(record.media_asset_id, True, started, scope=(record.tenant_id, record.env))
-    remember(rt.records, record, started)
-    return Response(body, status_code=201, media_type="application/json")
+    outcome = await _write_metadata(rt, claim, payload, record, ctx.mode)
+    if isinstance(outcome, Created):
+        # after a commit the canvas asset exists until a purge erases it (assets are never
+        # deleted otherwise), so later creates on this canvas skip its insert
+        rt.assets.put(record.media_asset_id, True, started,
+                      scope=(record.tenant_id, record.env))
+        remember(rt.records, record, started)
+    return outcome
 
 
 async def _write_metadata(rt: Runtime, claim: idempotency.IdempotencyClaim | None,
                           payload: Payload, record: ArtifactRecord,
-                          body: bytes, mode: str | None) -> Response | None:
-    """Step (2) in one transaction with the idempotency claim (`write_once`).
+                          mode: str | None) -> Created[ArtifactRecord] | Replayed:
+    """Step (2) in one transaction with the idempotency claim (`create_stored`).
 
     The canvas asset's insert is skipped while this process knows the asset is
     committed. That knowledge may be stale (a purge erased the asset since):
@@ -218,32 +203,32 @@ async def _write_metadata(rt: Runtime, claim: idempotency.IdempotencyClaim | Non
     """
     known = rt.assets.get(record.media_asset_id) is not None
 
-    def attempt(with_asset: bool) -> Awaitable[Response | None]:
-        return idempotency.write_once(
-            rt.engine, claim, payload.body_sha256, 201, body,
-            metadata_writer(rt, record, payload.replay_index, mode=mode,
-                            with_asset=with_asset),
-            lambda conn: row_exists(conn, repo.canvas_artifacts, record.id))
+    def writer(with_asset: bool) -> idempotency.Writer:
+        return metadata_writer(rt, record, payload.replay_index, mode=mode,
+                               with_asset=with_asset)
 
-    try:
-        return await attempt(not known)
-    except IntegrityError:
+    def again(exc: IntegrityError) -> idempotency.Writer:
         if not known:
-            raise
+            raise exc
         log.info("canvas asset %s is gone (purged?); writing it again", record.media_asset_id)
         rt.assets.discard(record.media_asset_id)
-    return await attempt(True)
+        return writer(True)
+
+    return await create_stored(
+        rt, record, orjson.dumps(record.model_dump(mode="json")), writer(not known),
+        lambda conn: row_exists(conn, repo.canvas_artifacts, record.id), record_id=record.id,
+        blob=payload.blob, claim=claim, body_sha256=payload.body_sha256, again=again)
 
 
 async def _counted(rt: Runtime, caller: Caller, request: Request, *, kind: str,
                    **commit: Any) -> Response:
     """`_commit`, then the created-artifact metrics (an idempotent replay created nothing)."""
-    response = await _commit(rt, caller, request, kind=kind, **commit)
-    if not response.headers.get("idempotent-replayed"):
+    outcome = await _commit(rt, caller, request, kind=kind, **commit)
+    if isinstance(outcome, Created):
         blob = commit["payload"].blob
         metrics.record_created(kind, blob.size if blob else 0, tenant=caller.ctx.tenant_id,
                                env=caller.ctx.env)
-    return response
+    return outcome.response()
 
 
 def canvas_asset_id(tenant_id: str, env: str, canvas_id: str) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import inspect
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -38,18 +39,33 @@ def retry_on_disconnect(fn: Callable[P, T]) -> Callable[P, T]:
     A dead connection (server restart, failover, a killed backend) is
     invalidated by SQLAlchemy and the retry gets a fresh one from the pool.
     The work must be a whole transaction, so a retry repeats it from the
-    start; a second failure propagates and becomes a 503.
+    start; a second failure propagates and becomes a 503. A coroutine
+    function (a create's `write_once`) is retried the same way.
     """
+
+    def lost(exc: DBAPIError) -> None:
+        if not exc.connection_invalidated:
+            raise exc
+        log.warning("database connection lost in %s; retrying once", fn.__name__)
+
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def once_more_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except DBAPIError as exc:
+                lost(exc)
+            return await fn(*args, **kwargs)
+
+        return cast(Callable[P, T], once_more_async)
 
     @functools.wraps(fn)
     def once_more(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return fn(*args, **kwargs)
         except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            log.warning("database connection lost in %s; retrying once", fn.__name__)
-            return fn(*args, **kwargs)
+            lost(exc)
+        return fn(*args, **kwargs)
 
     return once_more
 

@@ -2,11 +2,14 @@
 
 The key is claimed inside the same transaction as the records it produced,
 so two concurrent retries cannot both create: the second one's insert
-conflicts on (tenant_id, env, key), it rolls back (its blob is deleted by the
-caller) and it answers with the stored first response.
+conflicts on (tenant_id, env, key), it rolls back (its blob is deleted by
+`create_stored`) and it answers with the stored first response (`Replayed`). The
+create protocol built on this (blob clean-up, error mapping) is
+`engines/create.py`.
 
 `write_once` is also where a create's transaction meets a lost connection.
-Lost before COMMIT: nothing was written, so the transaction runs once more.
+Lost before COMMIT: nothing was written, so the transaction runs once more
+(`retry_on_disconnect`, the one rule for that).
 Lost during COMMIT: the outcome is unknown, and it is resolved by reading
 whether the create's own rows exist, never by running it again (a rerun
 would find its own committed key and "replay" it, and the caller would then
@@ -39,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engines.auth.routing import RequestContext
-from engines.db.engine import CommitOutcomeUnknown
+from engines.db.engine import CommitOutcomeUnknown, retry_on_disconnect
 from engines.db.group_commit import run_write
 from engines.db.metadata import UtcDateTime, metadata
 from engines.http.errors import BadRequest, Conflict, ServiceUnavailable
@@ -123,30 +126,35 @@ Probe = Callable[[Connection], bool]
 """Given a fresh connection, whether the create's rows are committed."""
 
 
-async def write_once(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str,
-                     status: int, body: bytes, write: Callable[[Connection], None],
-                     committed: Probe) -> Response | None:
-    """Run write(conn) in one transaction that also claims the key.
+Writer = Callable[[Connection], None]
+"""A create's rows, written on the transaction that also claims the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """The stored first response of a key: what a retry is answered with (nothing written)."""
+
+    status: int
+    body: bytes
+
+    def response(self) -> Response:
+        return Response(self.body, status_code=self.status, media_type="application/json",
+                        headers={"Idempotent-Replayed": "true"})
+
+
+@retry_on_disconnect
+async def write_once(engine: Engine, write: Writer, committed: Probe, *,
+                     claim: IdempotencyClaim | None, body_sha256: str, status: int,
+                     body: bytes) -> Replayed | None:
+    """Run write(conn) in one transaction that also claims the key with (status, body).
 
     Returns None when the writes committed, or the replayed first response
     (nothing written) when the key was already taken; a reused key with a
     different request raises Conflict. If the COMMIT's outcome cannot be
     learned, raises OutcomeUnknown: the caller must then keep whatever the
-    rows would reference. Other failures propagate (nothing was committed).
+    rows would reference. Other failures propagate (nothing was committed);
+    a connection lost before COMMIT runs the transaction once more.
     """
-    try:
-        return await _attempt(engine, claim, body_sha256, status, body, write, committed)
-    except DBAPIError as exc:
-        # lost before COMMIT: rolled back, nothing written, so running it again is safe
-        if not exc.connection_invalidated:
-            raise
-        log.warning("database connection lost before COMMIT; running the transaction again")
-    return await _attempt(engine, claim, body_sha256, status, body, write, committed)
-
-
-async def _attempt(engine: Engine, claim: IdempotencyClaim | None, body_sha256: str,
-                   status: int, body: bytes, write: Callable[[Connection], None],
-                   committed: Probe) -> Response | None:
     def transaction(conn: Connection) -> None:
         if claim is not None:
             _store(conn, claim, body_sha256, status, body)
@@ -182,7 +190,7 @@ def _resolve(engine: Engine, committed: Probe) -> None:
                          "outcome could not be read back; retry with the same Idempotency-Key")
 
 
-def _replay(engine: Engine, claim: IdempotencyClaim, body_sha256: str) -> Response:
+def _replay(engine: Engine, claim: IdempotencyClaim, body_sha256: str) -> Replayed:
     """The stored response for this key, or 409 if it was used for another request."""
     with engine.connect() as conn:
         row = conn.execute(select(idempotency_keys).where(
@@ -195,8 +203,7 @@ def _replay(engine: Engine, claim: IdempotencyClaim, body_sha256: str) -> Respon
     if row["fingerprint"] != claim.fingerprint(body_sha256):
         raise Conflict("Idempotency-Key was already used with a different request",
                        code="idempotency.key_reused")
-    return Response(row["body"], status_code=row["status"], media_type="application/json",
-                    headers={"Idempotent-Replayed": "true"})
+    return Replayed(row["status"], row["body"])
 
 
 def _is_key_conflict(exc: IntegrityError) -> bool:

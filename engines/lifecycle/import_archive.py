@@ -27,7 +27,6 @@ imported, from where, by whom and from which archive.
 from __future__ import annotations
 
 import hashlib
-import logging
 import tarfile
 import tempfile
 from collections.abc import AsyncIterator
@@ -53,13 +52,13 @@ from engines.canvas_artifacts.service import (
     prepare_replay,
     store_replay,
 )
-from engines.db import idempotency
+from engines.create import create_stored
+from engines.db.idempotency import Writer
 from engines.db.metadata import row_exists
 from engines.http.body import UPLOAD_CHUNK, limited_stream, request_media_type
 from engines.http.errors import (
     ApiError,
     Conflict,
-    ServiceUnavailable,
     Unprocessable,
     UnsupportedMediaType,
     first_error_message,
@@ -67,15 +66,12 @@ from engines.http.errors import (
 from engines.http.params import is_safe_id
 from engines.http.sniff import head_checker
 from engines.lifecycle.export import SPOOL_BYTES, extension
-from engines.lifecycle.references import discard_fresh_blob
 from engines.media_v2.repository import artifacts as media_artifacts
 from engines.runtime import Runtime
 from engines.storage.base import StoredBlob
 from engines.storage.ingest import ingest, ingest_bytes, too_large
 from engines.storage.keys import canvas_key
 from engines.storage.uris import check_uri_in_scope
-
-log = logging.getLogger("engines.canvas_artifacts.import")
 
 MANIFEST = "manifest.jsonl"
 MAX_MANIFEST_LINE = 4 * 1024 * 1024
@@ -321,21 +317,11 @@ async def _import_one(rt: Runtime, archive: Archive, entry: Entry, target: Targe
     # process remembers of it, so a canvas purged since is recreated
     write = metadata_writer(rt, record, index, how="imported",
                             provenance=_provenance(entry.record, archive, target))
-    try:
-        await idempotency.write_once(rt.engine, None, "", 201, b"", write,
-                                     lambda conn: _committed(conn, record))
-    except idempotency.OutcomeUnknown:
-        raise  # the record may be committed: its blob stays, gc decides when it can read
-    except BaseException as exc:
-        if blob is not None:
-            await discard_fresh_blob(rt.engine, rt.store, blob.key)
-        if isinstance(exc, IntegrityError):
-            raise _id_taken() from exc  # another import of it committed first
-        if isinstance(exc, Exception) and not isinstance(exc, ApiError):
-            log.exception("metadata write failed for imported %s", record.id)
-            raise ServiceUnavailable("metadata write failed; nothing was stored for this "
-                                     "artifact", code="metadata.write_failed") from exc
-        raise
+    def again(exc: IntegrityError) -> Writer:
+        raise _id_taken() from exc  # another import of it committed first
+
+    await create_stored(rt, record, b"", write, lambda conn: _committed(conn, record),
+                        record_id=record.id, blob=blob, again=again)
 
 
 def _committed(conn: Connection, record: ArtifactRecord) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from fastapi import Request
@@ -14,8 +15,9 @@ from starlette.responses import Response
 
 from engines.auth.routing import RequestContext
 from engines.common.ids import new_id
+from engines.create import Created, Replayed, create_stored
 from engines.db.engine import retry_on_disconnect
-from engines.db.idempotency import IdempotencyClaim, OutcomeUnknown, claim_from, write_once
+from engines.db.idempotency import IdempotencyClaim, claim_from
 from engines.db.metadata import row_exists
 from engines.http.body import read_upload, upload_chunks
 from engines.http.errors import NotFound, Unprocessable
@@ -31,6 +33,7 @@ from engines.media_v2.models import (
 from engines.media_v2.upload_type import upload_checker
 from engines.observability import metrics
 from engines.runtime import Runtime
+from engines.storage.base import StoredBlob
 from engines.storage.ingest import ingest
 from engines.storage.keys import media_key
 from engines.storage.uris import check_uri_in_scope
@@ -55,14 +58,14 @@ def _kind_for(content_type: str | None) -> str:
 
 
 async def _created(rt: Runtime, claim: IdempotencyClaim | None, body_sha256: str,
-                   model: MediaAsset | DerivedArtifact,
-                   write: Callable[[Connection], None]) -> Response:
-    """Commit write(conn) with the idempotency claim; 201 with the model, or the replay."""
-    body = orjson.dumps(model.model_dump(mode="json"))
+                   model: MediaAsset | DerivedArtifact, write: Callable[[Connection], None],
+                   blob: StoredBlob | None = None) -> Created[Any] | Replayed:
+    """Commit write(conn) through the create protocol (`engines/create.py`)."""
     table = repo.assets if isinstance(model, MediaAsset) else repo.artifacts
-    replayed = await write_once(rt.engine, claim, body_sha256, 201, body, write,
-                                lambda conn: row_exists(conn, table, model.id))
-    return replayed or Response(body, status_code=201, media_type="application/json")
+    return await create_stored(rt, model, orjson.dumps(model.model_dump(mode="json")), write,
+                               lambda conn: row_exists(conn, table, model.id),
+                               record_id=model.id, blob=blob, claim=claim,
+                               body_sha256=body_sha256)
 
 
 def _check_part_headers(upload: UploadFile) -> None:
@@ -80,6 +83,7 @@ def _check_part_headers(upload: UploadFile) -> None:
 async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
                               request: Request) -> Response:
     limit = rt.settings.max_preview_bytes
+    claim = claim_from(request, ctx, actor_id)  # a bad key is refused before anything is stored
     async with read_upload(request, limit, code="media_v2.missing_file") as upload:
         _check_part_headers(upload)
         asset_id = new_id("ma")
@@ -93,19 +97,11 @@ async def create_asset_upload(rt: Runtime, ctx: RequestContext, actor_id: str,
                        meta={"filename": upload.filename, "content_type": content_type,
                              "sha256": blob.sha256})
     fingerprint = hashlib.sha256(f"{upload.filename}\n{blob.sha256}".encode()).hexdigest()
-    try:
-        response = await _created(rt, claim_from(request, ctx, actor_id), fingerprint, asset,
-                                  lambda conn: repo.insert_asset(conn, asset))
-    except OutcomeUnknown:
-        raise  # the asset may be committed: its blob stays, gc decides when it can read
-    except BaseException:
-        await rt.discard_fresh_blob(blob.key)
-        raise
-    if response.headers.get("idempotent-replayed"):
-        await rt.discard_fresh_blob(blob.key)
-    else:
+    outcome = await _created(rt, claim, fingerprint, asset,
+                             lambda conn: repo.insert_asset(conn, asset), blob)
+    if isinstance(outcome, Created):
         metrics.record_created("media_asset", blob.size, tenant=ctx.tenant_id, env=ctx.env)
-    return response
+    return outcome.response()
 
 
 async def create_asset_json(rt: Runtime, ctx: RequestContext, actor_id: str, body: AssetCreate,
@@ -114,8 +110,9 @@ async def create_asset_json(rt: Runtime, ctx: RequestContext, actor_id: str, bod
     asset = MediaAsset(id=new_id("ma"), tenant_id=ctx.tenant_id, env=ctx.env, user_id=actor_id,
                        kind=body.kind, source_uri=source_uri, tags=body.tags,
                        created_at=datetime.now(UTC), meta=body.meta)
-    return await _created(rt, claim, body_sha256, asset,
-                          lambda conn: repo.insert_asset(conn, asset))
+    outcome = await _created(rt, claim, body_sha256, asset,
+                             lambda conn: repo.insert_asset(conn, asset))
+    return outcome.response()
 
 
 def _asset_not_found() -> NotFound:
@@ -157,7 +154,7 @@ async def register_artifact(rt: Runtime, ctx: RequestContext, asset_id: str, bod
             raise _asset_not_found()
         repo.insert_artifact(conn, artifact)
 
-    return await _created(rt, claim, body_sha256, artifact, write)
+    return (await _created(rt, claim, body_sha256, artifact, write)).response()
 
 
 @retry_on_disconnect

@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("media_v2",),  # the media registry canvas artifacts are recorded in
     ("events",),  # the outbox feed, SSE and webhooks
     ("observability",),  # metrics, request logs, traces, readiness
-    ("runtime",),  # the per-process wiring every route depends on
+    ("runtime", "create"),  # the per-process wiring every route depends on; the create protocol
     ("lineage",),  # Nexus documents and dataset events
     ("storage", "db"),  # blob stores; SQL engine, writers, tables' metadata, idempotency
     ("auth",),  # tokens and routing headers

@@ -57,12 +57,13 @@ async def create_webhook(request: Request, rt: Rt, caller: Admin) -> Response:
     created = service.new_subscription(caller, body)
     answer = created.model_dump_json().encode()
     replayed = await idempotency.write_once(
-        rt.engine,
-        idempotency.claim_from(request, caller.ctx, caller.auth.actor_id),
-        hashlib.sha256(raw).hexdigest(), 201, answer,
-        service.subscription_writer(caller.ctx, created),
-        lambda conn: row_exists(conn, subscriptions, created.id))
-    return replayed or Response(answer, status_code=201, media_type="application/json")
+        rt.engine, service.subscription_writer(caller.ctx, created),
+        lambda conn: row_exists(conn, subscriptions, created.id),
+        claim=idempotency.claim_from(request, caller.ctx, caller.auth.actor_id),
+        body_sha256=hashlib.sha256(raw).hexdigest(), status=201, body=answer)
+    if replayed is not None:
+        return replayed.response()
+    return Response(answer, status_code=201, media_type="application/json")
 
 
 @router.get("", response_model=WebhookList, responses=_RESPONSES)
