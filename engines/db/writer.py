@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import queue
 import threading
@@ -200,18 +201,25 @@ _writers: dict[str, SqliteWriter] = {}
 _writers_lock = threading.Lock()
 
 
+@functools.cache
+def _file_of(database: str) -> str:
+    """One name per file, however the URL spells it (resolved once, not per write)."""
+    return os.path.realpath(database) if database and database != ":memory:" else database
+
+
 def sqlite_writer(engine: Engine) -> SqliteWriter | None:
     """The writer of the engine's SQLite file, shared by every engine on it in this
     process; None on PostgreSQL."""
     if engine.dialect.name != "sqlite":
         return None
-    database = engine.url.database or ""
-    key = os.path.realpath(database) if database and database != ":memory:" else database
-    with _writers_lock:
-        writer = _writers.get(key)
-        if writer is None:
-            writer = _writers[key] = SqliteWriter(key)
-        return writer
+    database = _file_of(engine.url.database or "")
+    writer = _writers.get(database)
+    if writer is None:
+        with _writers_lock:
+            writer = _writers.get(database)
+            if writer is None:
+                writer = _writers[database] = SqliteWriter(database)
+    return writer
 
 
 @contextlib.contextmanager
