@@ -287,6 +287,7 @@ class Bench:
         from sqlalchemy import text
 
         from engines.common.ids import _ALPHABET, _b32
+        from engines.db.writer import write_transaction
 
         t0 = time.perf_counter()
         now = datetime.now(UTC)
@@ -308,7 +309,7 @@ class Bench:
         n, batch = self.opts.list_rows, 10_000
         first_ms = time.time_ns() // 1_000_000 - n  # one id per millisecond, time-ordered
         prefix = f"s3://seed/tenants/{TENANT}/{ENV}/canvas/c_bench_list/"
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             for start in range(0, n, batch):
                 rows = []
                 for i in range(start, min(n, start + batch)):

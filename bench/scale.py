@@ -42,6 +42,7 @@ from engines.auth.tokens import issue_token
 from engines.config import Settings
 from engines.db.engine import build_engine
 from engines.db.migrate import upgrade
+from engines.db.writer import write_transaction
 
 BUCKET = "engines-scale"
 SIGNING = "scale-bench-signing-key-" + "s" * 32
@@ -394,11 +395,11 @@ class ScaleBench:
             return
         cutoff = found[0]
         keep = datetime.now(UTC) - cutoff
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             retention.set_override(conn, MAIN, "prod", "audit", keep)
         command = [sys.executable, "-m", "bench.scale_jobs", "retention"]
         result = self.job("retention", command, env, port, OTHERS[0], 50)
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             retention.unset_override(conn, MAIN, "prod", "audit")
         done = [line for line in result["output"].splitlines()
                 if line.startswith("retention:") and "audit" in line and "so far" not in line]

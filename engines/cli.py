@@ -251,7 +251,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_retention(args: argparse.Namespace) -> int:
     from engines.canvas_artifacts.models import ALL_ENVS, KINDS
-    from engines.db.engine import build_engine, write_transaction
+    from engines.db.engine import build_engine
+    from engines.db.writer import write_transaction
     from engines.lifecycle import retention
 
     settings = _settings()
@@ -304,7 +305,8 @@ def _quota_line(quota, usage) -> str:
 
 def cmd_quota(args: argparse.Namespace) -> int:
     from engines.canvas_artifacts import quotas
-    from engines.db.engine import build_engine, write_transaction
+    from engines.db.engine import build_engine
+    from engines.db.writer import write_transaction
 
     engine = build_engine(_settings())
     env = quotas.ALL_ENVS if args.env is None else args.env

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from conftest import SIGNING_KEY, Stack, new_canvas
 from engines.canvas_artifacts.repository import canvas_artifacts
@@ -322,13 +322,7 @@ def test_purge_deletes_in_batches_that_each_commit(stack: Stack,
     populate(stack, "t_kept", canvas)
     kept = table_counts(stack, "t_kept")
     transactions: list[int] = []
-    begin = stack.runtime.engine.begin
-
-    def counted_begin():  # type: ignore[no-untyped-def]
-        transactions.append(1)
-        return begin()
-
-    monkeypatch.setattr(stack.runtime.engine, "begin", counted_begin)
+    event.listen(stack.runtime.engine, "commit", lambda _conn: transactions.append(1))
     lines: list[str] = []
     report = purge_module.purge(stack.runtime.store, stack.runtime.engine, "t_batched", None,
                                 apply=True, progress=lines.append)

@@ -46,9 +46,10 @@ from engines.canvas_artifacts.models import MAX_INT
 from engines.common.ids import new_id
 from engines.config import Settings
 from engines.db import idempotency
-from engines.db.engine import retry_on_disconnect, write_transaction
+from engines.db.engine import retry_on_disconnect
 from engines.db.metadata import UtcDateTime, metadata
 from engines.db.upsert import upsert
+from engines.db.writer import write_transaction
 from engines.http.body import limited_stream, read_limited, require_json
 from engines.http.errors import (
     ApiError,

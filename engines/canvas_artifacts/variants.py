@@ -39,7 +39,8 @@ from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts.content import presign_ttl, serve_blob
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.config import Settings
-from engines.db.engine import CommitOutcomeUnknown, retry_on_disconnect, write_transaction
+from engines.db.engine import retry_on_disconnect
+from engines.db.writer import CommitOutcomeUnknown, write_transaction
 from engines.http.errors import NotFound, ServiceUnavailable, Unprocessable
 from engines.media_v2 import repository as media_repo
 from engines.media_v2.models import DerivedArtifact

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import inspect
 import logging
-import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -68,80 +64,6 @@ def retry_on_disconnect(fn: Callable[P, T]) -> Callable[P, T]:
         return fn(*args, **kwargs)
 
     return once_more
-
-
-class CommitOutcomeUnknown(Exception):
-    """COMMIT was sent but its reply never came: the writes may or may not be durable.
-
-    Such a transaction is resolved by reading what it wrote, never by running
-    it again, and nothing it may have referenced is deleted meanwhile.
-    """
-
-
-@contextlib.contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """One transaction; a failure of the COMMIT itself raises CommitOutcomeUnknown.
-
-    Any failure before COMMIT rolls back: nothing was written. SQLite writers
-    are queued on a lock (`_SqliteWriters`): SQLite allows one writer at a
-    time, and a writer that finds the database locked sleeps in SQLite's busy
-    handler with growing back-off (up to 100 ms a nap), which made p99 spike
-    under concurrent creates. The lock hands the write lock over at once.
-    """
-    lock = _sqlite_writers(engine.url.database or "") if engine.dialect.name == "sqlite" \
-        else contextlib.nullcontext()
-    with lock, engine.connect() as conn:
-        transaction = conn.begin()
-        try:
-            yield conn
-        except BaseException:
-            with contextlib.suppress(DBAPIError):
-                transaction.rollback()
-            raise
-        try:
-            transaction.commit()
-        except DBAPIError as exc:
-            raise CommitOutcomeUnknown(str(exc.orig or exc)) from exc
-
-
-class _SqliteWriters:
-    """The writers of one SQLite file: a thread lock within this process, then an
-    `flock` on a file beside the database across processes.
-
-    Waiting on `flock` wakes the moment the holder lets go, where SQLite's busy
-    handler would sleep out its back-off: with two worker processes creating at
-    once that sleep was the larger part of a create's time. Correctness never
-    rests on it: SQLite's own locking still decides, the flock only hands the
-    turn over (an in-memory database, or a lock file that cannot be made, goes
-    without it).
-    """
-
-    def __init__(self, database: str) -> None:
-        self._threads = threading.Lock()
-        self._fd: int | None = None
-        if database and database != ":memory:":
-            with contextlib.suppress(OSError):
-                self._fd = os.open(f"{database}-writelock", os.O_RDWR | os.O_CREAT, 0o600)
-
-    def __enter__(self) -> None:
-        self._threads.acquire()
-        if self._fd is not None:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
-            except BaseException:
-                self._threads.release()
-                raise
-
-    def __exit__(self, *_exc: object) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._threads.release()
-
-
-@functools.cache
-def _sqlite_writers(database: str) -> _SqliteWriters:
-    """One per database file, shared by every engine on it in this process."""
-    return _SqliteWriters(database)
 
 
 def libpq_conninfo(engine: Engine) -> str:

@@ -42,9 +42,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engines.auth.routing import RequestContext
-from engines.db.engine import CommitOutcomeUnknown, retry_on_disconnect
-from engines.db.group_commit import run_write
+from engines.db.engine import retry_on_disconnect
 from engines.db.metadata import UtcDateTime, metadata
+from engines.db.writer import CommitOutcomeUnknown, run_write
 from engines.http.errors import BadRequest, Conflict, ServiceUnavailable
 from engines.http.params import IDEMPOTENCY_KEY_MAX
 

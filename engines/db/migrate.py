@@ -11,6 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
+from engines.db.writer import write_transaction
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -36,7 +38,7 @@ def upgrade(engine: Engine) -> None:
     """
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     if engine.dialect.name != "postgresql":
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
         return

@@ -25,7 +25,7 @@ from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts.models import KINDS, ArtifactRecord
 from engines.canvas_artifacts.service import record_lineage
 from engines.common.ids import new_id
-from engines.db.engine import CommitOutcomeUnknown, write_transaction
+from engines.db.writer import CommitOutcomeUnknown, write_transaction
 from engines.http.errors import ApiError, NotFound, ServiceUnavailable
 from engines.lifecycle import retention
 from engines.lifecycle.references import delete_if_unreferenced

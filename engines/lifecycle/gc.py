@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine
 
 from engines.canvas_artifacts.uploads import expire_sessions
+from engines.db.writer import write_transaction
 from engines.lifecycle.references import (
     delete_if_unreferenced,
     live_records_at,
@@ -169,6 +170,6 @@ def _apply(store: BlobStore, engine: Engine, report: GcReport, uploads: list[Blo
     for info in uploads:
         store.discard_incomplete(info)
         report.deleted += 1
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         drop_expired(conn, datetime.now(UTC))
     metrics.record_gc(report.deleted)

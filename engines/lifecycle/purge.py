@@ -29,6 +29,7 @@ from engines.canvas_artifacts.repository import canvas_artifacts, replay_indexes
 from engines.canvas_artifacts.uploads import upload_sessions
 from engines.common.ids import new_id
 from engines.db.idempotency import idempotency_keys
+from engines.db.writer import write_transaction
 from engines.events.webhooks.tables import deliveries as webhook_deliveries
 from engines.events.webhooks.tables import subscriptions as webhook_subscriptions
 from engines.lifecycle.references import delete_if_unreferenced
@@ -93,7 +94,7 @@ def _announce(engine: Engine, tenant_id: str, envs: list[str]) -> None:
     backend = SqlNexusBackend()
     now = datetime.now(UTC)
     for env in envs:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             backend.record_event(conn, DatasetEvent(
                 id=new_id("dse"), tenant_id=tenant_id, env=env, event_type=SCOPE_PURGED,
                 subject_id=tenant_id, document_id="",
@@ -109,7 +110,7 @@ def _delete_in_batches(engine: Engine, table: Table, scope: tuple[ColumnElement[
         key[0].in_(chosen.scalar_subquery()) if len(key) == 1 else tuple_(*key).in_(chosen))
     total = 0
     while True:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             count = conn.execute(statement).rowcount
         total += count
         if count < BATCH:

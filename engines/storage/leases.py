@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Column, Connection, Engine, String, Table, delete, select
 
-from engines.db.engine import write_transaction
 from engines.db.metadata import UtcDateTime, metadata
 from engines.db.upsert import upsert
+from engines.db.writer import write_transaction
 
 log = logging.getLogger("engines.storage.leases")
 

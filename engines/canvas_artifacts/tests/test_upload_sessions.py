@@ -216,7 +216,7 @@ def test_open_checks_type_size_body_and_auth(stack: Stack) -> None:
 
 def test_quota_is_checked_on_open_and_on_complete(stack: Stack) -> None:
     from engines.canvas_artifacts import quotas
-    from engines.db.engine import write_transaction
+    from engines.db.writer import write_transaction
 
     tenant, canvas = new_tenant(), new_canvas()
     with write_transaction(stack.runtime.engine) as conn:

@@ -29,9 +29,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from engines.config import Settings
-from engines.db import group_commit
+from engines.db import writer
 from engines.db.engine import build_engine
-from engines.db.group_commit import run_write as run_write_async
+from engines.db.writer import run_write as run_write_async
 
 things = Table("things", MetaData(), Column("id", Integer, primary_key=True),
                Column("name", String(32), nullable=False))
@@ -83,7 +83,7 @@ def _queued_behind_a_held_batch(engine: Engine, works: list) -> list:  # type: i
         first = pool.submit(run_write, engine, hold)
         assert holding.wait(10)
         futures = [pool.submit(run_write, engine, work) for work in works]
-        while group_commit._committers[engine]._queue.qsize() < len(works):
+        while writer.sqlite_writer(engine)._queue.qsize() < len(works):
             threading.Event().wait(0.01)
         release.set()
         first.result(10)
@@ -124,7 +124,7 @@ def test_a_failing_unit_fails_alone(engine: Engine) -> None:
 
 def test_the_writer_thread_leaves_when_idle(engine: Engine,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(group_commit, "IDLE_SECONDS", 0.05)
+    monkeypatch.setattr(writer, "IDLE_SECONDS", 0.05)
 
     def writers() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t.name == "engines-group-commit"]

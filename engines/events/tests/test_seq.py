@@ -15,8 +15,9 @@ from conftest import Stack
 from engines.canvas_artifacts.tests.helpers import new_tenant
 from engines.common.ids import new_id
 from engines.config import Settings
-from engines.db.engine import build_engine, write_transaction
+from engines.db.engine import build_engine
 from engines.db.migrate import alembic_config, upgrade
+from engines.db.writer import write_transaction
 from engines.events.feed import last_seq, read_after
 from engines.lineage.dataset_events import DatasetEvent
 from engines.lineage.nexus.backends.sql import SqlNexusBackend, events

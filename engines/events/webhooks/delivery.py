@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine
 from engines.common.ids import new_id
 from engines.common.outage import OutageLog
 from engines.config import Settings
-from engines.db.engine import write_transaction
+from engines.db.writer import write_transaction
 from engines.events.feed import read_after, read_event
 from engines.events.webhooks import repository as repo
 from engines.events.webhooks.destinations import DestinationRefused, resolve

@@ -12,6 +12,7 @@ from engines.auth.routing import RequestContext
 from engines.auth.tokens import Caller
 from engines.common.ids import new_id
 from engines.db.engine import retry_on_disconnect
+from engines.db.writer import write_transaction
 from engines.events.feed import last_seq
 from engines.events.webhooks import repository as repo
 from engines.events.webhooks.destinations import DestinationRefused, resolve
@@ -66,7 +67,7 @@ def list_webhooks(rt: Runtime, ctx: RequestContext) -> WebhookList:
 
 @retry_on_disconnect
 def delete_webhook(rt: Runtime, ctx: RequestContext, subscription_id: str) -> None:
-    with rt.engine.begin() as conn:
+    with write_transaction(rt.engine) as conn:
         if not repo.delete_subscription(conn, ctx.tenant_id, ctx.env, subscription_id):
             raise _not_found()
 
