@@ -196,6 +196,8 @@ async def precheck(engine: Engine, tenant_id: str, env: str, adds_bytes: int | N
     Only an early answer: the check in the commit transaction decides. A database that
     cannot be asked here fails the create now (503 `metadata.unavailable`), before any
     byte is stored, rather than after a second wait for it."""
+    if _limits_cache.get((tenant_id, env)) == []:
+        return  # no quota on this scope (cached): no thread hop on the hot path
     await run_in_threadpool(_precheck, engine, tenant_id, env, adds_bytes or 0,
                             idempotency_key)
 
