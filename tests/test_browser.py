@@ -20,7 +20,6 @@ import functools
 import html
 import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from engines.canvas_artifacts.models import ArtifactRecord
 from engines.canvas_artifacts.tests.images import png, rotated_jpeg, webp
 from engines.canvas_artifacts.variants import VariantQuery
 from engines.config import Settings
+from tests._http import serving
 from tests._server import Server, running_server
 
 pytestmark = pytest.mark.slow
@@ -158,14 +158,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def page_server(directory: Path) -> Iterator[str]:
     """A second loopback HTTP server: the front end's own origin."""
     handler = functools.partial(_QuietHandler, directory=str(directory))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(handler) as url:
+        yield url
 
 
 FRONT_END = """<!doctype html><html><body><img id="shown" alt="preview"><script>

@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from engines.config import Settings
 from engines.db.engine import build_engine
 from engines.db.migrate import upgrade
 from engines.events.tests.sse_client import SseReader
+from tests._http import serving
 from tests._server import ENGINES, free_port, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3,
@@ -371,16 +372,9 @@ def hook_receiver(cluster: Cluster) -> Iterator[Hook]:
         def log_message(self, *_args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    hook.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as url:
+        hook.url = url
         yield hook
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_webhooks_are_delivered_once_per_attempt_with_all_three_nodes_delivering(

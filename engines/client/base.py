@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import httpx
@@ -15,7 +16,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 upload or download takes as long as it takes while bytes keep moving."""
 
 
-class ClientBase:
+class ClientBase(abc.ABC):
     """The routing settings every request carries, and the retry policy.
 
     `workspace`, `surface` and `app` are optional lineage headers; `retry`
@@ -37,9 +38,9 @@ class ClientBase:
                                              connect=self._timeout.connect)
         self._http = self._open(transport)
 
+    @abc.abstractmethod
     def _open(self, transport: Any) -> Any:
         """The httpx client (sync or async) every request goes through."""
-        raise NotImplementedError
 
     @property
     def connection(self) -> Connection:

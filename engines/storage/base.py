@@ -111,8 +111,9 @@ class PartUploads(abc.ABC):
 
     def open_part(self, upload_id: str, number: int) -> BlobWriter:
         """A writer for one part sent through the service (stores without part URLs);
-        a part written again replaces the earlier one on commit."""
-        raise NotImplementedError
+        a part written again replaces the earlier one on commit. A store whose parts go
+        to its own URLs (`direct`) never receives one: the service answers 404 first."""
+        raise TypeError(f"{type(self).__name__} takes parts at their own URLs, not here")
 
     @abc.abstractmethod
     def sizes(self, key: str, upload_id: str) -> dict[int, int]:
