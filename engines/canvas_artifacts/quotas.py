@@ -23,8 +23,21 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Column, Connection, Engine, String, Table, delete, func, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    String,
+    Table,
+    bindparam,
+    delete,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from starlette.concurrency import run_in_threadpool
 
@@ -33,6 +46,7 @@ from engines.common.cache import Cache
 from engines.db.idempotency import idempotency_keys
 from engines.db.metadata import UtcDateTime, metadata
 from engines.db.upsert import upsert
+from engines.db.writer import Part, deferred
 from engines.http.errors import PayloadTooLarge
 
 log = logging.getLogger("engines.quotas")
@@ -90,14 +104,17 @@ def _check(quota: Quota, used: Used, adds_bytes: int) -> None:
                             f"bytes, {used.bytes} are used and this artifact adds {adds_bytes}")
 
 
+_LIMITS = (select(tenant_quotas)
+           .where(tenant_quotas.c.tenant_id == bindparam("tenant_id"),
+                  tenant_quotas.c.env.in_([bindparam("env"), literal(ALL_ENVS)]))
+           .order_by(tenant_quotas.c.env))
+_LOCKED_LIMITS = _LIMITS.with_for_update()
+"""Built once: both run before every create (the pre-check, the commit's lock)."""
+
+
 def _limits(conn: Connection, tenant_id: str, env: str, *, lock: bool) -> list[Quota]:
-    query = (select(tenant_quotas).where(tenant_quotas.c.tenant_id == tenant_id,
-                                         tenant_quotas.c.env.in_((env, ALL_ENVS)))
-             .order_by(tenant_quotas.c.env))
-    if lock:
-        query = query.with_for_update()
-    return [Quota(row.tenant_id, row.env, row.max_bytes, row.max_artifacts)
-            for row in conn.execute(query)]
+    rows = conn.execute(_LOCKED_LIMITS if lock else _LIMITS, {"tenant_id": tenant_id, "env": env})
+    return [Quota(row.tenant_id, row.env, row.max_bytes, row.max_artifacts) for row in rows]
 
 
 def used(conn: Connection, tenant_id: str, env: str) -> Used:
@@ -111,41 +128,83 @@ def used(conn: Connection, tenant_id: str, env: str) -> Used:
     return Used(int(total_bytes), int(artifacts))
 
 
-def _move(conn: Connection, tenant_id: str, env: str, kind: str, size: int, count: int) -> None:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(tenant_usage).values(tenant_id=tenant_id, env=env, kind=kind,
-                                               bytes=size, artifacts=count)
-    conn.execute(stmt.on_conflict_do_update(
+def _move_statement(dialect: Any) -> Any:
+    stmt = dialect.insert(tenant_usage).values(
+        tenant_id=bindparam("tenant_id"), env=bindparam("env"), kind=bindparam("kind"),
+        bytes=bindparam("bytes"), artifacts=bindparam("artifacts"))
+    return stmt.on_conflict_do_update(
         index_elements=["tenant_id", "env", "kind"],
         set_={"bytes": tenant_usage.c.bytes + stmt.excluded.bytes,
-              "artifacts": tenant_usage.c.artifacts + stmt.excluded.artifacts}))
+              "artifacts": tenant_usage.c.artifacts + stmt.excluded.artifacts})
+
+
+_MOVE = {"postgresql": _move_statement(postgresql), "sqlite": _move_statement(sqlite)}
+"""Built once: it runs in every create and delete transaction."""
+
+Counter3 = Counter[tuple[str, str, str]]
+
+
+def _move(conn: Connection, sizes: Counter3, counts: Counter3, sign: int = 1) -> None:
+    """One upsert per (tenant, env, kind) counter, in key order (concurrent batches then
+    never wait on each other in a cycle), sent as one executemany."""
+    moves = [{"tenant_id": key[0], "env": key[1], "kind": key[2], "bytes": sign * sizes[key],
+              "artifacts": sign * counts[key]} for key in sorted(counts)]
+    if moves:
+        conn.execute(_MOVE["postgresql" if conn.dialect.name == "postgresql" else "sqlite"],
+                     moves)
+
+
+def _tally(records: Iterable[ArtifactRecord]) -> tuple[Counter3, Counter3]:
+    sizes: Counter3 = Counter()
+    counts: Counter3 = Counter()
+    for record in records:
+        key = (record.tenant_id, record.env, record.kind)
+        sizes[key] += record.size_bytes or 0
+        counts[key] += 1
+    return sizes, counts
+
+
+class _UsageDeltas(Part):
+    """A batch's creates in scopes without a quota, summed per counter until the flush."""
+
+    def __init__(self) -> None:
+        self.records: list[ArtifactRecord] = []
+
+    def flush(self, conn: Connection) -> None:
+        records, self.records = self.records, []
+        _move(conn, *_tally(records))
 
 
 def count_created(conn: Connection, record: ArtifactRecord) -> None:
     """In the create transaction: add the artifact to the usage; over a quota -> 413.
 
     The quota rows are locked first, in one order, so concurrent creates of a
-    tenant with a quota take turns here and each sees the others' usage.
+    tenant with a quota take turns here and each sees the others' usage. In a
+    SQLite group-commit batch (one writer: nothing else moves meanwhile) a
+    scope's limits are read once for the batch, and in a scope with no quota
+    the artifact only joins the batch's usage deltas: nothing to check, one
+    upsert per counter at the flush. A scope with a quota moves and checks at once.
     """
     size = record.size_bytes or 0
-    limits = _limits(conn, record.tenant_id, record.env, lock=True)
-    _move(conn, record.tenant_id, record.env, record.kind, size, 1)
+    batch = deferred(conn)
+    scope = ("quota.limits", record.tenant_id, record.env)
+    limits = batch.memo.get(scope) if batch is not None else None
+    if limits is None:
+        limits = _limits(conn, record.tenant_id, record.env, lock=True)
+        if batch is not None:
+            batch.memo[scope] = limits
+    if not limits and batch is not None:
+        batch.part("quota.usage", _UsageDeltas).records.append(record)
+        return
+    _move(conn, *_tally([record]))
     for quota in limits:
         after = used(conn, record.tenant_id, quota.env)
         _check(quota, Used(after.bytes - size, after.artifacts - 1), size)
 
 
 def count_deleted(conn: Connection, records: Iterable[ArtifactRecord]) -> None:
-    """In the delete transaction: take the records out of the usage, one row per
-    (env, kind) in key order (concurrent batches then never wait on each other in a cycle)."""
-    sizes: Counter[tuple[str, str, str]] = Counter()
-    counts: Counter[tuple[str, str, str]] = Counter()
-    for record in records:
-        key = (record.tenant_id, record.env, record.kind)
-        sizes[key] += record.size_bytes or 0
-        counts[key] += 1
-    for key in sorted(counts):
-        _move(conn, *key, -sizes[key], -counts[key])
+    """In the delete transaction: take the records out of the usage."""
+    _move(conn, *_tally(records), sign=-1)
 
 
 # ---- before any byte is stored ----------------------------------------------------

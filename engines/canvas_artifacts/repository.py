@@ -21,6 +21,7 @@ from sqlalchemy import (
 
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.db.metadata import JsonDoc, UtcDateTime, key_order_index, metadata
+from engines.db.writer import defer_insert
 
 canvas_artifacts = Table(
     "canvas_artifacts", metadata,
@@ -74,15 +75,18 @@ _RECORD_COLUMNS = [canvas_artifacts.c[name] for name in ArtifactRecord.model_fie
 
 
 _INSERT_RECORD = insert(canvas_artifacts)  # built once: it runs in every create
+_INSERT_REPLAY_INDEX = insert(replay_indexes)
 
 
 def insert_record(conn: Connection, record: ArtifactRecord) -> None:
-    conn.execute(_INSERT_RECORD, record.model_dump())
+    """In a group-commit batch, with the batch's other records (engines/db/writer.py)."""
+    defer_insert(conn, _INSERT_RECORD, record.model_dump())
 
 
 def insert_replay_index(conn: Connection, record: ArtifactRecord, index: dict[str, object]) -> None:
-    conn.execute(insert(replay_indexes), {"artifact_id": record.id, "tenant_id": record.tenant_id,
-                                          "env": record.env, "segments": index})
+    defer_insert(conn, _INSERT_REPLAY_INDEX, {"artifact_id": record.id,
+                                              "tenant_id": record.tenant_id,
+                                              "env": record.env, "segments": index})
 
 
 def get_replay_index(conn: Connection, record: ArtifactRecord) -> dict[str, Any] | None:

@@ -44,7 +44,7 @@ from starlette.responses import Response
 from engines.auth.routing import RequestContext
 from engines.db.engine import retry_on_disconnect
 from engines.db.metadata import UtcDateTime, metadata
-from engines.db.writer import CommitOutcomeUnknown, run_write
+from engines.db.writer import CommitOutcomeUnknown, defer_insert, run_write
 from engines.http.errors import BadRequest, Conflict, ServiceUnavailable
 from engines.http.params import IDEMPOTENCY_KEY_MAX
 
@@ -106,7 +106,7 @@ def claim_from(request: Request, ctx: RequestContext, actor_id: str) -> Idempote
 
 def _store(conn: Connection, claim: IdempotencyClaim, body_sha256: str, status: int,
            body: bytes) -> None:
-    conn.execute(_INSERT_KEY, {
+    defer_insert(conn, _INSERT_KEY, {
         "tenant_id": claim.tenant_id, "env": claim.env, "key": claim.key,
         "fingerprint": claim.fingerprint(body_sha256), "status": status, "body": body,
         "created_at": datetime.now(UTC),

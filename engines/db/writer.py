@@ -18,7 +18,15 @@ which made p99 spike under concurrent creates. So each SQLite file has one
   outcome only after the COMMIT, so a 201 is never answered for rows that were
   not durable. The thread exits after `IDLE_SECONDS` without work and is
   started again by the next unit, so a file nobody writes holds no thread or
-  connection.
+  connection;
+- inside a batch, the rows the create path writes (`defer_insert`, and the
+  parts other modules add with `deferred`: usage counters, event seqs) are
+  not sent one statement per unit: each statement's rows go as one
+  `executemany` when the batch is flushed, before its COMMIT. A unit that
+  runs a statement of its own first flushes everything queued before it, so
+  every statement still sees every write queued before it (read-your-writes
+  holds within a unit and across the units of a batch). A flush that fails
+  fails the batch, which then runs unit by unit with nothing deferred.
 
 Synchronous writes use `write_transaction`, async request paths `run_write`;
 both take the same writer's turn. PostgreSQL takes concurrent writers itself:
@@ -27,6 +35,7 @@ there both are plain transactions.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import fcntl
@@ -34,16 +43,18 @@ import functools
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.base import Executable
 from starlette.concurrency import run_in_threadpool
 
 T = TypeVar("T")
+P = TypeVar("P", bound="Part")
 
 MAX_BATCH = 64
 """Units per transaction at most: bounds how long one COMMIT makes the others wait."""
@@ -58,6 +69,91 @@ class CommitOutcomeUnknown(Exception):
     Such a transaction is resolved by reading what it wrote, never by running
     it again, and nothing it may have referenced is deleted meanwhile.
     """
+
+
+class Part(abc.ABC):
+    """Writes of one kind queued in a batch, sent at once by `flush` (a module's own
+    aggregate: usage deltas summed per counter, events numbered per feed)."""
+
+    @abc.abstractmethod
+    def flush(self, conn: Connection) -> None: ...
+
+
+class _Inserts(Part):
+    """Rows per insert statement, in the order each statement was first queued."""
+
+    def __init__(self) -> None:
+        self.rows: dict[Executable, list[dict[str, Any]]] = {}
+
+    def flush(self, conn: Connection) -> None:
+        rows, self.rows = self.rows, {}
+        for statement, params in rows.items():
+            conn.execute(statement, params)
+
+
+class Deferred:
+    """What a batch's units queued and not yet sent; `memo` holds facts a unit read that
+    stay true for the whole transaction (this file has one writer meanwhile)."""
+
+    def __init__(self) -> None:
+        self.memo: dict[Hashable, Any] = {}
+        self._parts: dict[Hashable, Part] = {}
+        self._inserts = self.part("inserts", _Inserts)
+        self._flushing = False
+
+    def part(self, key: Hashable, make: Callable[[], P]) -> P:
+        """The batch's part under `key`, made on first use; parts flush in that order."""
+        part = self._parts.get(key)
+        if part is None:
+            part = self._parts[key] = make()
+        return part  # type: ignore[return-value]
+
+    def insert(self, statement: Executable, params: dict[str, Any]) -> None:
+        self._inserts.rows.setdefault(statement, []).append(params)
+
+    def flush(self, conn: Connection) -> None:
+        if self._flushing:
+            return  # the flush's own statements
+        self._flushing = True
+        try:
+            for part in self._parts.values():
+                part.flush(conn)
+        finally:
+            self._flushing = False
+
+    def _before_execute(self, conn: Connection, *_args: Any) -> None:
+        self.flush(conn)
+
+
+_DEFERRED = "engines.deferred"
+
+
+def deferred(conn: Connection) -> Deferred | None:
+    """The queue of the group-commit batch running on `conn`; None outside one (a
+    synchronous write, PostgreSQL, a unit run again alone): then write at once."""
+    return conn.info.get(_DEFERRED)
+
+
+def defer_insert(conn: Connection, statement: Executable, params: dict[str, Any]) -> None:
+    """Insert one row: in a batch, with the other units' rows of the same statement."""
+    queue_ = deferred(conn)
+    if queue_ is None:
+        conn.execute(statement, params)
+    else:
+        queue_.insert(statement, params)
+
+
+@contextlib.contextmanager
+def _deferring(conn: Connection) -> Iterator[Deferred]:
+    queue_ = Deferred()
+    conn.info[_DEFERRED] = queue_
+    event.listen(conn, "before_execute", queue_._before_execute)
+    try:
+        yield queue_
+        queue_.flush(conn)
+    finally:
+        event.remove(conn, "before_execute", queue_._before_execute)
+        del conn.info[_DEFERRED]
 
 
 @contextlib.contextmanager
@@ -168,7 +264,7 @@ class SqliteWriter:
         """
         results: list[Any] = []
         try:
-            with self.transaction(engine) as conn:
+            with self.transaction(engine) as conn, _deferring(conn):
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
                 for _engine, work, _future in batch:
                     results.append(work(conn))

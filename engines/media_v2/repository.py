@@ -20,6 +20,7 @@ from sqlalchemy import (
 
 from engines.db.metadata import JsonDoc, UtcDateTime, key_order_index, metadata
 from engines.db.upsert import insert_ignore
+from engines.db.writer import defer_insert
 from engines.media_v2.models import DerivedArtifact, MediaAsset
 
 assets = Table(
@@ -71,8 +72,12 @@ _INSERT_ARTIFACT = insert(artifacts)  # built once: it runs in every create
 
 def insert_artifact(conn: Connection, artifact: DerivedArtifact, *,
                     if_absent: bool = False) -> None:
+    """In a group-commit batch, with the batch's other artifacts (engines/db/writer.py)."""
     values = artifact.model_dump()
-    conn.execute(insert_ignore(conn, artifacts) if if_absent else _INSERT_ARTIFACT, values)
+    if if_absent:
+        conn.execute(insert_ignore(conn, artifacts), values)
+    else:
+        defer_insert(conn, _INSERT_ARTIFACT, values)
 
 
 def get_asset(conn: Connection, tenant_id: str, env: str, asset_id: str) -> MediaAsset | None:

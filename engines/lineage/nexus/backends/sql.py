@@ -13,7 +13,10 @@ increment). Numbers are therefore handed out in commit order with no holes,
 and a reader that saw seq N can never later find a committed N-1 it missed.
 The lock is taken by the last statement of the artifact transaction, so it
 is held only for the commit itself. On SQLite the database write lock
-serialises all writers anyway.
+serialises all writers anyway, and a group-commit batch (engines/db/writer.py)
+numbers its events together: one upsert per (tenant_id, env) adds the
+batch's count and the events take the numbers below the new value, in the
+order their units ran, then go in as one executemany with the documents.
 
 On PostgreSQL the same transaction sends `NOTIFY engines_events`, delivered
 on commit, which wakes the per-process listeners; the rows stay the truth.
@@ -46,6 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from engines.db.metadata import JsonDoc, UtcDateTime, metadata
+from engines.db.writer import Part, defer_insert, deferred
 from engines.lineage.dataset_events import DatasetEvent, drops_caches
 from engines.lineage.nexus.backends.base import NexusBackend, SubjectLineage
 from engines.lineage.nexus.schemas import NexusDocument
@@ -89,11 +93,12 @@ event_sequences = Table(
 
 
 def _next_seq_statement(dialect: Any) -> Any:
+    """Take `count` numbers of a feed: returns the last of them."""
     stmt = dialect.insert(event_sequences).values(
-        tenant_id=bindparam("tenant_id"), env=bindparam("env"), last_seq=1)
+        tenant_id=bindparam("tenant_id"), env=bindparam("env"), last_seq=bindparam("count"))
     return stmt.on_conflict_do_update(
         index_elements=["tenant_id", "env"],
-        set_={"last_seq": event_sequences.c.last_seq + 1},
+        set_={"last_seq": event_sequences.c.last_seq + stmt.excluded.last_seq},
     ).returning(event_sequences.c.last_seq)
 
 
@@ -128,16 +133,41 @@ _EVENT_FIELDS = ("id", "tenant_id", "env", "event_type", "subject_id", "document
                  "lineage", "created_at", "seq")
 
 
-def next_seq(tx: Connection, tenant_id: str, env: str) -> int:
-    """Take the next number of (tenant_id, env), locking its counter until commit."""
+def next_seq(tx: Connection, tenant_id: str, env: str, count: int = 1) -> int:
+    """Take the next `count` numbers of (tenant_id, env), locking its counter until commit;
+    returns the last of them."""
     stmt = _NEXT_SEQ["postgresql" if tx.dialect.name == "postgresql" else "sqlite"]
-    return int(tx.execute(stmt, {"tenant_id": tenant_id, "env": env}).scalar_one())
+    return int(tx.execute(stmt, {"tenant_id": tenant_id, "env": env,
+                                 "count": count}).scalar_one())
+
+
+class _BatchEvents(Part):
+    """The events of a group-commit batch, numbered and inserted together at its flush."""
+
+    def __init__(self) -> None:
+        self.events: list[DatasetEvent] = []
+
+    def flush(self, conn: Connection) -> None:
+        queued, self.events = self.events, []
+        feeds: dict[tuple[str, str], list[DatasetEvent]] = {}
+        for event in queued:
+            feeds.setdefault((event.tenant_id, event.env), []).append(event)
+        for (tenant_id, env), feed in sorted(feeds.items()):
+            last = next_seq(conn, tenant_id, env, len(feed))
+            for seq, event in enumerate(feed, start=last - len(feed) + 1):
+                event.seq = seq
+        if queued:
+            conn.execute(_INSERT_EVENT, [event.model_dump() for event in queued])
 
 
 class SqlNexusBackend(NexusBackend):
     def record(self, tx: Connection, document: NexusDocument, event: DatasetEvent) -> None:
-        tx.execute(_INSERT_DOCUMENT, document.model_dump())
-        self.record_event(tx, event)
+        defer_insert(tx, _INSERT_DOCUMENT, document.model_dump())
+        batch = deferred(tx)
+        if batch is None:
+            self.record_event(tx, event)
+        else:  # SQLite only (no NOTIFY to send)
+            batch.part("nexus.events", _BatchEvents).events.append(event)
 
     def record_event(self, tx: Connection, event: DatasetEvent) -> None:
         event.seq = next_seq(tx, event.tenant_id, event.env)
