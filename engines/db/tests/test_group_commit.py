@@ -151,3 +151,51 @@ def test_a_unit_raising_a_base_exception_answers_its_caller(engine: Engine) -> N
         run_write(engine, exits)
     assert run_write(engine, _insert(5)) == 5
     assert _ids(engine) == [5]
+
+
+_INSERT_THING = insert(things)
+
+
+def _deferred_insert(thing_id: int):
+    def work(conn: Connection) -> int:
+        writer.defer_insert(conn, _INSERT_THING, {"id": thing_id, "name": f"n{thing_id}"})
+        return thing_id
+
+    return work
+
+
+def _statements(engine: Engine) -> list[str]:
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_rest: seen.append(statement))
+    return seen
+
+
+def test_deferred_rows_of_a_batch_go_as_one_statement(engine: Engine) -> None:
+    statements = _statements(engine)
+    outcomes = _queued_behind_a_held_batch(engine, [_deferred_insert(i) for i in range(1, 9)])
+    assert outcomes == list(range(1, 9))
+    assert _ids(engine) == list(range(1, 9))
+    assert sum("INSERT INTO things" in s for s in statements) == 1, statements
+
+
+def test_a_statement_sees_every_row_deferred_before_it(engine: Engine) -> None:
+    def inserts_then_reads(conn: Connection) -> list[int]:
+        writer.defer_insert(conn, _INSERT_THING, {"id": 100, "name": "mine"})
+        return list(conn.execute(select(things.c.id).order_by(things.c.id)).scalars())
+
+    outcomes = _queued_behind_a_held_batch(
+        engine, [_deferred_insert(1), _deferred_insert(2), inserts_then_reads])
+    seen = outcomes[2]
+    assert 100 in seen, "its own deferred row"
+    assert set(seen) <= {1, 2, 100}
+    assert _ids(engine) == [1, 2, 100]
+
+
+def test_a_deferred_conflict_fails_its_unit_alone(engine: Engine) -> None:
+    run_write(engine, _insert(1))
+    outcomes = _queued_behind_a_held_batch(
+        engine, [_deferred_insert(2), _deferred_insert(1), _deferred_insert(3)])
+    assert outcomes[0] == 2 and outcomes[2] == 3
+    assert isinstance(outcomes[1], IntegrityError)
+    assert _ids(engine) == [1, 2, 3]

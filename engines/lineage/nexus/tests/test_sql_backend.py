@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
 
 from engines.common.ids import new_id
+from engines.db.writer import run_write
 from engines.lineage.dataset_events import DatasetEvent
 from engines.lineage.nexus.backends.sql import SqlNexusBackend
 from engines.lineage.nexus.schemas import NexusDocument, NexusKind
@@ -46,3 +48,26 @@ def test_a_rolled_back_transaction_leaves_no_lineage(stack) -> None:
     with stack.runtime.engine.connect() as conn:
         assert backend.documents_for(conn, "t_nexus", "dev", subject) == []
         assert backend.events_for(conn, "t_nexus", "dev", subject) == []
+
+
+def test_events_written_together_are_numbered_without_gaps(stack) -> None:
+    """Concurrent creates (on SQLite one group-commit batch numbers them together): each
+    feed's seqs run 1..n with no gap or repeat, and each document is written."""
+    backend = SqlNexusBackend()
+    pairs = [_pair("t_seqs", env, new_id("art")) for _ in range(12) for env in ("dev", "prod")]
+
+    async def all_at_once() -> None:
+        await asyncio.gather(*(run_write(stack.runtime.engine,
+                                         lambda tx, pair=pair: backend.record(tx, *pair))
+                               for pair in pairs))
+
+    asyncio.run(all_at_once())
+    with stack.runtime.engine.connect() as conn:
+        for env in ("dev", "prod"):
+            subjects = [document.subject_id for document, _event in pairs
+                        if document.env == env]
+            seqs = sorted(stored.seq for subject in subjects
+                          for stored in backend.events_for(conn, "t_seqs", env, subject))
+            assert seqs == list(range(1, 13))
+        assert all(backend.documents_for(conn, "t_seqs", document.env, document.subject_id)
+                   == [document] for document, _event in pairs)
