@@ -12,7 +12,8 @@ after the previous one committed (or rolled back, which also rolls back its
 increment). Numbers are therefore handed out in commit order with no holes,
 and a reader that saw seq N can never later find a committed N-1 it missed.
 The lock is taken by the last statement of the artifact transaction, so it
-is held only for the commit itself. On SQLite the database write lock
+is held only for the commit itself. On PostgreSQL the document, the number,
+the event and the NOTIFY are one statement (one round trip). On SQLite the database write lock
 serialises all writers anyway, and a group-commit batch (engines/db/writer.py)
 numbers its events together: one upsert per (tenant_id, env) adds the
 batch's count and the events take the numbers below the new value, in the
@@ -39,6 +40,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    func,
     insert,
     literal,
     null,
@@ -160,24 +162,56 @@ class _BatchEvents(Part):
             conn.execute(_INSERT_EVENT, [event.model_dump() for event in queued])
 
 
+def _notify_payload(event: DatasetEvent) -> str:
+    payload = f"{event.tenant_id} {event.env}"
+    return f"{payload} {NOTIFY_DROP}" if drops_caches(event.event_type) else payload
+
+
+def _typed(table: Table, prefix: str, names: Sequence[str]) -> list[Any]:
+    return [bindparam(f"{prefix}{name}", type_=table.c[name].type) for name in names]
+
+
+def _pg_record_statement() -> Any:
+    """PostgreSQL: the document, the feed's next number, the event and its NOTIFY as one
+    statement of data-modifying CTEs, one round trip where four statements were. The
+    counter row is locked by it until the transaction ends, as `next_seq` locks it."""
+    document = insert(documents).values(
+        dict(zip(_DOCUMENT_FIELDS, _typed(documents, "d_", _DOCUMENT_FIELDS), strict=True))
+    ).cte("document")
+    seq = _NEXT_SEQ["postgresql"].cte("seq")
+    fields = _EVENT_FIELDS[:-1]  # all but seq
+    event = insert(events).from_select(
+        [*fields, "seq"], select(*_typed(events, "e_", fields), seq.c.last_seq)
+    ).returning(events.c.seq).cte("event")
+    return select(event.c.seq, func.pg_notify(bindparam("channel"), bindparam("payload"))
+                  ).add_cte(document)
+
+
+_PG_RECORD = _pg_record_statement()
+
+
 class SqlNexusBackend(NexusBackend):
     def record(self, tx: Connection, document: NexusDocument, event: DatasetEvent) -> None:
+        if tx.dialect.name == "postgresql":
+            params = {f"d_{name}": value for name, value in document.model_dump().items()}
+            params.update({f"e_{name}": value for name, value in event.model_dump().items()})
+            params.update(tenant_id=event.tenant_id, env=event.env, count=1,
+                          channel=NOTIFY_CHANNEL, payload=_notify_payload(event))
+            event.seq = int(tx.execute(_PG_RECORD, params).scalar_one())
+            return
         defer_insert(tx, _INSERT_DOCUMENT, document.model_dump())
         batch = deferred(tx)
         if batch is None:
             self.record_event(tx, event)
-        else:  # SQLite only (no NOTIFY to send)
+        else:
             batch.part("nexus.events", _BatchEvents).events.append(event)
 
     def record_event(self, tx: Connection, event: DatasetEvent) -> None:
         event.seq = next_seq(tx, event.tenant_id, event.env)
         tx.execute(_INSERT_EVENT, event.model_dump())
         if tx.dialect.name == "postgresql":
-            payload = f"{event.tenant_id} {event.env}"
-            if drops_caches(event.event_type):
-                payload += f" {NOTIFY_DROP}"
             tx.execute(text("SELECT pg_notify(:channel, :payload)"),
-                       {"channel": NOTIFY_CHANNEL, "payload": payload})
+                       {"channel": NOTIFY_CHANNEL, "payload": _notify_payload(event)})
 
     def documents_for(self, conn: Connection, tenant_id: str, env: str,
                       subject_id: str) -> list[NexusDocument]:
