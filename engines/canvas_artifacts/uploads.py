@@ -41,7 +41,7 @@ from starlette.responses import Response
 
 from engines.auth.routing import RequestContext
 from engines.auth.tokens import Caller
-from engines.canvas_artifacts import quotas, service
+from engines.canvas_artifacts import commit, quotas
 from engines.canvas_artifacts.models import MAX_INT
 from engines.common.ids import new_id
 from engines.config import Settings
@@ -499,13 +499,13 @@ async def _replay(rt: Runtime, caller: Caller, request: Request, session: Sessio
 
 async def _create(rt: Runtime, caller: Caller, request: Request, session: Session,
                   blob: StoredBlob) -> Response:
-    payload = service.Payload(uri=blob.uri, mime_type=session.mime_type,
-                              body_sha256=blob.sha256, blob=blob,
-                              meta={"upload_session": session.id})
-    return await service._counted(rt, caller, request, kind=session.kind,
-                                  canvas_id=session.canvas_id, rev=session.rev,
-                                  artifact_id=session.artifact_id, payload=payload,
-                                  claim=_completion_claim(session))
+    payload = commit.Payload(uri=blob.uri, mime_type=session.mime_type,
+                             body_sha256=blob.sha256, blob=blob,
+                             meta={"upload_session": session.id})
+    return await commit._counted(rt, caller, request, kind=session.kind,
+                                 canvas_id=session.canvas_id, rev=session.rev,
+                                 artifact_id=session.artifact_id, payload=payload,
+                                 claim=_completion_claim(session))
 
 
 def _record_sha(engine: Engine, session_id: str, sha256: str) -> None:
