@@ -12,7 +12,7 @@ Complete (`POST .../uploads/{id}/complete`) claims the session, checks every
 part's size, assembles the object while hashing it and checking its first
 bytes against the declared type, and compares the sha256 if one was declared;
 any mismatch is 422 with nothing stored. It then runs the one create protocol
-(`service._commit`: records, lineage, event, quota, usage), claimed by the
+(`commit._commit`: records, lineage, event, quota, usage), claimed by the
 session's id, so a second complete replays the first answer.
 
 A session lives UPLOAD_SESSION_SECONDS. Its unfinished upload holds an upload

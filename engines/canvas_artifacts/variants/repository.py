@@ -37,7 +37,7 @@ def _remember(rt: Runtime, variant: DerivedArtifact, read_started: float) -> Der
     """Cache a stored variant (`rt.variants`): it never changes, and it is dropped with its
     source artifact. It is reached only after the artifact's own record was read, and a
     cached one whose blob is missing sends the request back to the database
-    (`service.content`), so a hit only ever saves the second read of a thumbnail GET."""
+    (`content_dispatch.content`), so a hit only ever saves the second read of a thumbnail GET."""
     rt.variants.put(variant.id, variant, read_started, scope=(variant.tenant_id, variant.env),
                     subject=variant.meta.get("source_artifact_id"))
     return variant
