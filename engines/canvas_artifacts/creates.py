@@ -8,7 +8,7 @@ commits the records through `commit._counted` (step 2, `commit.py`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -69,7 +69,8 @@ async def create_preview(rt: Runtime, caller: Caller, request: Request, canvas_i
                          artifact_id=artifact_id, payload=payload)
 
 
-async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of) -> Payload:
+async def _preview_payload(rt: Runtime, caller: Caller, request: Request,
+                           key_of: Callable[[str], str]) -> Payload:
     limit = rt.settings.max_preview_bytes
     content_type = request_media_type(request)
     if content_type == "application/json":
@@ -92,14 +93,15 @@ async def _preview_payload(rt: Runtime, caller: Caller, request: Request, key_of
 
 
 async def _stored_preview(rt: Runtime, chunks: AsyncIterator[bytes], check: HeadCheck,
-                          key_of) -> Payload:
+                          key_of: Callable[[str], str]) -> Payload:
     blob, mime = await ingest(rt.store, chunks, limit=rt.settings.max_preview_bytes,
                               head_check=check, key_for=lambda mime: key_of(EXTENSIONS[mime]),
                               leases=rt.leases)
     return Payload(uri=blob.uri, mime_type=mime, body_sha256=blob.sha256, blob=blob)
 
 
-def _key_maker(ctx: RequestContext, canvas_id: str, kind: str, artifact_id: str):
+def _key_maker(ctx: RequestContext, canvas_id: str, kind: str,
+               artifact_id: str) -> Callable[[str], str]:
     def key_of(extension: str) -> str:
         return canvas_key(ctx.tenant_id, ctx.env, canvas_id, kind, artifact_id, extension)
 
