@@ -177,8 +177,8 @@ async def _write_metadata(rt: Runtime, claim: idempotency.IdempotencyClaim | Non
         blob=payload.blob, claim=claim, body_sha256=payload.body_sha256, again=again)
 
 
-async def _counted(rt: Runtime, caller: Caller, request: Request, *, kind: str,
-                   **commit: Any) -> Response:
+async def commit_and_count(rt: Runtime, caller: Caller, request: Request, *, kind: str,
+                           **commit: Any) -> Response:
     """`_commit`, then the created-artifact metrics (an idempotent replay created nothing)."""
     outcome = await _commit(rt, caller, request, kind=kind, **commit)
     if isinstance(outcome, Created):

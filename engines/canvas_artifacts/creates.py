@@ -2,13 +2,14 @@
 
 Each checks the quota first (before any byte is read, from the declared size
 where there is one), stores its payload in the blob store (step 1), then
-commits the records through `commit._counted` (step 2, `commit.py`).
+commits the records through `commit.commit_and_count` (step 2, `commit.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -20,7 +21,7 @@ from starlette.responses import Response
 from engines.auth.routing import RequestContext
 from engines.auth.tokens import Caller
 from engines.canvas_artifacts import quotas
-from engines.canvas_artifacts.commit import Payload, _counted, _now
+from engines.canvas_artifacts.commit import Payload, commit_and_count
 from engines.canvas_artifacts.models import AuditReport, RenderRef
 from engines.canvas_artifacts.replay_prepare import prepare_replay, store_replay
 from engines.common.ids import new_id
@@ -65,8 +66,8 @@ async def create_preview(rt: Runtime, caller: Caller, request: Request, canvas_i
     artifact_id = new_id("art")
     payload = await _preview_payload(rt, caller, request,
                                      _key_maker(caller.ctx, canvas_id, "preview", artifact_id))
-    return await _counted(rt, caller, request, kind="preview", canvas_id=canvas_id, rev=rev,
-                         artifact_id=artifact_id, payload=payload)
+    return await commit_and_count(rt, caller, request, kind="preview", canvas_id=canvas_id,
+                                  rev=rev, artifact_id=artifact_id, payload=payload)
 
 
 async def _preview_payload(rt: Runtime, caller: Caller, request: Request,
@@ -130,8 +131,12 @@ async def create_replay(rt: Runtime, caller: Caller, request: Request,
     blob = await store_replay(rt, _json_key(caller, canvas_id, "replay", artifact_id), prepared)
     payload = Payload(uri=blob.uri, mime_type="application/json", body_sha256=body_sha256,
                       blob=blob, meta=prepared.meta, replay_index=prepared.index)
-    return await _counted(rt, caller, request, kind="replay", canvas_id=canvas_id,
-                         rev=prepared.doc.rev, artifact_id=artifact_id, payload=payload)
+    return await commit_and_count(rt, caller, request, kind="replay", canvas_id=canvas_id,
+                                  rev=prepared.doc.rev, artifact_id=artifact_id, payload=payload)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def placeholder_audit() -> dict[str, Any]:
@@ -162,5 +167,5 @@ async def create_audit(rt: Runtime, caller: Caller, request: Request, canvas_id:
             "warnings": report.summary.warnings, "placeholder": not raw.strip()}
     payload = Payload(uri=blob.uri, mime_type="application/json", body_sha256=body_sha256,
                       blob=blob, meta=meta)
-    return await _counted(rt, caller, request, kind="audit", canvas_id=canvas_id, rev=rev,
-                         artifact_id=artifact_id, payload=payload)
+    return await commit_and_count(rt, caller, request, kind="audit", canvas_id=canvas_id,
+                                  rev=rev, artifact_id=artifact_id, payload=payload)

@@ -502,10 +502,10 @@ async def _create(rt: Runtime, caller: Caller, request: Request, session: Sessio
     payload = commit.Payload(uri=blob.uri, mime_type=session.mime_type,
                              body_sha256=blob.sha256, blob=blob,
                              meta={"upload_session": session.id})
-    return await commit._counted(rt, caller, request, kind=session.kind,
-                                 canvas_id=session.canvas_id, rev=session.rev,
-                                 artifact_id=session.artifact_id, payload=payload,
-                                 claim=_completion_claim(session))
+    return await commit.commit_and_count(rt, caller, request, kind=session.kind,
+                                         canvas_id=session.canvas_id, rev=session.rev,
+                                         artifact_id=session.artifact_id, payload=payload,
+                                         claim=_completion_claim(session))
 
 
 def _record_sha(engine: Engine, session_id: str, sha256: str) -> None:

@@ -44,7 +44,8 @@ def _remember(rt: Runtime, variant: DerivedArtifact, read_started: float) -> Der
 
 
 @retry_on_disconnect
-def _find(rt: Runtime, tenant_id: str, env: str, variant_id: str) -> DerivedArtifact | None:
+def find_variant(rt: Runtime, tenant_id: str, env: str,
+                 variant_id: str) -> DerivedArtifact | None:
     started = rt.variants.now()
     with rt.engine.connect() as conn:
         found = media_repo.get_artifact(conn, tenant_id, env, variant_id)
@@ -52,7 +53,8 @@ def _find(rt: Runtime, tenant_id: str, env: str, variant_id: str) -> DerivedArti
 
 
 @retry_on_disconnect
-def _record(rt: Runtime, record: ArtifactRecord, derived: DerivedArtifact) -> DerivedArtifact:
+def record_variant(rt: Runtime, record: ArtifactRecord,
+                   derived: DerivedArtifact) -> DerivedArtifact:
     """Insert if absent and return whichever record won (ours or a concurrent twin's).
 
     Only while the source is live: a delete that ran during the render makes

@@ -16,7 +16,7 @@ from engines.canvas_artifacts.variants.ids import variant_key, variant_record_id
 from engines.canvas_artifacts.variants.pool import render_executor, render_limiter
 from engines.canvas_artifacts.variants.query import VariantQuery
 from engines.canvas_artifacts.variants.render import render
-from engines.canvas_artifacts.variants.repository import VARIANT_KIND, _find, _record
+from engines.canvas_artifacts.variants.repository import VARIANT_KIND, find_variant, record_variant
 from engines.canvas_artifacts.variants.spec import VariantSpec, resolve
 from engines.http.errors import NotFound, ServiceUnavailable
 from engines.media_v2.models import DerivedArtifact
@@ -32,7 +32,8 @@ async def _render_and_store(rt: Runtime, record: ArtifactRecord, spec: VariantSp
                                  code="storage.foreign_uri")
     async with render_limiter():
         # a request for the same variant may have stored it while this one waited
-        stored = await run_in_threadpool(_find, rt, record.tenant_id, record.env, variant_id)
+        stored = await run_in_threadpool(find_variant, rt, record.tenant_id, record.env,
+                                         variant_id)
         if stored is not None:
             return stored
         data = await run_in_threadpool(rt.store.read_all, source_key)
@@ -53,7 +54,7 @@ async def _render_and_store(rt: Runtime, record: ArtifactRecord, spec: VariantSp
         # On a failed insert the blob stays: a concurrent identical render may own the same
         # key. An unreferenced one is an orphan for `engines gc`.
         try:
-            winner = await run_in_threadpool(_record, rt, record, derived)
+            winner = await run_in_threadpool(record_variant, rt, record, derived)
         except NotFound:
             await rt.discard_fresh_blob(blob.key)
             raise
@@ -68,7 +69,7 @@ async def serve_variant(rt: Runtime, request: Request, record: ArtifactRecord,
     spec = resolve(rt.settings, record, query, request.headers.get("accept", ""))
     variant_id = variant_record_id(record, spec)
     variant = rt.variants.get(variant_id) or await run_in_threadpool(
-        _find, rt, record.tenant_id, record.env, variant_id)
+        find_variant, rt, record.tenant_id, record.env, variant_id)
     if variant is None:
         variant = await _render_and_store(rt, record, spec, variant_id)
     key = rt.store.key_for(variant.uri)
