@@ -230,8 +230,8 @@ def slower(row: dict[str, Any], tolerance: float) -> bool:
 def cell(row: dict[str, Any], tolerance: float) -> str:
     value = ratio(row)
     if value is None:
-        return "n/c"
-    return f"{value:.2f}x" + (" !" if slower(row, tolerance) else "")
+        return "n/c  "
+    return f"{value:.2f}x" + (" !" if slower(row, tolerance) else "  ")
 
 
 def summary(rows: list[dict[str, Any]], label: str, tolerance: float) -> list[str]:
@@ -244,11 +244,10 @@ def summary(rows: list[dict[str, Any]], label: str, tolerance: float) -> list[st
             if titled not in uncompared:
                 uncompared.append(titled)
         elif slower(row, tolerance):
-            bad.append(f"{name} {ratio(row):.2f}x")
-    direction = (f"{'/'.join(HIGHER_IS_BETTER)} lower, or any other metric higher, "
+            bad.append(f"  {name} {ratio(row):.2f}x")
+    direction = (f"{' or '.join(HIGHER_IS_BETTER)} lower, any other metric higher, "
                  f"by more than {tolerance:.0%}")
-    lines = [f"rows slower than {label} ({direction}): "
-             + (f"{len(bad)}: " + "; ".join(bad) if bad else "none")]
+    lines = [f"rows slower than {label} ({direction}): {len(bad) or 'none'}", *bad]
     if uncompared:
         lines.append(f"rows not compared with {label} (it has no such row, or its service "
                      f"could not serve it): " + "; ".join(uncompared))

@@ -70,7 +70,8 @@ def options_from(args: argparse.Namespace) -> Options:
         quick=quick,
         duration=args.duration or (2.0 if quick else 5.0),
         warmup=0.5,
-        rounds=1 if quick else 2,
+        # --against: three servers take turns, more often (noise from other jobs here)
+        rounds=args.rounds or (1 if quick else 4 if args.against else 2),
         concurrency=16,
         iterations=3 if quick else 4,
         list_rows=args.list_rows,
@@ -318,14 +319,15 @@ class Bench:
                   baseline_job: dict[str, Any] | None,
                   **others: dict[str, Any]) -> tuple[dict, dict | None]:
         """Throughput: service, REF's service (--against), baseline and any others take
-        turns over opts.rounds rounds; all merged results land in raw[name]."""
+        turns over opts.rounds rounds, every other round in reverse order (ABBA: a drift
+        in the machine's load favours none); all merged results land in raw[name]."""
         o = self.opts
         per = o.duration / o.rounds
         jobs = {"service": service_job, "ref": self.ref_job(service_job),
                 "baseline": baseline_job, **others}
         parts: dict[str, list[dict[str, Any]]] = {k: [] for k, j in jobs.items() if j}
-        for _ in range(o.rounds):
-            for label in parts:
+        for turn in range(o.rounds):
+            for label in (list(parts) if turn % 2 == 0 else list(parts)[::-1]):
                 parts[label].append(self.measured({**jobs[label], "duration": per,
                                                    "warmup": o.warmup,
                                                    "return_latencies": True}))
@@ -890,6 +892,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=None,
                         help="seconds per throughput scenario (default 5, quick 2)")
     parser.add_argument("--workers", type=int, default=None, help="default: os.cpu_count()")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="turns per throughput scenario (default 2; 4 with --against; "
+                             "quick 1)")
     parser.add_argument("--list-rows", type=int, default=100_000)
     parser.add_argument("--pg-admin-url", default=os.environ.get(
         "BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
