@@ -249,7 +249,7 @@ def summary(rows: list[dict[str, Any]], label: str, tolerance: float) -> list[st
                  f"by more than {tolerance:.0%}")
     lines = [f"rows slower than {label} ({direction}): {len(bad) or 'none'}", *bad]
     if uncompared:
-        lines.append(f"rows not compared with {label} (it has no such row, or its service "
-                     f"could not serve it): " + "; ".join(uncompared))
+        lines.append(f"rows not compared with {label} (not measured on it, or its service "
+                     f"could not serve them): " + "; ".join(uncompared))
     return lines
 
