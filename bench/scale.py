@@ -203,7 +203,7 @@ class ScaleBench:
 
     def reads(self, port: int, engine: Any, rt: Any) -> None:
         from engines.canvas_artifacts import repository as repo
-        from engines.canvas_artifacts.service import read_lineage
+        from engines.canvas_artifacts.reads import read_lineages
 
         picks = self.samples(engine, MAIN, 400)
         canvases = sorted({c for c, _i in picks})[:200]
@@ -224,8 +224,8 @@ class ScaleBench:
             "list 50 newest, kind": lambda conn: repo.list_records(
                 conn, MAIN, "prod", hot, kind="preview", rev=None, before_id=None, limit=50),
             "latest": lambda conn: repo.latest_record(conn, MAIN, "prod", hot, "preview"),
-            "lineage": lambda conn: read_lineage(
-                conn, rt, repo.get_record(conn, MAIN, "prod", c0, i0)),
+            "lineage": lambda conn: read_lineages(
+                conn, rt, MAIN, "prod", [repo.get_record(conn, MAIN, "prod", c0, i0)]),
         }
         small = self._previous()
         for name, batch in paths.items():
@@ -250,7 +250,7 @@ class ScaleBench:
 
     def export(self, port: int, service: servers.Proc, engine: Any, rt: Any) -> None:
         from engines.canvas_artifacts import repository as repo
-        from engines.canvas_artifacts.service import read_lineage
+        from engines.canvas_artifacts.reads import read_lineages
 
         canvas = HOT[0]
         servers.reset_peaks(service.pid)
@@ -274,7 +274,7 @@ class ScaleBench:
         def work(c: Any) -> None:
             for record in repo.records_after(c, MAIN, "prod", canvas, kind=None, after_id="",
                                              limit=500)[:1]:
-                read_lineage(c, rt, record)
+                read_lineages(c, rt, MAIN, "prod", [record])
 
         value = (f"first byte {first_byte * 1000:.0f} ms, {size / 2**20:.0f} MiB in {took:.0f} s"
                  f"{'' if complete else ' (stopped at --phase-seconds)'}, busiest process "

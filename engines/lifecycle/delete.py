@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, delete, update
 
-from engines.canvas_artifacts import quotas, variants
+from engines.canvas_artifacts import quotas
 from engines.canvas_artifacts import repository as repo
+from engines.canvas_artifacts.commit import record_lineage
 from engines.canvas_artifacts.models import KINDS, ArtifactRecord
-from engines.canvas_artifacts.service import record_lineage
+from engines.canvas_artifacts.variants.repository import tombstone_variants
 from engines.common.ids import new_id
 from engines.db.writer import CommitOutcomeUnknown, write_transaction
 from engines.http.errors import ApiError, NotFound, ServiceUnavailable
@@ -85,7 +86,7 @@ def _tombstone(conn: Connection, rt: Runtime, record: ArtifactRecord,
         media_artifacts.c.id == record.media_artifact_id).values(deleted_at=now))
     conn.execute(delete(repo.replay_indexes).where(
         repo.replay_indexes.c.artifact_id == record.id))
-    variant_uris.extend(variants.tombstone_variants(conn, record, now))
+    variant_uris.extend(tombstone_variants(conn, record, now))
     rt.nexus.record_event(conn, _event(conn, rt, record, deletion, now))
     return True
 
