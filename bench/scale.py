@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,6 +129,17 @@ def explain(engine: Any, work: Callable[[Any], object], records: int) -> list[di
 # ---- the run --------------------------------------------------------------------------------
 
 
+def launch_service(env: dict[str, str], workers: int, log_dir: Any) -> servers.Proc:
+    """`engines serve` as servers.launch_service starts it, but logging at info: a canvas
+    DELETE logs its batches' longest duration and event-counter hold there."""
+    port = servers.free_port()
+    return servers.start("service", [str(servers.BIN / "engines"), "serve", "--host",
+                                     "127.0.0.1", "--port", str(port), "--workers",
+                                     str(workers), "--no-access-log", "--log-level", "info"],
+                         env, port, log_dir)
+
+
+
 class ScaleBench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -203,7 +215,7 @@ class ScaleBench:
 
     def reads(self, port: int, engine: Any, rt: Any) -> None:
         from engines.canvas_artifacts import repository as repo
-        from engines.canvas_artifacts.service import read_lineage
+        from engines.canvas_artifacts.service import read_lineages
 
         picks = self.samples(engine, MAIN, 400)
         canvases = sorted({c for c, _i in picks})[:200]
@@ -224,8 +236,8 @@ class ScaleBench:
             "list 50 newest, kind": lambda conn: repo.list_records(
                 conn, MAIN, "prod", hot, kind="preview", rev=None, before_id=None, limit=50),
             "latest": lambda conn: repo.latest_record(conn, MAIN, "prod", hot, "preview"),
-            "lineage": lambda conn: read_lineage(
-                conn, rt, repo.get_record(conn, MAIN, "prod", c0, i0)),
+            "lineage": lambda conn: read_lineages(
+                conn, rt, MAIN, "prod", [repo.get_record(conn, MAIN, "prod", c0, i0)]),
         }
         small = self._previous()
         for name, batch in paths.items():
@@ -250,7 +262,7 @@ class ScaleBench:
 
     def export(self, port: int, service: servers.Proc, engine: Any, rt: Any) -> None:
         from engines.canvas_artifacts import repository as repo
-        from engines.canvas_artifacts.service import read_lineage
+        from engines.canvas_artifacts.service import read_lineages
 
         canvas = HOT[0]
         servers.reset_peaks(service.pid)
@@ -271,10 +283,11 @@ class ScaleBench:
         took = time.monotonic() - started
         busiest = servers.memory(service.pid)["max_hwm_mib"]
 
-        def work(c: Any) -> None:
-            for record in repo.records_after(c, MAIN, "prod", canvas, kind=None, after_id="",
-                                             limit=500)[:1]:
-                read_lineage(c, rt, record)
+        def work(c: Any) -> None:  # one page of the manifest, as export.py reads it
+            from engines.lifecycle.export import PAGE
+
+            read_lineages(c, rt, MAIN, "prod", repo.records_after(
+                c, MAIN, "prod", canvas, kind=None, after_id="", limit=PAGE))
 
         value = (f"first byte {first_byte * 1000:.0f} ms, {size / 2**20:.0f} MiB in {took:.0f} s"
                  f"{'' if complete else ' (stopped at --phase-seconds)'}, busiest process "
@@ -283,7 +296,8 @@ class ScaleBench:
                  "first byte < 1 s; busiest process < 200 MiB", value,
                  first_byte < 1 and busiest < 200, explain(engine, work, self.records))
 
-    def delete_canvas(self, port: int, engine: Any, rt: Any) -> None:
+    def delete_canvas(self, port: int, service: servers.Proc, engine: Any,
+                      rt: Any) -> None:
         from engines.canvas_artifacts import repository as repo
         from engines.lifecycle.delete import BATCH
 
@@ -327,21 +341,32 @@ class ScaleBench:
         done = total - live
         worst = max(create_ms) if create_ms else float("nan")
         finished = "reply" in result
+        # delete_canvas logs its batches when it is done (engines.lifecycle, at info)
+        logged = service.log.read_text(errors="replace").splitlines()
+        summary = next((line for line in reversed(logged)
+                        if f"deleted canvas {MAIN}/prod {canvas}:" in line), "")
+        batches = re.search(r"(\d+) batches, longest (\d+) ms, event counter held at most "
+                            r"(\d+) ms", summary)
+        longest = int(batches.group(2)) if batches else None
         value = (f"{done:,} of {total:,} deleted in {took:.0f} s ({done / took:,.0f}/s, "
                  f"{BATCH} per committed batch){'' if finished else ', still running at cap'};"
-                 f" creates beside it: max {worst:.0f} ms over {len(create_ms)}")
+                 + (f" {batches.group(1)} batches, longest {longest} ms, event counter held "
+                    f"<= {batches.group(3)} ms;" if batches else " no batch summary logged;")
+                 + f" creates beside it: max {worst:.0f} ms over {len(create_ms)}")
 
         def work(conn: Any) -> None:
-            from engines.lifecycle.delete import Deletion, _tombstone
+            from engines.lifecycle.delete import Deletion, _announce, _tombstone
 
             records = repo.list_records(conn, MAIN, "prod", canvas, kind=None, rev=None,
                                         before_id=None, limit=BATCH)
-            if records:
-                _tombstone(conn, rt, records[0], Deletion("deleted", "u", "r", "c"), [])
+            deletion = Deletion("deleted", "u", "r", "c")
+            _announce(conn, rt, _tombstone(conn, rt, records, deletion, []), deletion)
 
         self.row(f"DELETE of a {total:,}-artifact canvas",
-                 "batches that each commit, no lock held > 1 s", value, worst < 1000,
-                 explain(engine, work, self.records))
+                 "batches that each commit, no lock held > 1 s", value,
+                 finished and worst < 1000 and longest is not None and longest < 1000,
+                 explain(engine, work, self.records), longest_batch_ms=longest,
+                 creates_beside_max_ms=worst)
 
     def job(self, name: str, command: list[str], env: dict[str, str], port: int,
             reads_tenant: str, target_p99: float | None) -> dict[str, Any]:
@@ -379,6 +404,7 @@ class ScaleBench:
                 "output": text}
 
     def retention(self, env: dict[str, str], port: int, rt: Any) -> None:
+        from engines.canvas_artifacts import repository as repo
         from engines.lifecycle import retention
         from engines.lifecycle.delete import BATCH
 
@@ -411,8 +437,12 @@ class ScaleBench:
         def work(conn: Any) -> None:
             retention.scopes_with_artifacts(conn, "audit")
             retention.count_expired(conn, MAIN, "prod", "audit", cutoff, keep_latest=True)
-            retention.expired_ids(conn, MAIN, "prod", "audit", cutoff, keep_latest=True,
-                                  limit=BATCH)
+            first = retention.expired_ids(conn, MAIN, "prod", "audit", cutoff,
+                                          keep_latest=True, limit=BATCH)
+            if first:  # the next batch reads on from where this one ended
+                [record] = repo.records_by_id(conn, MAIN, "prod", first[-1:])
+                retention.expired_ids(conn, MAIN, "prod", "audit", cutoff, keep_latest=True,
+                                      limit=BATCH, after=(record.created_at, record.id))
 
         self.row(f"retention pass expiring ~{target:,} records",
                  "progress line, RSS flat, others' p99 < 50 ms", value,
@@ -446,7 +476,7 @@ class ScaleBench:
                          self.records))
 
     def purge(self, env: dict[str, str], port: int) -> None:
-        from engines.lifecycle.purge import PURGED_TABLES
+        from engines.lifecycle.purge import PURGED_TABLES, purge_batch
 
         command = [str(servers.BIN / "engines"), "purge", "--tenant", PURGED, "--apply"]
         result = self.job("purge", command, env, port, OTHERS[0], 50)
@@ -454,13 +484,8 @@ class ScaleBench:
                  f"others' p99 {result['p99'] or 0:.1f} ms, RSS {result['rss_mib']:.0f} MiB")
 
         def work(conn: Any) -> None:
-            from sqlalchemy import delete, select
-
             for table in PURGED_TABLES:
-                key = list(table.primary_key.columns)[0]
-                chosen = select(key).where(table.c.tenant_id == PURGED,
-                                           table.c.env.in_(["prod"])).limit(5000)
-                conn.execute(delete(table).where(key.in_(chosen.scalar_subquery())))
+                purge_batch(conn, table, PURGED, "prod")
 
         self.row(f"engines purge of a {self.plan.tenant_records[PURGED]:,}-record tenant",
                  "the nine others' p99 < 50 ms", value, (result["p99"] or 1e9) < 50,
@@ -502,13 +527,13 @@ class ScaleBench:
             os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
             self.runtime = build_runtime(settings)
             self.engine = self.runtime.engine
-            service = servers.launch_service(env, self.args.workers, self.log_dir)
+            service = launch_service(env, self.args.workers, self.log_dir)
             service.wait_ready("/readyz")
             service.wait_workers(self.args.workers)
             port = service.port
             self.reads(port, self.engine, self.runtime)
             self.export(port, service, self.engine, self.runtime)
-            self.delete_canvas(port, self.engine, self.runtime)
+            self.delete_canvas(port, service, self.engine, self.runtime)
             self.retention(env, port, self.runtime)
             self.gc(env, port)
             self.purge(env, port)

@@ -36,6 +36,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    func,
     insert,
     literal,
     null,
@@ -89,11 +90,12 @@ event_sequences = Table(
 
 
 def _next_seq_statement(dialect: Any) -> Any:
+    """Take `count` numbers of a feed: returns the last of them."""
     stmt = dialect.insert(event_sequences).values(
-        tenant_id=bindparam("tenant_id"), env=bindparam("env"), last_seq=1)
+        tenant_id=bindparam("tenant_id"), env=bindparam("env"), last_seq=bindparam("count"))
     return stmt.on_conflict_do_update(
         index_elements=["tenant_id", "env"],
-        set_={"last_seq": event_sequences.c.last_seq + 1},
+        set_={"last_seq": event_sequences.c.last_seq + stmt.excluded.last_seq},
     ).returning(event_sequences.c.last_seq)
 
 
@@ -128,10 +130,12 @@ _EVENT_FIELDS = ("id", "tenant_id", "env", "event_type", "subject_id", "document
                  "lineage", "created_at", "seq")
 
 
-def next_seq(tx: Connection, tenant_id: str, env: str) -> int:
-    """Take the next number of (tenant_id, env), locking its counter until commit."""
+def next_seq(tx: Connection, tenant_id: str, env: str, count: int = 1) -> int:
+    """Take the next `count` numbers of (tenant_id, env), locking its counter until commit;
+    returns the last of them."""
     stmt = _NEXT_SEQ["postgresql" if tx.dialect.name == "postgresql" else "sqlite"]
-    return int(tx.execute(stmt, {"tenant_id": tenant_id, "env": env}).scalar_one())
+    return int(tx.execute(stmt, {"tenant_id": tenant_id, "env": env,
+                                 "count": count}).scalar_one())
 
 
 class SqlNexusBackend(NexusBackend):
@@ -140,14 +144,29 @@ class SqlNexusBackend(NexusBackend):
         self.record_event(tx, event)
 
     def record_event(self, tx: Connection, event: DatasetEvent) -> None:
-        event.seq = next_seq(tx, event.tenant_id, event.env)
-        tx.execute(_INSERT_EVENT, event.model_dump())
+        self.record_events(tx, [event])
+
+    def record_events(self, tx: Connection, events: Sequence[DatasetEvent]) -> None:
+        """Per feed one counter update for all its events (they take the numbers below
+        the new value, in list order), then one INSERT of them all and one NOTIFY per
+        feed: a bulk delete's batch costs a few statements, not a few per artifact."""
+        feeds: dict[tuple[str, str], list[DatasetEvent]] = {}
+        for event in events:
+            feeds.setdefault((event.tenant_id, event.env), []).append(event)
+        for (tenant_id, env), feed in sorted(feeds.items()):
+            last = next_seq(tx, tenant_id, env, len(feed))
+            for seq, event in enumerate(feed, start=last - len(feed) + 1):
+                event.seq = seq
+        if not events:
+            return
+        tx.execute(_INSERT_EVENT, [event.model_dump() for event in events])
         if tx.dialect.name == "postgresql":
-            payload = f"{event.tenant_id} {event.env}"
-            if drops_caches(event.event_type):
-                payload += f" {NOTIFY_DROP}"
-            tx.execute(text("SELECT pg_notify(:channel, :payload)"),
-                       {"channel": NOTIFY_CHANNEL, "payload": payload})
+            for (tenant_id, env), feed in sorted(feeds.items()):
+                payload = f"{tenant_id} {env}"
+                if any(drops_caches(event.event_type) for event in feed):
+                    payload += f" {NOTIFY_DROP}"
+                tx.execute(text("SELECT pg_notify(:channel, :payload)"),
+                           {"channel": NOTIFY_CHANNEL, "payload": payload})
 
     def documents_for(self, conn: Connection, tenant_id: str, env: str,
                       subject_id: str) -> list[NexusDocument]:
@@ -155,6 +174,14 @@ class SqlNexusBackend(NexusBackend):
             documents.c.tenant_id == tenant_id, documents.c.env == env,
             documents.c.subject_id == subject_id).order_by(documents.c.id)).mappings()
         return [NexusDocument.model_validate(dict(r)) for r in rows]
+
+    def first_documents(self, conn: Connection, tenant_id: str, env: str,
+                        subject_ids: Sequence[str]) -> dict[str, str]:
+        d = documents.c
+        rows = conn.execute(select(d.subject_id, func.min(d.id)).where(
+            d.tenant_id == tenant_id, d.env == env, d.subject_id.in_(list(subject_ids)))
+            .group_by(d.subject_id)) if subject_ids else []
+        return {subject: document_id for subject, document_id in rows}
 
     def lineage_of(self, conn: Connection, tenant_id: str, env: str,
                    subject_ids: Sequence[str]) -> dict[str, SubjectLineage]:
