@@ -92,7 +92,13 @@ def _one_line(plan: dict[str, Any]) -> str:
         name += f" using {plan['Index Name']}"
     elif plan.get("Relation Name"):
         name += f" on {plan['Relation Name']}"
-    children = ", ".join(_one_line(c) for c in plan.get("Plans", []))
+    runs: list[list[Any]] = []  # a BitmapOr of 500 alike scans is "500 x ..."
+    for child in (_one_line(c) for c in plan.get("Plans", [])):
+        if runs and runs[-1][0] == child:
+            runs[-1][1] += 1
+        else:
+            runs.append([child, 1])
+    children = ", ".join(child if n == 1 else f"{n} x {child}" for child, n in runs)
     return f"{name}({children})" if children else name
 
 
