@@ -281,7 +281,7 @@ class ScaleBench:
         first = response.read(1)
         first_byte = time.monotonic() - started
         size = len(first)
-        cap = started + self.args.phase_seconds
+        cap = started + min(self.args.phase_seconds, self.args.export_seconds)
         while (chunk := response.read(1 << 20)) and time.monotonic() < cap:
             size += len(chunk)
         complete = not chunk
@@ -296,7 +296,7 @@ class ScaleBench:
                 c, MAIN, "prod", canvas, kind=None, after_id="", limit=PAGE))
 
         value = (f"first byte {first_byte * 1000:.0f} ms, {size / 2**20:.0f} MiB in {took:.0f} s"
-                 f"{'' if complete else ' (stopped at --phase-seconds)'}, busiest process "
+                 f"{'' if complete else ' (stopped at --export-seconds)'}, busiest process "
                  f"{busiest:.0f} MiB")
         self.row(f"export of a {self.plan.canvases[0].count:,}-artifact canvas",
                  "first byte < 1 s; busiest process < 200 MiB", value,
@@ -574,6 +574,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase-seconds", type=float, default=600.0,
                         help="stop a long phase (export, DELETE, retention, gc, purge) after "
                              "this and report its rate")
+    parser.add_argument("--export-seconds", type=float, default=120.0,
+                        help="read the export for at most this long (its row is the first "
+                             "byte and the memory while it streams, not the whole tar)")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--pg-admin-url", default=os.environ.get(
         "BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
