@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8010
 LOG_FORMAT ?= text
 
-.PHONY: install install-runtime browser haproxy run test bench bench-scale doctor clean
+.PHONY: install install-runtime browser haproxy run test bench bench-mlflow bench-scale doctor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,8 +58,22 @@ test: install browser haproxy  ## lint, then the whole suite: unit, contract (lo
 	$(BIN)/ruff check engines tests bench conftest.py
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
-bench: install  ## the benchmark table (see bench/README.md)
-	$(BIN)/python -m bench.run
+# MLflow for the side-by-side rows (issue 18): a venv of its own, never a dependency of the
+# package. If it cannot be installed, `make bench` still runs and the MLflow row says so.
+MLFLOW_VERSION ?= 3.17.2
+MLFLOW_VENV := .venv-mlflow
+$(MLFLOW_VENV)/.installed-$(MLFLOW_VERSION):
+	@$(PYTHON) -m venv $(MLFLOW_VENV) \
+	  && $(MLFLOW_VENV)/bin/pip install --quiet --disable-pip-version-check 'mlflow==$(MLFLOW_VERSION)' \
+	  && touch $@ \
+	  || echo "note: mlflow==$(MLFLOW_VERSION) could not be installed: the bench's MLflow row will say so"
+
+bench-mlflow: $(MLFLOW_VENV)/.installed-$(MLFLOW_VERSION)  ## MLflow's server in .venv-mlflow (bench only)
+
+# AGAINST=REF (a commit): REF's service runs beside the current one, a "vs REF" column
+AGAINST ?=
+bench: install bench-mlflow  ## the benchmark table (see bench/README.md); AGAINST=0a60818 for an A/B
+	$(BIN)/python -m bench.run $(if $(AGAINST),--against $(AGAINST))
 
 # 10M records on PostgreSQL, 1M blobs in moto: seeds (resumably), measures, drops its database.
 # Up to ~30 min; run it in the background (see bench/README.md "Scale"). RECORDS=100000 for a quick run.
@@ -71,4 +85,4 @@ doctor: install-runtime
 	$(BIN)/engines doctor
 
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) $(MLFLOW_VENV) var build *.egg-info

@@ -8,7 +8,9 @@ machine the driver shares the cores with the server it measures.
 Job kinds:
 - "fixed": `concurrency` connections, each sending requests back to back for
   `duration` seconds (after `warmup` seconds that are not counted), or for
-  `count` requests in total. Bodies come from `body_file` (read once).
+  `count` requests in total. Bodies come from `body_file` (read once). With
+  `numbered`, each request's path has its `{n}` replaced by a number no other
+  request (of any driver process) gets: a new artifact path per upload.
 - "stream_upload": one POST whose body (`size` bytes, PNG magic first) is
   produced chunk by chunk, never held in memory; reports wall time.
 """
@@ -16,7 +18,9 @@ Job kinds:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -167,6 +171,8 @@ async def run_fixed(job: dict[str, Any]) -> dict[str, Any]:
     count = job.get("count")
     stats = Stats()
     issued = 0
+    numbered = f"{os.getpid()}-" if job.get("numbered") else None
+    sequence = itertools.count()
     counting = False
     start_at = stop_at = 0.0
 
@@ -185,6 +191,8 @@ async def run_fixed(job: dict[str, Any]) -> dict[str, Any]:
                         return
                     issued += 1
                 path = paths[n % len(paths)]
+                if numbered is not None:
+                    path = path.replace("{n}", f"{numbered}{next(sequence)}")
                 n += concurrency
                 t0 = time.perf_counter()
                 try:

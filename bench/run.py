@@ -22,26 +22,26 @@ import os
 import platform
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bench import servers
+from bench import ab, mlflow_side, seed, servers
+from bench.client import Client, load
 from bench.load import percentile, upload_chunks
 
 MIB = 1 << 20
 GIB = 1 << 30
 RESULTS = Path(__file__).resolve().parent / "results"
-TENANT, ENV, PROJECT = "t_bench", "dev", "p_bench"
+TENANT, ENV, PROJECT = seed.TENANT, seed.ENV, seed.PROJECT
 COMBOS = {"local": "local dir + SQLite", "s3pg": "S3 (moto server) + PostgreSQL"}
 
 
@@ -60,6 +60,8 @@ class Options:
     workers: int
     admin_pg_url: str
     only: list[str]
+    against: ab.Checkout | None = None  # --against REF: its worktree
+    tolerance: float = ab.TOLERANCE
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -68,7 +70,8 @@ def options_from(args: argparse.Namespace) -> Options:
         quick=quick,
         duration=args.duration or (2.0 if quick else 5.0),
         warmup=0.5,
-        rounds=1 if quick else 2,
+        # --against: three servers take turns, more often (noise from other jobs here)
+        rounds=args.rounds or (1 if quick else 4 if args.against else 2),
         concurrency=16,
         iterations=3 if quick else 4,
         list_rows=args.list_rows,
@@ -142,39 +145,6 @@ class CountingStore:
 # ---- HTTP helpers ----------------------------------------------------------------
 
 
-class Client:
-    """Plain requests from the runner for setup (not measured)."""
-
-    def __init__(self, port: int, headers: dict[str, str]) -> None:
-        self.port, self.headers = port, headers
-
-    def call(self, method: str, path: str, body: bytes | None = None,
-             headers: dict[str, str] | None = None, timeout: float = 300) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=body, headers={**self.headers, **(headers or {})})
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
-    def json(self, method: str, path: str, body: bytes | None = None, expect: int = 200,
-             headers: dict[str, str] | None = None) -> Any:
-        status, data = self.call(method, path, body, headers)
-        if status != expect:
-            raise RuntimeError(f"{method} {path}: {status} {data[:500]!r}")
-        return orjson.loads(data)
-
-
-def load(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one job in a separate load-driver process."""
-    proc = subprocess.run([sys.executable, "-m", "bench.load"], input=json.dumps(job).encode(),
-                          capture_output=True, cwd=servers.ROOT, timeout=900)
-    if proc.returncode != 0:
-        raise RuntimeError(f"load driver failed: {proc.stderr.decode()[-2000:]}")
-    return json.loads(proc.stdout)
-
-
 def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Combine rounds: totals over total time, percentiles over all latencies."""
     lat = sorted(x for p in parts for x in p.pop("latencies", []))
@@ -207,14 +177,22 @@ class Bench:
         self.memory: dict[str, Any] = {}
         self.cleanups: list[Any] = []
         self.group = 0
+        self.procs: dict[int, servers.Proc] = {}  # port -> server, for its CPU
+        self.ref: ab.Side | None = None           # --against REF: REF's service
 
     # -- table rows
     def row(self, scenario: str, metric: str, service: float | None,
-            baseline: float | None = None, note: str = "") -> None:
+            baseline: float | None = None, note: str = "", ref: float | None = None) -> None:
+        """One table row; `ref` is REF's value of the service column (--against)."""
         ratio = service / baseline if service is not None and baseline else None
         self.rows.append({"scenario": scenario, "metric": metric, "service": service,
                           "baseline": baseline, "ratio": ratio, "note": note,
-                          "group": self.group})
+                          "group": self.group} | ({"ref": ref} if self.ref else {}))
+
+    def vs(self, name: str, key: str) -> float | None:
+        """REF's value of `key` in scenario `name` (None: not run, or REF failed it)."""
+        ref = (self.raw.get(name) or {}).get("ref") or {}
+        return ref.get(key) if ref.get("ok", 1) else None
 
     def say(self, text: str) -> None:
         print(f"  [{self.combo} {time.strftime('%H:%M:%S')}] {text}", flush=True)
@@ -228,7 +206,8 @@ class Bench:
         self.upload_size = upload
         env = {k: v for k, v in os.environ.items()
                if k not in ("DATABASE_URL", "RAW_BUCKET", "AWS_ENDPOINT_URL_S3",
-                            "MEDIA_LOCAL_ROOT", "AUTO_MIGRATE", "MEDIA_SERVE_MODE")}
+                            "MEDIA_LOCAL_ROOT", "AUTO_MIGRATE", "MEDIA_SERVE_MODE",
+                            "PYTHONPATH")}
         self.notes.append(f"settings: defaults, except MAX_PREVIEW_BYTES={upload + MIB} "
                           "(the upload scenario) and a random AUTH_JWT_SIGNING")
         env.update({
@@ -268,62 +247,8 @@ class Bench:
         self.store = build_blob_store(self.settings)
         if self.combo == "s3pg":
             self.store.client.create_bucket(Bucket="engines-bench")  # type: ignore[attr-defined]
-        from engines.db.engine import build_engine
-        from engines.db.migrate import upgrade
-
-        engine = build_engine(self.settings)
-        upgrade(engine)
-        self.seed_list(engine)
-        engine.dispose()
-
-    def seed_list(self, engine) -> None:
-        """opts.list_rows artifact records in one canvas, straight into the table.
-
-        Plain DBAPI executemany with values pre-rendered per dialect: the SQLAlchemy
-        Core path costs ~10x more per row, which at 100k rows is most of a minute.
-        """
-        import random
-
-        from sqlalchemy import text
-
-        from engines.common.ids import _ALPHABET, _b32
-        from engines.db.writer import write_transaction
-
-        t0 = time.perf_counter()
-        now = datetime.now(UTC)
-        pg = engine.dialect.name == "postgresql"
-        if pg:
-            from psycopg.types.json import Jsonb
-
-            created, meta = now, Jsonb({})
-        else:
-            created, meta = now.strftime("%Y-%m-%d %H:%M:%S.%f"), "{}"
-        columns = ("id", "tenant_id", "env", "canvas_id", "kind", "rev", "project_id",
-                   "actor_id", "correlation_id", "request_id", "uri", "mime_type",
-                   "size_bytes", "sha256", "media_asset_id", "media_artifact_id",
-                   "created_at", "meta")
-        mark = "%s" if pg else "?"
-        sql = (f"INSERT INTO canvas_artifacts ({', '.join(columns)}) "
-               f"VALUES ({', '.join([mark] * len(columns))})")
-        rng = random.Random(5)
-        n, batch = self.opts.list_rows, 10_000
-        first_ms = time.time_ns() // 1_000_000 - n  # one id per millisecond, time-ordered
-        prefix = f"s3://seed/tenants/{TENANT}/{ENV}/canvas/c_bench_list/"
-        with write_transaction(engine) as conn:
-            for start in range(0, n, batch):
-                rows = []
-                for i in range(start, min(n, start + batch)):
-                    art = f"art_{_b32(first_ms + i, 10)}{''.join(rng.choices(_ALPHABET, k=16))}"
-                    rows.append((art, TENANT, ENV, "c_bench_list",
-                                 ("preview", "replay", "audit")[i % 3], i // 3, PROJECT,
-                                 "u_bench", art, art, f"{prefix}{art}.png", "image/png", 65536,
-                                 "0" * 64, "mca_seed", "mda" + art[3:], created, meta))
-                conn.exec_driver_sql(sql, rows)
-            if pg:
-                # autovacuum would have analysed a table this size in production
-                conn.execute(text("ANALYZE canvas_artifacts"))
-        self.raw["list_seed_s"] = time.perf_counter() - t0
-        self.say(f"seeded {n} records in {self.raw['list_seed_s']:.1f}s")
+        self.raw["list_seed_s"] = seed.prepare(self.settings, self.opts.list_rows)
+        self.say(f"seeded {self.opts.list_rows} records in {self.raw['list_seed_s']:.1f}s")
 
     def start_servers(self) -> None:
         w = self.opts.workers
@@ -334,6 +259,7 @@ class Bench:
         for proc in (self.service, self.baseline):
             proc.wait_ready("/healthz")
             proc.wait_workers(w)
+            self.procs[proc.port] = proc
         from engines.auth.tokens import issue_token
 
         token = issue_token(self.settings, sub="u_bench", tenants=[TENANT], role="owner",
@@ -341,9 +267,38 @@ class Bench:
         self.headers = {"Authorization": f"Bearer {token}", "X-Tenant-Id": TENANT,
                         "X-Env": ENV, "X-Project-Id": PROJECT}
         self.svc = Client(self.service.port, self.headers)
+        if self.opts.against:
+            self.start_ref()
         self.say(f"service :{self.service.port} (pid {self.service.pid}), baseline "
                  f":{self.baseline.port}, {w} workers each; idle service RSS "
                  f"{servers.memory(self.service.pid)['sum_rss_mib']:.0f} MiB")
+
+    def start_ref(self) -> None:
+        """REF's service beside the current one; setup calls go to both from now on."""
+        checkout = self.opts.against
+        assert checkout is not None
+        s3 = self.combo == "s3pg"
+        self.ref = ab.start(checkout, self.env, self.work, self.opts.workers,
+                            self.opts.list_rows, self.opts.admin_pg_url if s3 else None,
+                            (lambda b: self.store.client.create_bucket(Bucket=b))  # type: ignore[attr-defined]
+                            if s3 else None)
+        self.cleanups.append(self.ref.stop)
+        assert self.ref.proc is not None
+        self.procs[self.ref.proc.port] = self.ref.proc
+        self.svc = ab.Mirror(self.svc, Client(self.ref.proc.port, self.headers))
+        self.say(f"REF {checkout.ref} ({checkout.commit[:10]}) :{self.ref.proc.port} "
+                 f"(pid {self.ref.proc.pid}), its own backends, from {checkout.path}")
+
+    def ref_elapsed(self) -> float | None:
+        """Seconds REF took for the last setup call (None: no REF, or it failed)."""
+        return self.svc.ref_elapsed if isinstance(self.svc, ab.Mirror) else None
+
+    def ref_job(self, job: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The current service's job aimed at REF's service (None without --against)."""
+        if job is None or self.ref is None or job.get("port") != self.service.port:
+            return None
+        assert isinstance(self.svc, ab.Mirror) and self.ref.proc is not None
+        return self.svc.job(job, self.ref.proc.port)
 
     # -- measuring
     def job(self, target: str, **kw: Any) -> dict[str, Any]:
@@ -354,48 +309,54 @@ class Bench:
 
     def measured(self, job: dict[str, Any]) -> dict[str, Any]:
         """load(job), plus the CPU the target server spent on it (all its processes)."""
-        proc = self.service if job.get("port") == self.service.port else self.baseline
+        proc = self.procs[job["port"]]
         before = servers.cpu_seconds(proc.pid)
         result = load(job)
         result["server_cpu_s"] = servers.cpu_seconds(proc.pid) - before
         return result
 
     def alternate(self, name: str, service_job: dict[str, Any],
-                  baseline_job: dict[str, Any] | None) -> tuple[dict, dict | None]:
-        """Throughput: service and baseline alternate over opts.rounds rounds."""
+                  baseline_job: dict[str, Any] | None,
+                  **others: dict[str, Any]) -> tuple[dict, dict | None]:
+        """Throughput: service, REF's service (--against), baseline and any others take
+        turns over opts.rounds rounds, every other round in reverse order (ABBA: a drift
+        in the machine's load favours none); all merged results land in raw[name]."""
         o = self.opts
         per = o.duration / o.rounds
-        s_parts, b_parts = [], []
-        for _ in range(o.rounds):
-            for parts, job in ((s_parts, service_job), (b_parts, baseline_job)):
-                if job is None:
-                    continue
-                parts.append(self.measured({**job, "duration": per, "warmup": o.warmup,
-                                            "return_latencies": True}))
-        s = merge(s_parts)
-        b = merge(b_parts) if b_parts else None
-        self.raw[name] = {"service": s, "baseline": b}
-        for label, res in (("service", s), ("baseline", b)):
+        jobs = {"service": service_job, "ref": self.ref_job(service_job),
+                "baseline": baseline_job, **others}
+        parts: dict[str, list[dict[str, Any]]] = {k: [] for k, j in jobs.items() if j}
+        for turn in range(o.rounds):
+            for label in (list(parts) if turn % 2 == 0 else list(parts)[::-1]):
+                parts[label].append(self.measured({**jobs[label], "duration": per,
+                                                   "warmup": o.warmup,
+                                                   "return_latencies": True}))
+        self.raw[name] = {"baseline": None} | {k: merge(v) for k, v in parts.items()}
+        self.error_notes(name)
+        return self.raw[name]["service"], self.raw[name]["baseline"]
+
+    def error_notes(self, name: str) -> None:
+        for label, res in self.raw[name].items():
             if res and res["error_count"]:
-                self.notes.append(f"{name}: {label} had {res['error_count']} errors, e.g. "
+                who = f"REF {self.ref.label}" if label == "ref" and self.ref else label
+                self.notes.append(f"{name}: {who} had {res['error_count']} errors, e.g. "
                                   f"{res['errors'][:1]}")
-        return s, b
 
     def repeat(self, name: str, service_job: dict[str, Any],
                baseline_job: dict[str, Any]) -> tuple[dict, dict]:
         """Big bodies: one untimed warm-up request, then opts.iterations sequential ones."""
-        out = []
-        for job in (service_job, baseline_job):
+        jobs = {"service": service_job, "ref": self.ref_job(service_job),
+                "baseline": baseline_job}
+        self.raw[name] = {}
+        for label, job in jobs.items():
+            if job is None:
+                continue
             load({**job, "count": 1, "concurrency": 1})
             res = self.measured({**job, "count": self.opts.iterations, "concurrency": 1})
             res["cpu_ms_per_req"] = 1000 * res["server_cpu_s"] / max(1, res["completed"])
-            out.append(res)
-        self.raw[name] = {"service": out[0], "baseline": out[1]}
-        for label, res in zip(("service", "baseline"), out, strict=False):
-            if res["error_count"]:
-                self.notes.append(f"{name}: {label} had {res['error_count']} errors, e.g. "
-                                  f"{res['errors'][:1]}")
-        return out[0], out[1]
+            self.raw[name][label] = res
+        self.error_notes(name)
+        return self.raw[name]["service"], self.raw[name]["baseline"]
 
     def scenario_preview(self) -> None:
         c = self.opts.concurrency
@@ -403,7 +364,7 @@ class Bench:
         body.write_bytes(png_body(64 * 1024))
         title = f"create preview 64 KiB (c={c})"
         self.say(title)
-        s, b = self.alternate(
+        self.alternate(
             "create_preview",
             self.job("service", method="POST",
                      path="/canvas/c_bench_preview/artifacts/preview?rev=1",
@@ -411,28 +372,30 @@ class Bench:
                      concurrency=c, expect=201),
             self.job("baseline", method="POST", path="/blobs", body_file=str(body),
                      headers={"Content-Type": "image/png"}, concurrency=c, expect=201))
-        self.throughput_rows(title, s, b)
+        self.throughput_rows(title, "create_preview")
 
         title = f"fetch preview 64 KiB (c={c})"
         self.say(title)
         record = self.svc.json("POST", "/canvas/c_bench_fetch/artifacts/preview?rev=1",
                                body.read_bytes(), 201, {"Content-Type": "image/png"})
         key = self.store.key_for(record["uri"])
-        s, b = self.alternate(
+        self.alternate(
             "fetch_preview",
             self.job("service", method="GET",
                      path=f"/canvas/c_bench_fetch/artifacts/{record['id']}/content",
                      concurrency=c, expect=200),
             self.job("baseline", method="GET", path=f"/blobs?key={key}", concurrency=c,
                      expect=200))
-        self.throughput_rows(title, s, b)
+        self.throughput_rows(title, "fetch_preview")
 
-    def throughput_rows(self, title: str, s: dict[str, Any], b: dict[str, Any]) -> None:
-        self.row(title, "req/s", s["rps"], b["rps"])
-        self.row("", "p50 ms", s["p50_ms"], b["p50_ms"])
-        self.row("", "p99 ms", s["p99_ms"], b["p99_ms"])
+    def throughput_rows(self, title: str, name: str, note: str = "") -> None:
+        s, b = self.raw[name]["service"], self.raw[name]["baseline"]
+        self.row(title, "req/s", s["rps"], b["rps"], note, ref=self.vs(name, "rps"))
+        for key, metric in (("p50_ms", "p50 ms"), ("p99_ms", "p99 ms")):
+            self.row("", metric, s[key], b[key], ref=self.vs(name, key))
         self.row("", "server CPU ms/req", s["cpu_ms_per_req"], b["cpu_ms_per_req"],
-                 "user+sys of all server processes / requests")
+                 "user+sys of all server processes / requests",
+                 ref=self.vs(name, "cpu_ms_per_req"))
 
     def scenario_replay(self) -> None:
         body, frames = replay_body(5 * MIB, 20_000)
@@ -447,10 +410,11 @@ class Bench:
                      expect=201),
             self.job("baseline", method="POST", path="/blobs", body_file=str(path),
                      headers={"Content-Type": "application/json"}, expect=201))
+        ref_s, ref_cpu = (self.vs("create_replay", k) for k in ("mean_ms", "cpu_ms_per_req"))
         self.row(title, "s/create", s["mean_ms"] / 1000, b["mean_ms"] / 1000,
-                 "baseline: same bytes to the blob store")
+                 "baseline: same bytes to the blob store", ref=ref_s and ref_s / 1000)
         self.row("", "server CPU s/create", s["cpu_ms_per_req"] / 1000,
-                 b["cpu_ms_per_req"] / 1000)
+                 b["cpu_ms_per_req"] / 1000, ref=ref_cpu and ref_cpu / 1000)
 
         # 1% window of a 50 MiB replay (just under the default MAX_REPLAY_BYTES = 50 MiB)
         body, frames = replay_body(50 * MIB - 64 * 1024, 200_000)
@@ -458,6 +422,7 @@ class Bench:
         path.write_bytes(body)
         del body
         status, data, created, create_mem = self.create_big_replay(self.svc, path)
+        ref_created = self.ref_elapsed()
         if status != 201:
             self.notes.append(
                 f"creating the 50 MiB replay failed: {status or 'no response'} after "
@@ -498,14 +463,16 @@ class Bench:
                            self.job("service", method="GET", path=full_path, expect=200))
         self.row(title, "ms", s["mean_ms"], b["mean_ms"],
                  f"baseline: full fetch; window = {expected} of {frames} kf, "
-                 f"{s['bytes_in'] / max(1, s['ok']) / 1024:.0f} KiB")
-        self.row("", "server CPU ms", s["cpu_ms_per_req"], b["cpu_ms_per_req"])
+                 f"{s['bytes_in'] / max(1, s['ok']) / 1024:.0f} KiB",
+                 ref=self.vs("replay_window", "mean_ms"))
+        self.row("", "server CPU ms", s["cpu_ms_per_req"], b["cpu_ms_per_req"],
+                 ref=self.vs("replay_window", "cpu_ms_per_req"))
         self.replay_storage(record, path.stat().st_size, low, high)
         how = ("FAILED on the multi-worker service (see note); this is the 1-worker retry"
                if "create_replay_50m_failed" in self.raw else "one request")
         self.row(f"create that {size_mib:.0f} MiB replay", "s", created,
                  note=f"{how}; busiest server process peaked at "
-                      f"{create_mem['max_hwm_mib']:.0f} MiB RSS")
+                      f"{create_mem['max_hwm_mib']:.0f} MiB RSS", ref=ref_created)
         self.raw["create_replay_50m_memory"] = create_mem
 
     def replay_storage(self, record: dict[str, Any], submitted: int, low: int,
@@ -547,13 +514,12 @@ class Bench:
                           pid: int | None = None) -> tuple[int, bytes, float, dict[str, Any]]:
         pid = pid or self.service.pid
         servers.reset_peaks(pid)
-        t0 = time.perf_counter()
         try:
             status, data = client.call("POST", "/canvas/c_bench_window/artifacts/replay",
                                        path.read_bytes(), {"Content-Type": "application/json"})
         except (ConnectionError, http.client.HTTPException) as exc:
             status, data = 0, f"{type(exc).__name__}: {exc}".encode()
-        return status, data, time.perf_counter() - t0, servers.memory(pid)
+        return status, data, client.elapsed, servers.memory(pid)
 
     def scenario_list(self) -> None:
         c = self.opts.list_concurrency
@@ -565,9 +531,11 @@ class Bench:
         s, _ = self.alternate("list", self.job("service", method="GET",
                                                path="/canvas/c_bench_list/artifacts?limit=50",
                                                concurrency=c, expect=200), None)
-        self.row(title, "p50 ms", s["p50_ms"], note="absolute")
-        self.row("", "p99 ms", s["p99_ms"], note=f"{s['rps']:.0f} req/s")
-        self.row("", "server CPU ms/req", s["cpu_ms_per_req"])
+        self.row(title, "p50 ms", s["p50_ms"], note="absolute", ref=self.vs("list", "p50_ms"))
+        self.row("", "p99 ms", s["p99_ms"], note=f"{s['rps']:.0f} req/s",
+                 ref=self.vs("list", "p99_ms"))
+        self.row("", "server CPU ms/req", s["cpu_ms_per_req"],
+                 ref=self.vs("list", "cpu_ms_per_req"))
 
     def scenario_thumbnails(self) -> None:
         """Issue 11: first render, stored-variant GETs, and a render burst beside reads."""
@@ -582,17 +550,18 @@ class Bench:
 
         title = "first render: 256 px WebP of a 2048 px PNG"
         self.say(title)
-        times = []
+        times, ref_times = [], []
         for i in range(self.opts.iterations):
             source = gradient_png(2048, i)
             record = preview(source)
-            t0 = time.perf_counter()
             status, thumb = self.svc.call("GET", content(record, query))
-            times.append(time.perf_counter() - t0)
+            times.append(self.svc.elapsed)
+            ref_times.append(self.ref_elapsed())
             if status != 200:
                 raise RuntimeError(f"first render: {status} {thumb[:300]!r}")
         self.raw["first_render_s"] = times
-        self.row(title, "ms", 1000 * sum(times) / len(times),
+        ref_ms = None if None in ref_times else 1000 * sum(ref_times) / len(ref_times)
+        self.row(title, "ms", 1000 * sum(times) / len(times), ref=ref_ms,
                  note=f"absolute; mean of {len(times)} sequential first GETs, "
                       f"PNG {len(source) // 1024} KiB -> WebP {len(thumb)} B")
 
@@ -607,9 +576,11 @@ class Bench:
             self.job("service", method="GET", path=content(same_size), concurrency=c,
                      expect=200))
         self.row(title, "req/s", s["rps"], b["rps"],
-                 f"baseline: plain /content GET of a {len(thumb)} B preview (same bytes)")
-        self.row("", "p99 ms", s["p99_ms"], b["p99_ms"])
-        self.row("", "server CPU ms/req", s["cpu_ms_per_req"], b["cpu_ms_per_req"])
+                 f"baseline: plain /content GET of a {len(thumb)} B preview (same bytes)",
+                 ref=self.vs("thumbnail_get", "rps"))
+        self.row("", "p99 ms", s["p99_ms"], b["p99_ms"], ref=self.vs("thumbnail_get", "p99_ms"))
+        self.row("", "server CPU ms/req", s["cpu_ms_per_req"], b["cpu_ms_per_req"],
+                 ref=self.vs("thumbnail_get", "cpu_ms_per_req"))
 
         burst = 200
         title = f"record GET p99 during a {burst}-thumbnail burst"
@@ -671,6 +642,10 @@ class Bench:
         up_key = self.store.key_for(record["uri"])
         if up_key:
             self.store.delete(up_key)  # free the space (moto keeps objects in memory)
+        ref = self.ref.upload("/canvas/c_bench_upload/artifacts/preview?rev=1", size,
+                              {**self.headers, "Content-Type": "image/png"},
+                              getattr(self.store, "client", None)) if self.ref else None
+        self.raw["upload_ref"] = ref
 
         # the same upload into the bare ASGI app, streamed to the same store
         bpid = self.baseline.pid
@@ -707,16 +682,21 @@ class Bench:
         note = "baseline: cp-style write to the store"
         if self.combo == "s3pg" and size < GIB:
             note += f"; {label}, not 1 GiB: moto keeps objects in memory"
-        self.row(title, "MiB/s", result["mib_per_s"], raw_mibs, note)
+        ref_mibs = ref and ref["mib_per_s"]
+        ref_cpu = ref and ref["server_cpu_s"] / size * GIB
+        self.row(title, "MiB/s", result["mib_per_s"], raw_mibs, note, ref=ref_mibs)
         self.row("", "CPU s/GiB", svc_cpu / size * GIB, raw_cpu / size * GIB,
-                 "baseline: the cp-style writer process")
+                 "baseline: the cp-style writer process", ref=ref_cpu)
         self.row("", "peak RSS MiB", peak, bare_mem["sum_hwm_mib"],  # type: ignore[arg-type]
                  f"all {len(after['processes'])} server processes summed (VmHWM); "
                  f"service idle {before['sum_rss_mib']:.0f}, busiest process "
-                 f"{after['max_hwm_mib']:.0f}; baseline: the bare app")
+                 f"{after['max_hwm_mib']:.0f}; baseline: the bare app",
+                 ref=ref and ref["memory"]["sum_hwm_mib"])
         self.row("  same upload, bare ASGI app", "MiB/s", result["mib_per_s"],
-                 bare["mib_per_s"], "baseline: bench.baseline streaming to the same store")
-        self.row("", "server CPU s/GiB", svc_cpu / size * GIB, bare_cpu / size * GIB)
+                 bare["mib_per_s"], "baseline: bench.baseline streaming to the same store",
+                 ref=ref_mibs)
+        self.row("", "server CPU s/GiB", svc_cpu / size * GIB, bare_cpu / size * GIB,
+                 ref=ref_cpu)
 
     def scenario_upload_session(self) -> None:
         """The upload scenario's preview through an upload session (bench.upload_session)
@@ -753,6 +733,9 @@ class Bench:
         self.row("", "server CPU s/GiB", session_cpu / size * GIB, api_cpu / size * GIB,
                  "service processes; complete reads the object back to hash and check it")
 
+    def scenario_mlflow(self) -> None:
+        mlflow_side.scenario(self)
+
     def run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         try:
@@ -764,7 +747,7 @@ class Bench:
             plan = ((0, self.scenario_preview), (2, self.scenario_list),
                     (3, self.scenario_upload), (3, self.scenario_upload_session),
                     (1, self.scenario_replay),
-                    (4, self.scenario_thumbnails))
+                    (4, self.scenario_thumbnails), (5, self.scenario_mlflow))
             plan = tuple(p for p in plan if not self.opts.only
                          or p[1].__name__.removeprefix("scenario_") in self.opts.only)
             for group, scenario in plan:
@@ -825,18 +808,24 @@ def fmt(value: float | None) -> str:
 
 
 def table(result: dict[str, Any]) -> str:
-    head = ("scenario", "metric", "service", "baseline", "svc/base", "note")
+    """The printed table; with --against, a "vs REF" column (HEAD/REF, "!" when slower)."""
+    against = result.get("against")
+    head = ("scenario", "metric", "service", "baseline", "svc/base") + (
+        (f"vs {against['ref']}",) if against else ()) + ("note",)
     rows = [head] + [(r["scenario"], r["metric"], fmt(r["service"]), fmt(r["baseline"]),
-                      f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-", r["note"])
+                      f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-")
+                     + ((ab.cell(r, against["tolerance"]),) if against else ()) + (r["note"],)
                      for r in result["rows"]]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
     lines = []
     for i, r in enumerate(rows):
         cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])]
-        cells += [r[j].rjust(widths[j]) for j in (2, 3, 4)]
-        lines.append("  ".join(cells) + ("  " + r[5] if r[5] else ""))
+        cells += [r[j].rjust(widths[j]) for j in range(2, len(head) - 1)]
+        lines.append("  ".join(cells) + ("  " + r[-1] if r[-1] else ""))
         if i == 0:
             lines.append("-" * len(lines[0]))
+    if against:
+        lines += ["", *ab.summary(result["rows"], against["ref"], against["tolerance"])]
     return "\n".join(lines)
 
 
@@ -891,7 +880,7 @@ def targets(result: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
     p99 = (raw.get("list") or {}).get("service", {}).get("p99_ms")
     out.append(("list p99 < 20 ms at 100k", None if p99 is None else p99 < 20,
                 "-" if p99 is None else f"{p99:.1f} ms"))
-    return out
+    return out + mlflow_side.targets(raw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -903,6 +892,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=None,
                         help="seconds per throughput scenario (default 5, quick 2)")
     parser.add_argument("--workers", type=int, default=None, help="default: os.cpu_count()")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="turns per throughput scenario (default 2; 4 with --against; "
+                             "quick 1)")
     parser.add_argument("--list-rows", type=int, default=100_000)
     parser.add_argument("--pg-admin-url", default=os.environ.get(
         "BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -910,22 +902,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results")
     parser.add_argument("--only", default="",
                         help="comma-separated scenarios: preview,list,upload,upload_session,"
-                             "replay,thumbnails")
+                             "replay,thumbnails,mlflow")
+    parser.add_argument("--against", metavar="REF", default=None,
+                        help="also run REF's service (a commit, checked out in a temporary "
+                             "git worktree) in every scenario: a 'vs REF' column")
+    parser.add_argument("--tolerance", type=float, default=ab.TOLERANCE,
+                        help="with --against: how much worse than REF a row may be before it "
+                             "counts as slower (default 0.05)")
     args = parser.parse_args(argv)
     opts = options_from(args)
+    opts.tolerance = args.tolerance
+    if args.against:
+        opts.against = ab.Checkout.add(args.against)
+    try:
+        return run_combos(args, opts)
+    finally:
+        if opts.against:
+            opts.against.remove()
+
+
+def run_combos(args: argparse.Namespace, opts: Options) -> int:
     combos = list(COMBOS) if args.combo == "both" else [args.combo]
     info = machine()
     started = time.perf_counter()
     stamp = datetime.now().strftime("%Y-%m-%dT%H%M%S")
     print(f"engines bench {stamp}: {info['cpus']} cpus ({info['cpu_model']}), "
           f"python {info['python']}, {opts.workers} workers, "
-          f"{'quick' if opts.quick else 'full'} run", flush=True)
+          f"{'quick' if opts.quick else 'full'} run"
+          + (f", against {opts.against.ref} ({opts.against.commit[:10]})" if opts.against
+             else ""), flush=True)
     results = []
     for combo in combos:
         print(f"\n== {combo}: {COMBOS[combo]}", flush=True)
         result = Bench(combo, opts).run()
         result.update({"date": stamp, "machine": info, "options": vars(opts) | {
-            "admin_pg_url": None}})
+            "admin_pg_url": None, "against": args.against}})
+        if opts.against:
+            result["against"] = {"ref": opts.against.ref, "commit": opts.against.commit,
+                                 "tolerance": opts.tolerance}
         results.append(result)
         print()
         print(table(result))

@@ -221,7 +221,7 @@ class ScaleBench:
 
     def reads(self, port: int, engine: Any, rt: Any) -> None:
         from engines.canvas_artifacts import repository as repo
-        from engines.canvas_artifacts.service import read_lineages
+        from engines.canvas_artifacts.reads import read_lineages
 
         picks = self.samples(engine, MAIN, 400)
         canvases = sorted({c for c, _i in picks})[:200]
@@ -268,7 +268,7 @@ class ScaleBench:
 
     def export(self, port: int, service: servers.Proc, engine: Any, rt: Any) -> None:
         from engines.canvas_artifacts import repository as repo
-        from engines.canvas_artifacts.service import read_lineages
+        from engines.canvas_artifacts.reads import read_lineages
 
         canvas = HOT[0]
         servers.reset_peaks(service.pid)

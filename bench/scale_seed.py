@@ -48,7 +48,7 @@ from pathlib import Path
 import orjson
 import psycopg
 
-from engines.canvas_artifacts.service import canvas_asset_id
+from engines.canvas_artifacts.commit import canvas_asset_id
 
 EPOCH = datetime(2026, 11, 1, tzinfo=UTC)
 """`created_at` spans the year before this: fixed, so a resumed seed makes the same rows."""

@@ -99,22 +99,27 @@ class Proc:
             self.proc.wait(5)
 
 
-def start(name: str, cmd: list[str], env: dict[str, str], port: int, log_dir: Path) -> Proc:
+def start(name: str, cmd: list[str], env: dict[str, str], port: int, log_dir: Path,
+          cwd: Path = ROOT) -> Proc:
     log = log_dir / f"{name}.log"
     fh = open(log, "wb")  # noqa: SIM115 - the child keeps it
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     fh.close()
     return Proc(name, proc, port, log)
 
 
 def launch_service(env: dict[str, str], workers: int, log_dir: Path,
-                   name: str = "service") -> Proc:
-    """`engines serve` as production runs it; call wait_ready/wait_workers next."""
+                   name: str = "service", cwd: Path = ROOT) -> Proc:
+    """`engines serve` as production runs it; call wait_ready/wait_workers next.
+
+    The entry script imports `engines` from the interpreter's path: with
+    `PYTHONPATH=<a worktree>` in env (bench.ab) that is the worktree's copy.
+    """
     port = free_port()
     return start(name, [str(BIN / "engines"), "serve", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", str(workers),
-                             "--no-access-log", "--log-level", "warning"], env, port, log_dir)
+                        "--port", str(port), "--workers", str(workers),
+                        "--no-access-log", "--log-level", "warning"], env, port, log_dir, cwd)
 
 
 def launch_baseline(env: dict[str, str], workers: int, log_dir: Path) -> Proc:

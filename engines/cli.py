@@ -10,10 +10,13 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from engines.common.durations import format_duration, parse_duration
 from engines.config import Settings, get_settings
+
+if TYPE_CHECKING:  # imported where used at run time: the CLI starts without them
+    from engines.canvas_artifacts.quotas import Quota, Used
 
 
 def _settings() -> Settings:
@@ -294,7 +297,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quota_line(quota, usage) -> str:
+def _quota_line(quota: Quota, usage: Used) -> str:
     def limit(value: int | None) -> str:
         return "unlimited" if value is None else str(value)
 

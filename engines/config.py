@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     lean_routes: bool = True
     image_sizes: Annotated[list[int], NoDecode] = [64, 128, 256, 512, 1024, 2048]
     # the `q` values a variant may ask for: with IMAGE_SIZES this bounds the variants one
-    # preview can ever have (engines/canvas_artifacts/variants.py, variant_bound)
+    # preview can ever have (engines/canvas_artifacts/variants/spec.py, variant_bound)
     image_qualities: Annotated[list[Annotated[int, Field(ge=1, le=100)]], NoDecode,
                                Field(min_length=1)] = [50, 75, 90]
     max_image_pixels: int = 50_000_000

@@ -47,7 +47,7 @@ class Runtime:
     (canvas_artifacts/record_cache.py)."""
     assets: Cache[str, bool] = field(init=False)
     """Canvas asset ids this process has seen committed: their insert-if-absent is skipped
-    (until a purge erases them: service._write_metadata)."""
+    (until a purge erases them: canvas_artifacts/commit.py, _write_metadata)."""
     variants: Cache[str, Any] = field(init=False)
     """Stored variant records by their derived id: the second read of a thumbnail GET."""
     caches: CacheGroup = field(init=False)

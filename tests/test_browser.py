@@ -33,7 +33,7 @@ from engines.auth.tokens import issue_token
 from engines.canvas_artifacts import signed
 from engines.canvas_artifacts.models import ArtifactRecord
 from engines.canvas_artifacts.tests.images import png, rotated_jpeg, webp
-from engines.canvas_artifacts.variants import VariantQuery
+from engines.canvas_artifacts.variants.query import VariantQuery
 from engines.config import Settings
 from tests._http import serving
 from tests._server import Server, running_server

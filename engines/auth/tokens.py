@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, Request
+from jwt.jwk_set_cache import JWKSetCache
 from starlette.concurrency import run_in_threadpool
 
 from engines.auth.routing import RequestContext, attribute, get_request_context
@@ -60,12 +61,33 @@ class Caller:
     role: str
 
 
+class _KeySetCache(JWKSetCache):
+    """PyJWT's cache of the issuer's key set, aged on the verifier's clock.
+
+    PyJWT times the set with `time.monotonic` of its own; on the verifier's clock
+    a test moves time past AUTH_JWKS_CACHE_SECONDS instead of sleeping it out.
+    """
+
+    def __init__(self, lifespan: float, clock: Callable[[], float]) -> None:
+        super().__init__(lifespan)
+        self.clock = clock
+        self.fetched_at: float | None = None
+
+    def put(self, jwk_set: jwt.PyJWKSet | dict[str, Any] | None) -> None:
+        super().put(jwk_set)
+        self.fetched_at = None if jwk_set is None else self.clock()
+
+    def is_expired(self) -> bool:
+        return self.fetched_at is not None and self.clock() > self.fetched_at + self.lifespan
+
+
 class TokenVerifier:
     """Verifies tokens with the configured key material; built once per app."""
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        """Epoch seconds `exp` is judged against (a test's seam: expiry without waiting)."""
+        """Epoch seconds `exp` is judged against, and the caches of verified tokens and of
+        the JWKS age on (a test's seam: expiry without waiting)."""
         self.algorithms = [a for a in settings.auth_jwt_algorithms if a.lower() != "none"]
         self.hmac_key = settings.signing_key() if _HMAC_ALGS & set(self.algorithms) else None
         # Only the whole key set is cached, for AUTH_JWKS_CACHE_SECONDS: PyJWKClient's
@@ -76,6 +98,8 @@ class TokenVerifier:
                             cooldown_duration=settings.auth_jwks_refresh_cooldown_seconds)
             if settings.auth_jwks_url else None
         )
+        if self.jwks is not None:
+            self.jwks.jwk_set_cache = _KeySetCache(settings.auth_jwks_cache_seconds, clock)
         # an OIDC issuer signs tokens for many clients: pin the issuer and audience
         self.issuer = settings.auth_jwt_issuer
         self.audience = settings.auth_jwt_audience

@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 
 from engines.auth.routing import RequestContext
 from engines.canvas_artifacts import repository as repo
+from engines.canvas_artifacts.cursors import cut_page, decode_cursor
 from engines.canvas_artifacts.models import ArtifactKindName, ArtifactList
-from engines.canvas_artifacts.service import cut_page, decode_cursor
 from engines.db.engine import retry_on_disconnect
 from engines.http.errors import Unprocessable
 from engines.runtime import Runtime

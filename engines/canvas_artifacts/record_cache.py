@@ -13,7 +13,7 @@ honest:
   wake-up latency; `RECORD_CACHE_MS` (default 1000) bounds an entry's life
   if the hub is not running or has lost its link to the database;
 - a cached record whose blob (or replay index) turns out missing is checked
-  against the database before anything is answered (`service.confirm_live`):
+  against the database before anything is answered (`reads.confirm_live`):
   deleted means 404, as a fresh read answers.
 
 Only live records are kept; a miss (404) is never cached. `RECORD_CACHE_MS=0`

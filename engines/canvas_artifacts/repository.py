@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -97,7 +98,7 @@ def replay_index(conn: Connection, tenant_id: str, env: str,
     )).scalar_one_or_none()
 
 
-def _record(row) -> ArtifactRecord:
+def _record(row: Mapping[str, Any]) -> ArtifactRecord:
     """A row we wrote ourselves, validated on the way in: no second validation on the way out."""
     return ArtifactRecord.model_construct(**row)
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from engines.auth.tokens import Reader, Writer
-from engines.canvas_artifacts import service
+from engines.canvas_artifacts import content_dispatch, creates, reads
 from engines.canvas_artifacts.models import (
     ArtifactKindName,
     ArtifactList,
@@ -18,7 +18,7 @@ from engines.canvas_artifacts.models import (
     RenderRef,
     ReplayDocument,
 )
-from engines.canvas_artifacts.variants import VariantQuery, variant_query
+from engines.canvas_artifacts.variants.query import VariantQuery, variant_query
 from engines.http.errors import AUTHENTICATED_ERRORS, BODY_ERRORS, error_responses
 from engines.http.jsonutil import OrjsonResponse
 from engines.http.lean import LeanRoute, lean
@@ -89,9 +89,9 @@ async def get_artifact_content(request: Request, canvas_id: CanvasId, artifact_i
                                ) -> Response:
     """Bytes with ETag/Range/If-Range/If-None-Match; replay windows with from_ms/to_ms;
     image variants of raster previews with w/h (IMAGE_SIZES), format, q."""
-    record = await service.find_artifact(rt, caller.ctx, canvas_id, artifact_id)
-    return await service.content(rt, request, record, from_ms=from_ms, to_ms=to_ms,
-                                 inline=disposition == "inline", variant=variant)
+    record = await reads.find_artifact(rt, caller.ctx, canvas_id, artifact_id)
+    return await content_dispatch.content(rt, request, record, from_ms=from_ms, to_ms=to_ms,
+                                          inline=disposition == "inline", variant=variant)
 
 
 @router.post("/preview", status_code=201, response_model=ArtifactRecord,
@@ -105,7 +105,7 @@ async def create_preview(request: Request, canvas_id: CanvasId, rev: Rev, rt: Rt
     (image/png, image/jpeg, image/webp, image/svg+xml, text/html); the stored
     type is always read from the bytes, and a declared type must match them.
     """
-    return await service.create_preview(rt, caller, request, canvas_id, rev)
+    return await creates.create_preview(rt, caller, request, canvas_id, rev)
 
 
 @router.post("/replay", status_code=201, response_model=ArtifactRecord,
@@ -114,7 +114,7 @@ async def create_preview(request: Request, canvas_id: CanvasId, rev: Rev, rt: Rt
              responses=_CREATE_RESPONSES)
 async def create_replay(request: Request, canvas_id: CanvasId, rt: Rt,
                         caller: Writer) -> Response:
-    return await service.create_replay(rt, caller, request, canvas_id)
+    return await creates.create_replay(rt, caller, request, canvas_id)
 
 
 @router.post("/audit", status_code=201, response_model=ArtifactRecord,
@@ -124,7 +124,7 @@ async def create_replay(request: Request, canvas_id: CanvasId, rt: Rt,
 async def create_audit(request: Request, canvas_id: CanvasId, rev: Rev, rt: Rt,
                        caller: Writer) -> Response:
     """An empty body creates the pending placeholder report."""
-    return await service.create_audit(rt, caller, request, canvas_id, rev)
+    return await creates.create_audit(rt, caller, request, canvas_id, rev)
 
 
 @router.get("", response_model=ArtifactList, responses=_RESPONSES)
@@ -132,15 +132,15 @@ def list_artifacts(canvas_id: CanvasId, rt: Rt, caller: Reader,
                    kind: ArtifactKindName | None = None,
                    rev: Annotated[int | None, Query(ge=0, le=2**53)] = None,
                    limit: Limit = 50, cursor: PageCursor = None) -> Response:
-    page = service.list_artifacts(rt, caller.ctx, canvas_id, kind=kind, rev=rev, limit=limit,
-                                  cursor=cursor)
+    page = reads.list_artifacts(rt, caller.ctx, canvas_id, kind=kind, rev=rev, limit=limit,
+                                cursor=cursor)
     return OrjsonResponse(page.model_dump(mode="json"))
 
 
 @router.get("/latest", response_model=ArtifactRecord, responses=_RESPONSES)
 def get_latest_artifact(canvas_id: CanvasId, kind: ArtifactKindName, rt: Rt,
                         caller: Reader) -> Response:
-    record = service.latest_artifact(rt, caller.ctx, canvas_id, kind)
+    record = reads.latest_artifact(rt, caller.ctx, canvas_id, kind)
     return OrjsonResponse(record.model_dump(mode="json"))
 
 
@@ -148,12 +148,12 @@ def get_latest_artifact(canvas_id: CanvasId, kind: ArtifactKindName, rt: Rt,
 @lean
 async def get_artifact(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
                        caller: Reader) -> Response:
-    record = await service.find_artifact(rt, caller.ctx, canvas_id, artifact_id)
+    record = await reads.find_artifact(rt, caller.ctx, canvas_id, artifact_id)
     return OrjsonResponse(record.model_dump(mode="json"))
 
 
 @router.get("/{artifact_id}/lineage", response_model=Lineage, responses=_RESPONSES)
 def get_artifact_lineage(canvas_id: CanvasId, artifact_id: ArtifactId, rt: Rt,
                          caller: Reader) -> Response:
-    lineage = service.lineage(rt, caller.ctx, canvas_id, artifact_id)
+    lineage = reads.lineage(rt, caller.ctx, canvas_id, artifact_id)
     return OrjsonResponse(lineage.model_dump(mode="json"))

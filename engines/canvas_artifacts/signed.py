@@ -26,7 +26,8 @@ from pydantic import Field, ValidationError
 from engines.auth.mac import mac
 from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts.models import ArtifactRecord, SignedUrl
-from engines.canvas_artifacts.variants import VariantQuery, check_request
+from engines.canvas_artifacts.variants.query import VariantQuery
+from engines.canvas_artifacts.variants.spec import check_request
 from engines.config import Settings
 from engines.db.engine import retry_on_disconnect
 from engines.http.body import read_small_json

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from engines.auth.routing import attribute
-from engines.canvas_artifacts import service, signed
+from engines.canvas_artifacts import content_dispatch, reads, signed
 from engines.canvas_artifacts.router import (
     _CONTENT_RESPONSES,
     _CREATE_RESPONSES,
@@ -43,7 +43,7 @@ async def create_signed_url(request: Request, canvas_id: CanvasId, artifact_id: 
     Nothing is written, so a retry simply gets a fresh URL. A `Host` that is neither
     PUBLIC_BASE_URL's nor in ALLOWED_HOSTS is 400 `signed_url.host_not_allowed`."""
     base_url = signed.origin(rt.settings, request)
-    record = await run_in_threadpool(service.get_artifact, rt, caller.ctx, canvas_id, artifact_id)
+    record = await run_in_threadpool(reads.get_artifact, rt, caller.ctx, canvas_id, artifact_id)
     body = await signed.read_request(request)
     return OrjsonResponse(signed.issue(rt.settings, base_url, record, body).model_dump(
         mode="json"))
@@ -61,5 +61,5 @@ async def get_signed_content(request: Request, tenant_id: str, env: str, canvas_
                             dict(request.query_params))
     attribute(request.scope, tenant_id, env)  # the signature proves the URL's tenant
     record = await run_in_threadpool(signed.load, rt, tenant_id, env, canvas_id, artifact_id)
-    return await service.content(rt, request, record, from_ms=None, to_ms=None, inline=False,
-                                 variant=variant)
+    return await content_dispatch.content(rt, request, record, from_ms=None, to_ms=None,
+                                          inline=False, variant=variant)

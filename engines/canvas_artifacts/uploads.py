@@ -12,7 +12,7 @@ Complete (`POST .../uploads/{id}/complete`) claims the session, checks every
 part's size, assembles the object while hashing it and checking its first
 bytes against the declared type, and compares the sha256 if one was declared;
 any mismatch is 422 with nothing stored. It then runs the one create protocol
-(`service._commit`: records, lineage, event, quota, usage), claimed by the
+(`commit._commit`: records, lineage, event, quota, usage), claimed by the
 session's id, so a second complete replays the first answer.
 
 A session lives UPLOAD_SESSION_SECONDS. Its unfinished upload holds an upload
@@ -41,7 +41,7 @@ from starlette.responses import Response
 
 from engines.auth.routing import RequestContext
 from engines.auth.tokens import Caller
-from engines.canvas_artifacts import quotas, service
+from engines.canvas_artifacts import commit, quotas
 from engines.canvas_artifacts.models import MAX_INT
 from engines.common.ids import new_id
 from engines.config import Settings
@@ -499,13 +499,13 @@ async def _replay(rt: Runtime, caller: Caller, request: Request, session: Sessio
 
 async def _create(rt: Runtime, caller: Caller, request: Request, session: Session,
                   blob: StoredBlob) -> Response:
-    payload = service.Payload(uri=blob.uri, mime_type=session.mime_type,
-                              body_sha256=blob.sha256, blob=blob,
-                              meta={"upload_session": session.id})
-    return await service._counted(rt, caller, request, kind=session.kind,
-                                  canvas_id=session.canvas_id, rev=session.rev,
-                                  artifact_id=session.artifact_id, payload=payload,
-                                  claim=_completion_claim(session))
+    payload = commit.Payload(uri=blob.uri, mime_type=session.mime_type,
+                             body_sha256=blob.sha256, blob=blob,
+                             meta={"upload_session": session.id})
+    return await commit.commit_and_count(rt, caller, request, kind=session.kind,
+                                         canvas_id=session.canvas_id, rev=session.rev,
+                                         artifact_id=session.artifact_id, payload=payload,
+                                         claim=_completion_claim(session))
 
 
 def _record_sha(engine: Engine, session_id: str, sha256: str) -> None:

@@ -6,7 +6,7 @@ objects describe the same columns for the repositories' queries.
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +19,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import ColumnElement
 
 metadata = MetaData()
@@ -32,7 +33,7 @@ class UtcDateTime(TypeDecorator[object]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
 
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)

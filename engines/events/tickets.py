@@ -77,9 +77,12 @@ def _encode(payload: list[str]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
 
 
-def issue(settings: Settings, caller: Caller, body: TicketRequest) -> SseTicket:
+def issue(settings: Settings, caller: Caller, body: TicketRequest, *,
+          now: float | None = None) -> SseTicket:
+    """A ticket for the caller's stream, living `ttl_seconds` from `now` (epoch seconds;
+    None: the present, a test's seam: an expired ticket without waiting)."""
     ctx = caller.ctx
-    expires = int(time.time()) + body.ttl_seconds
+    expires = int(time.time() if now is None else now) + body.ttl_seconds
     payload = [ctx.tenant_id, ctx.env, body.canvas_id or "", caller.auth.actor_id,
                caller.role, ctx.project_id, str(expires)]
     ticket = f"{_encode(payload)}.{mac(settings.url_key(), [LABEL, *payload])}"

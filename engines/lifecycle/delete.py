@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, delete, update
 
-from engines.canvas_artifacts import quotas, variants
+from engines.canvas_artifacts import quotas
 from engines.canvas_artifacts import repository as repo
+from engines.canvas_artifacts.commit import record_lineage
 from engines.canvas_artifacts.models import KINDS, ArtifactRecord
-from engines.canvas_artifacts.service import record_lineage
+from engines.canvas_artifacts.variants.repository import tombstone_variants
 from engines.common.ids import new_id
 from engines.db.writer import CommitOutcomeUnknown, write_transaction
 from engines.http.errors import ApiError, NotFound, ServiceUnavailable
@@ -99,7 +100,7 @@ def _tombstone(conn: Connection, rt: Runtime, records: list[ArtifactRecord],
     media_repo.mark_artifacts_deleted(conn, tenant_id, env,
                                      [r.media_artifact_id for r in done], now)
     conn.execute(delete(repo.replay_indexes).where(repo.replay_indexes.c.artifact_id.in_(ids)))
-    variant_uris.extend(variants.tombstone_variants(conn, tenant_id, env, ids, now))
+    variant_uris.extend(tombstone_variants(conn, tenant_id, env, ids, now))
     quotas.count_deleted(conn, done)
     return done
 

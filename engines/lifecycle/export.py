@@ -29,8 +29,8 @@ import orjson
 from engines.auth.routing import RequestContext
 from engines.canvas_artifacts import repository as repo
 from engines.canvas_artifacts.models import ArtifactRecord, Lineage
+from engines.canvas_artifacts.reads import read_lineages
 from engines.canvas_artifacts.replay_store import DecodedReplay, json_reader
-from engines.canvas_artifacts.service import read_lineages
 from engines.http.errors import NotFound
 from engines.runtime import Runtime
 from engines.storage.base import BlobNotFound, BlobStore

@@ -45,13 +45,9 @@ from starlette.concurrency import run_in_threadpool
 from engines.auth.routing import RequestContext
 from engines.auth.tokens import Caller
 from engines.canvas_artifacts import repository as repo
+from engines.canvas_artifacts.commit import canvas_asset_id, metadata_writer
 from engines.canvas_artifacts.models import MAX_INT, ArtifactRecord, AuditReport
-from engines.canvas_artifacts.service import (
-    canvas_asset_id,
-    metadata_writer,
-    prepare_replay,
-    store_replay,
-)
+from engines.canvas_artifacts.replay_prepare import prepare_replay, store_replay
 from engines.create import create_stored
 from engines.db.idempotency import Writer
 from engines.db.metadata import row_exists

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from engines.auth.tokens import Caller, Reader, Writer
@@ -40,9 +40,10 @@ router = APIRouter(prefix="/media-v2", tags=["media_v2"], route_class=Authentica
 Id = SafeId
 _READ_ERRORS = error_responses(*AUTHENTICATED_ERRORS)
 _GET_ERRORS = error_responses(*AUTHENTICATED_ERRORS, 404)
+M = TypeVar("M", bound=BaseModel)
 
 
-async def _json_body(request: Request, rt: Runtime, model):
+async def _json_body(request: Request, rt: Runtime, model: type[M]) -> tuple[M, str]:
     """The validated model and the sha256 of the raw body (for idempotency)."""
     require_json(request)
     raw = await read_limited(request, JSON_LIMIT)
@@ -57,7 +58,7 @@ def _claim(request: Request, caller: Caller) -> IdempotencyClaim | None:
     return claim_from(request, caller.ctx, caller.auth.actor_id)
 
 
-def _dump(model) -> Response:
+def _dump(model: BaseModel) -> Response:
     return OrjsonResponse(model.model_dump(mode="json"))
 
 

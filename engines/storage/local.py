@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from engines.storage.base import (
     BlobInfo,
@@ -208,7 +209,7 @@ class LocalBlobStore(BlobStore):
             raise BlobNotFound(key) from exc
 
     @staticmethod
-    def _iter_file(fh, start: int, end: int | None) -> Iterator[bytes]:
+    def _iter_file(fh: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
         with fh:
             fh.seek(start)
             remaining = None if end is None else end - start + 1

@@ -20,8 +20,10 @@ from datetime import datetime
 from typing import Any
 
 import boto3
+from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.response import StreamingBody
 
 from engines.config import Settings
 from engines.storage.base import (
@@ -96,7 +98,7 @@ def _boto_session() -> boto3.session.Session:
     return boto3.session.Session()
 
 
-def build_s3_client(settings: Settings):
+def build_s3_client(settings: Settings) -> BaseClient:
     """The process's S3 client.
 
     S3_MAX_ATTEMPTS counts every attempt, as AWS_MAX_ATTEMPTS does, so it maps
@@ -155,7 +157,7 @@ class _PartBody(io.RawIOBase):
 
 
 class S3BlobWriter(BlobWriter):
-    def __init__(self, client, bucket: str, key: str, content_type: str,
+    def __init__(self, client: BaseClient, bucket: str, key: str, content_type: str,
                  part_size: int) -> None:
         self.client, self.bucket, self.key = client, bucket, key
         # unfinished multipart uploads are listed apart from objects, under their key
@@ -294,7 +296,7 @@ class S3Parts(PartUploads):
 class S3BlobStore(BlobStore):
     scheme = "s3"
 
-    def __init__(self, settings: Settings, client=None) -> None:
+    def __init__(self, settings: Settings, client: BaseClient | None = None) -> None:
         assert settings.raw_bucket
         self.bucket = settings.raw_bucket
         self.part_size = settings.s3_part_size
@@ -325,7 +327,7 @@ class S3BlobStore(BlobStore):
         return self._iter_body(body, key)
 
     @staticmethod
-    def _iter_body(body, key: str) -> Iterator[bytes]:
+    def _iter_body(body: StreamingBody, key: str) -> Iterator[bytes]:
         with contextlib.closing(body), _translated(key):
             yield from body.iter_chunks(_READ_CHUNK)
 

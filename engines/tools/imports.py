@@ -47,7 +47,7 @@ class Arrow:
 
 
 def top(module: str) -> str | None:
-    """`engines.canvas_artifacts.service` -> `canvas_artifacts`; `engines` itself -> None."""
+    """`engines.canvas_artifacts.reads` -> `canvas_artifacts`; `engines` itself -> None."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[0] == "engines" else None
 

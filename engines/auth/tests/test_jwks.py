@@ -28,6 +28,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from conftest import SIGNING_KEY, Stack
 from engines.auth.tests.claims import claims
+from engines.auth.tokens import TokenVerifier
 
 RS = ["RS256"]
 
@@ -199,12 +200,20 @@ def test_unknown_kids_cannot_hammer_the_issuer(make_stack, issuer, rsa_keys) -> 
 def test_revoked_key_is_refused_once_the_cache_expires(make_stack, issuer, rsa_keys) -> None:
     issuer.publish(("k1", rsa_keys["k1"]))
     stack = jwks_stack(make_stack, issuer, auth_jwks_cache_seconds=1)
+    now = [time.time()]
+    stack.client.app.state.verifier = TokenVerifier(stack.settings, clock=lambda: now[0])
     old = rs256(rsa_keys["k1"], "k1")
     assert call(stack, old).status_code == 200
+    assert call(stack, old).status_code == 200                      # cached: no refetch
+    assert issuer.fetches == 1
 
     issuer.publish(("k2", rsa_keys["k2"]))                          # k1 withdrawn
-    time.sleep(1.2)
+    now[0] += 0.9                                                   # within the cache's second
+    assert call(stack, old).status_code == 200
+    assert issuer.fetches == 1
+    now[0] += 0.3                                                   # the clock seam: no waiting
     assert call(stack, old).status_code == 401
+    assert issuer.fetches == 2
     assert call(stack, rs256(rsa_keys["k2"], "k2")).status_code == 200
 
 

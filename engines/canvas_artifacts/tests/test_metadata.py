@@ -11,7 +11,7 @@ from datetime import datetime
 import orjson
 
 from conftest import new_canvas
-from engines.canvas_artifacts.service import canvas_asset_id
+from engines.canvas_artifacts.commit import canvas_asset_id
 from engines.canvas_artifacts.tests.helpers import (
     create_audit,
     create_preview,

@@ -21,7 +21,7 @@ from engines.canvas_artifacts.tests.helpers import (
     url,
 )
 from engines.canvas_artifacts.tests.images import opened, png
-from engines.canvas_artifacts.variants import VariantQuery
+from engines.canvas_artifacts.variants.query import VariantQuery
 
 
 def _sign(stack, record, tenant: str = "t_acme", role: str = "viewer", **body):

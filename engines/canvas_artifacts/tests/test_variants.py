@@ -14,7 +14,6 @@ import pytest
 from PIL import Image
 
 from conftest import HTML, PNG, SVG, new_canvas
-from engines.canvas_artifacts import variants
 from engines.canvas_artifacts.tests.helpers import (
     assert_error,
     blob_keys,
@@ -34,6 +33,10 @@ from engines.canvas_artifacts.tests.images import (
     two_tone,
     webp,
 )
+from engines.canvas_artifacts.variants import pool
+from engines.canvas_artifacts.variants import service as variant_service
+from engines.canvas_artifacts.variants.repository import variants_of
+from engines.canvas_artifacts.variants.spec import VariantSpec, variant_bound
 from engines.media_v2.repository import artifacts as media_artifacts
 
 
@@ -52,9 +55,9 @@ def _variant_keys(stack, record) -> list[str]:
 
 def _slots(monkeypatch, n: int) -> None:
     """n concurrent variant makers, whatever the machine's core count."""
-    monkeypatch.setattr(variants, "_limiter", anyio.CapacityLimiter(n))
+    monkeypatch.setattr(pool, "_limiter", anyio.CapacityLimiter(n))
     executor = ThreadPoolExecutor(n)
-    monkeypatch.setattr(variants, "_executor", executor)
+    monkeypatch.setattr(pool, "_executor", executor)
 
 
 def _near(pixel: tuple[int, ...], color: tuple[int, int, int]) -> bool:
@@ -102,7 +105,7 @@ def test_the_binding_side_is_exactly_the_size_asked_for(stack):
         assert response.status_code == 200, (query, response.text)
         assert opened(response.content).size == size, (mime, query)
         with stack.runtime.engine.connect() as conn:
-            [variant] = variants.variants_of(conn, "t_acme", "dev", record["id"])
+            [variant] = variants_of(conn, "t_acme", "dev", record["id"])
         assert (variant.meta["width"], variant.meta["height"]) == size
 
 
@@ -121,11 +124,11 @@ def test_q_takes_only_the_configured_qualities(stack_name, make_stack):
     assert _get(stack, record, "?w=64&format=webp").status_code == 200  # no q: the middle one
     assert_error(_get(stack, record, "?w=64&format=png&q=80"), 422, "image.quality_not_allowed")
     with stack.runtime.engine.connect() as conn:
-        stored = variants.variants_of(conn, "t_acme", "dev", record["id"])
+        stored = variants_of(conn, "t_acme", "dev", record["id"])
     assert sorted((v.meta["format"], v.meta["q"]) for v in stored) == [
         ("jpeg", 50), ("jpeg", 75), ("jpeg", 90), ("webp", 75)]
     assert len(_variant_keys(stack, record)) == 4
-    assert variants.variant_bound(stack.settings) == 7 * 7 * (1 + 2 * 3) == 343
+    assert variant_bound(stack.settings) == 7 * 7 * (1 + 2 * 3) == 343
 
     custom = make_stack(stack_name, image_qualities="60,85")
     record = _preview(custom, png(300, 150), "image/png")
@@ -133,7 +136,7 @@ def test_q_takes_only_the_configured_qualities(stack_name, make_stack):
     assert_error(_get(custom, record, "?w=64&format=jpeg&q=75"), 422, "image.quality_not_allowed")
     assert _get(custom, record, "?w=64&format=webp").status_code == 200
     with custom.runtime.engine.connect() as conn:
-        assert sorted(v.meta["q"] for v in variants.variants_of(
+        assert sorted(v.meta["q"] for v in variants_of(
             conn, "t_acme", "dev", record["id"])) == [60, 85]
 
 
@@ -162,9 +165,9 @@ def test_variant_is_stored_once_beside_its_source_and_recorded(stack):
     assert keys[0].startswith(f"tenants/t_acme/dev/canvas/{record['canvas_id']}/preview/")
 
     with stack.runtime.engine.connect() as conn:
-        found = variants.variants_of(conn, "t_acme", "dev", record["id"])
-        assert variants.variants_of(conn, "t_other", "dev", record["id"]) == []
-        assert variants.variants_of(conn, "t_acme", "prod", record["id"]) == []
+        found = variants_of(conn, "t_acme", "dev", record["id"])
+        assert variants_of(conn, "t_other", "dev", record["id"]) == []
+        assert variants_of(conn, "t_acme", "prod", record["id"]) == []
     assert len(found) == 1
     variant = found[0]
     assert variant.kind == "canvas_preview_variant"
@@ -194,8 +197,8 @@ def test_deleting_the_preview_deletes_its_variants(stack):
     assert _variant_keys(stack, record) == []
     assert len(_variant_keys(stack, other)) == 1
     with stack.runtime.engine.connect() as conn:
-        assert variants.variants_of(conn, "t_acme", "dev", record["id"]) == []
-        assert len(variants.variants_of(conn, "t_acme", "dev", other["id"])) == 1
+        assert variants_of(conn, "t_acme", "dev", record["id"]) == []
+        assert len(variants_of(conn, "t_acme", "dev", other["id"])) == 1
         rows = conn.execute(media_artifacts.select().where(
             media_artifacts.c.kind == "canvas_preview_variant",
             media_artifacts.c.parent_asset_id == record["media_asset_id"])).mappings().all()
@@ -209,7 +212,7 @@ def test_a_render_racing_a_delete_leaves_no_live_variant(stack, monkeypatch):
     """The preview is deleted while its variant renders: the request is a 404 and neither
     a live variant record nor its blob is left behind."""
     record = _preview(stack, png(400, 200), "image/png")
-    real = variants.render
+    real = variant_service.render
 
     def delete_meanwhile(data, spec, max_pixels):
         response = stack.client.delete(url(record["canvas_id"], f"/{record['id']}"),
@@ -217,7 +220,7 @@ def test_a_render_racing_a_delete_leaves_no_live_variant(stack, monkeypatch):
         assert response.status_code == 204, response.text
         return real(data, spec, max_pixels)
 
-    monkeypatch.setattr(variants, "render", delete_meanwhile)
+    monkeypatch.setattr(variant_service, "render", delete_meanwhile)
     _slots(monkeypatch, 1)
     with stack.client as client:
         response = client.get(url(record["canvas_id"], f"/{record['id']}/content?w=64"),
@@ -225,7 +228,7 @@ def test_a_render_racing_a_delete_leaves_no_live_variant(stack, monkeypatch):
     assert_error(response, 404, "canvas.not_found")
     assert _variant_keys(stack, record) == []
     with stack.runtime.engine.connect() as conn:
-        assert variants.variants_of(conn, "t_acme", "dev", record["id"]) == []
+        assert variants_of(conn, "t_acme", "dev", record["id"]) == []
 
 
 def test_stored_variant_honours_conditional_and_range_requests(stack):
@@ -327,7 +330,7 @@ def test_concurrent_first_requests_store_one_good_variant(stack):
     assert len({r.content for r in responses}) == 1
     assert opened(responses[0].content).size == (256, 128)
     with stack.runtime.engine.connect() as conn:
-        assert len(variants.variants_of(conn, "t_acme", "dev", record["id"])) == 1
+        assert len(variants_of(conn, "t_acme", "dev", record["id"])) == 1
     assert len(_variant_keys(stack, record)) == 1
 
 
@@ -335,13 +338,13 @@ def test_requests_waiting_for_a_render_slot_reuse_the_variant_rendered_meanwhile
         stack, monkeypatch):
     record = _preview(stack, png(400, 200), "image/png")
     calls = []
-    real = variants.render
+    real = variant_service.render
 
     def counted(data, spec, max_pixels):
         calls.append(spec)
         return real(data, spec, max_pixels)
 
-    monkeypatch.setattr(variants, "render", counted)
+    monkeypatch.setattr(variant_service, "render", counted)
     _slots(monkeypatch, 1)
     responses = _concurrently(stack, record, "?w=64", 6)
     assert {r.status_code for r in responses} == {200}
@@ -354,20 +357,20 @@ def test_racing_renders_with_different_bytes_keep_one_consistent_variant(stack, 
     record = _preview(stack, png(400, 200), "image/png")
     both_rendering = threading.Barrier(2, timeout=30)
     calls = iter(range(2))
-    real = variants.render
+    real = variant_service.render
 
     def racing(data, spec, max_pixels):
         quality = 30 + 60 * next(calls)  # different bytes per render
         both_rendering.wait()
-        return real(data, variants.VariantSpec(spec.w, spec.h, spec.format, quality), max_pixels)
+        return real(data, VariantSpec(spec.w, spec.h, spec.format, quality), max_pixels)
 
-    monkeypatch.setattr(variants, "render", racing)
+    monkeypatch.setattr(variant_service, "render", racing)
     _slots(monkeypatch, 2)
     responses = _concurrently(stack, record, "?w=128&format=jpeg", 2)
     assert [r.status_code for r in responses] == [200, 200]
     assert len(_variant_keys(stack, record)) == 1
     with stack.runtime.engine.connect() as conn:
-        [variant] = variants.variants_of(conn, "t_acme", "dev", record["id"])
+        [variant] = variants_of(conn, "t_acme", "dev", record["id"])
     again = _get(stack, record, "?w=128&format=jpeg")
     assert hashlib.sha256(again.content).hexdigest() == variant.meta["sha256"]
     assert again.headers["content-length"] == str(variant.meta["size_bytes"])
@@ -377,7 +380,7 @@ def test_renders_are_bounded_per_process(local, monkeypatch):
     """Many first requests at once: never more renders at a time than the limiter allows,
     and every request is answered."""
     active, peak, lock = 0, 0, threading.Lock()
-    real = variants.render
+    real = variant_service.render
 
     def counting(data, spec, max_pixels):
         nonlocal active, peak
@@ -390,7 +393,7 @@ def test_renders_are_bounded_per_process(local, monkeypatch):
             with lock:
                 active -= 1
 
-    monkeypatch.setattr(variants, "render", counting)
+    monkeypatch.setattr(variant_service, "render", counting)
     _slots(monkeypatch, 2)
     canvas = new_canvas()
     records = [_preview(local, png(400 + i, 200), "image/png", canvas) for i in range(12)]
@@ -403,16 +406,16 @@ def test_renders_are_bounded_per_process(local, monkeypatch):
 
 
 def test_default_limits_allow_one_render_per_core_at_low_priority(monkeypatch):
-    monkeypatch.setattr(variants, "_limiter", None)
-    monkeypatch.setattr(variants, "_executor", None)
-    monkeypatch.setattr(variants.os, "cpu_count", lambda: 3)
-    assert variants.render_limiter().total_tokens == 3
-    executor = variants.render_executor()
+    monkeypatch.setattr(pool, "_limiter", None)
+    monkeypatch.setattr(pool, "_executor", None)
+    monkeypatch.setattr(pool.os, "cpu_count", lambda: 3)
+    assert pool.render_limiter().total_tokens == 3
+    executor = pool.render_executor()
     try:
         assert executor._max_workers == 3
         nice = executor.submit(lambda: os.getpriority(os.PRIO_PROCESS,
                                                       threading.get_native_id())).result()
-        assert nice == os.getpriority(os.PRIO_PROCESS, 0) + variants.RENDER_NICE or nice == 19
+        assert nice == os.getpriority(os.PRIO_PROCESS, 0) + pool.RENDER_NICE or nice == 19
     finally:
         executor.shutdown()
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 connection = context.config.attributes.get("connection")
 
 
-def run(conn) -> None:
+def run(conn: Connection) -> None:
     # one transaction per migration: 0008 steps out of it for CREATE INDEX CONCURRENTLY
     context.configure(connection=conn, render_as_batch=conn.dialect.name == "sqlite",
                       transaction_per_migration=True)

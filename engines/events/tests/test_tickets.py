@@ -13,6 +13,8 @@ import pytest
 
 from conftest import Stack, new_canvas
 from engines.auth.mac import mac
+from engines.auth.routing import RequestContext
+from engines.auth.tokens import AuthContext, Caller
 from engines.canvas_artifacts.tests.helpers import (
     assert_error,
     create_audit,
@@ -20,6 +22,7 @@ from engines.canvas_artifacts.tests.helpers import (
     created,
     new_tenant,
 )
+from engines.events import tickets
 from engines.events.tests.conftest import Live
 from engines.events.tests.sse_client import SseReader
 
@@ -114,8 +117,14 @@ def test_altered_forged_and_expired_tickets_are_401(stack: Stack) -> None:
                 f"{payload}.{jwt_signed}", "%00", "a" * 3000):
         error = assert_error(stack.client.get("/artifacts/events", params={"ticket": bad}), 401)
         assert error["code"] == "auth.ticket_invalid", bad
-    time.sleep(1.1)
-    expired = assert_error(stack.client.get(f"/artifacts/events?ticket={issued}"), 401)
+    # issued 1.1 s ago with a 1 s life (the clock seam: no waiting)
+    caller = Caller(auth=AuthContext(actor_id="u_ana", tenant_ids=frozenset({"t_acme"})),
+                    ctx=RequestContext(tenant_id="t_acme", env="dev", project_id="p_main",
+                                       request_id="req_1", correlation_id="cor_1"),
+                    role="viewer")
+    lapsed = tickets.issue(stack.settings, caller, tickets.TicketRequest(ttl_seconds=1),
+                           now=time.time() - 1.1).ticket
+    expired = assert_error(stack.client.get(f"/artifacts/events?ticket={lapsed}"), 401)
     assert expired["code"] == "auth.ticket_expired"
 
 
