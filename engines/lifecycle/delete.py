@@ -38,11 +38,13 @@ from engines.runtime import Runtime
 
 log = logging.getLogger("engines.lifecycle")
 
-BATCH = 500
+BATCH = 200
 """Artifacts per transaction in bulk deletes and expiry: bounded memory and lock time (a
-batch holds its (tenant, env) event counter from numbering its events until it commits:
-creates there wait for it, so that must stay well within a second; every batch is a
-few statements, and `BatchTimes` measures both, which bench/scale.py reports)."""
+batch holds its (tenant, env) usage row and event counter from its events' insert until
+it commits: creates there wait for it, so that must stay well within a second; every
+batch is a few statements, and `BatchTimes` measures both, which bench/scale.py
+reports). At 10M records the events' 200 index insertions into cold pages are most of
+that hold."""
 SYSTEM_ACTOR = "system"
 PROGRESS_EVERY = 50_000
 PROGRESS_SECONDS = 10.0
@@ -78,11 +80,10 @@ def _tombstone(conn: Connection, rt: Runtime, records: list[ArtifactRecord],
                deletion: Deletion, variant_uris: list[str]) -> list[ArtifactRecord]:
     """Step 1 for a batch of one (tenant, env), on the caller's transaction: the records
     not already deleted, tombstoned with their media_v2 artifacts, replay indexes and
-    usage, each with its event. The URIs of their image variants, tombstoned with them,
-    are added to variant_uris.
+    image variants (whose URIs are added to variant_uris); `_announce` then takes them
+    out of the usage and writes their events.
 
-    Set-based: one statement per table for the whole batch, however large;
-    `_announce` writes the events after it."""
+    Set-based: one statement per table for the whole batch, however large."""
     if not records:
         return []
     tenant_id, env = records[0].tenant_id, records[0].env
@@ -101,22 +102,27 @@ def _tombstone(conn: Connection, rt: Runtime, records: list[ArtifactRecord],
                                      [r.media_artifact_id for r in done], now)
     conn.execute(delete(repo.replay_indexes).where(repo.replay_indexes.c.artifact_id.in_(ids)))
     variant_uris.extend(tombstone_variants(conn, tenant_id, env, ids, now))
-    quotas.count_deleted(conn, done)
     return done
 
 
 def _announce(conn: Connection, rt: Runtime, done: list[ArtifactRecord],
-              deletion: Deletion) -> None:
-    """The batch's deletion events: the last statements of its transaction (numbering
-    them locks the scope's event counter, which every create of the scope waits on,
-    until the commit)."""
-    if not done:
-        return
+              deletion: Deletion) -> float:
+    """The batch's usage and deletion events: the last statements of its transaction.
+
+    Everything read first (the documents the events name), then the two rows every
+    create of the scope also writes: its usage row(s) and its event counter (which
+    takes the batch's count in one upsert). Creates wait on those from here to the
+    commit; returns when that began (time.monotonic()), for `BatchTimes`."""
     now = datetime.now(UTC)
+    if not done:
+        return time.monotonic()
     tenant_id, env = done[0].tenant_id, done[0].env
     documents = rt.nexus.first_documents(conn, tenant_id, env, [r.id for r in done])
-    rt.nexus.record_events(conn, [_event(r, deletion, documents.get(r.id, ""), now)
-                                  for r in done])
+    events = [_event(r, deletion, documents.get(r.id, ""), now) for r in done]
+    locked = time.monotonic()
+    quotas.count_deleted(conn, done)
+    rt.nexus.record_events(conn, events)
+    return locked
 
 
 def _remove_blobs(rt: Runtime, uris: list[str]) -> None:
@@ -134,8 +140,8 @@ def _remove_blobs(rt: Runtime, uris: list[str]) -> None:
 @dataclass(slots=True)
 class BatchTimes:
     """How long a bulk delete's batches took: the longest transaction, and the longest
-    hold of the scope's event counter (from numbering the events to the end of the
-    commit), which is what a create beside the delete can wait for. Seconds."""
+    hold of the scope's usage row and event counter (from updating them to the end of
+    the commit), which is what a create beside the delete can wait for. Seconds."""
 
     batches: int = 0
     longest: float = 0.0
@@ -147,8 +153,8 @@ class BatchTimes:
         self.longest_lock = max(self.longest_lock, locked)
 
     def summary(self) -> str:
-        return (f"{self.batches} batches, longest {self.longest * 1000:.0f} ms, event counter "
-                f"held at most {self.longest_lock * 1000:.0f} ms")
+        return (f"{self.batches} batches, longest {self.longest * 1000:.0f} ms, usage and "
+                f"event counter held at most {self.longest_lock * 1000:.0f} ms")
 
 
 def _delete_batch(rt: Runtime, load: Callable[[Connection], list[ArtifactRecord]],
@@ -160,8 +166,7 @@ def _delete_batch(rt: Runtime, load: Callable[[Connection], list[ArtifactRecord]
     try:
         with write_transaction(rt.engine) as conn:
             done = _tombstone(conn, rt, load(conn), deletion, variant_uris)
-            locked = time.monotonic()
-            _announce(conn, rt, done, deletion)
+            locked = _announce(conn, rt, done, deletion)
         if times is not None:
             finished = time.monotonic()
             times.add(finished - started, finished - locked)

@@ -76,7 +76,7 @@ def test_a_canvas_delete_costs_the_same_statements_per_batch_whatever_its_size(
     assert deleted == 3
     [line] = [r.getMessage() for r in caplog.records if "deleted canvas" in r.getMessage()]
     assert f"{canvas}: 3 artifacts; 3 batches, longest " in line
-    assert "event counter held at most" in line
+    assert "usage and event counter held at most" in line
 
 
 def test_every_purged_table_is_batched_in_a_tenant_index_order() -> None:
