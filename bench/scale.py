@@ -517,7 +517,7 @@ class ScaleBench:
         self.plan = seed(url.replace("postgresql+psycopg", "postgresql"), self.records,
                          BUCKET, self.state_dir, self.say)
         with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
-            conn.execute("INSERT INTO bench_seed VALUES ('measured', '1')")
+            conn.execute("INSERT INTO bench_seed VALUES ('measured', '1') ON CONFLICT DO NOTHING")
         s3_port = servers.free_port()
         s3 = servers.start("s3", [sys.executable, "-m", "bench.s3_server", "--port",
                                   str(s3_port), "--bucket", BUCKET, "--keys-dir",
