@@ -8,8 +8,10 @@ an hour), then serves S3 over HTTP like `moto_server`.
 The one change to moto: `list_objects_v2` without a delimiter. moto sorts
 the whole bucket for every page (1M keys, 1000 pages: O(n log n) each, a
 listing of hours); here the sorted names are kept and a page is a bisect,
-new names merged in as they come. Answers are the same keys, in the same
-order, with the same continuation tokens; everything else is moto's.
+new names merged in as they come. And its generic serializer takes ~0.5 ms
+a key (a 1M-key listing: 8 minutes of moto alone); here that page's XML is
+written directly. Answers are the same keys, in the same order, with the
+same continuation tokens and fields; everything else is moto's.
 """
 
 from __future__ import annotations
@@ -20,8 +22,12 @@ import hashlib
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+from xml.sax.saxutils import escape
 
+from moto import settings as moto_settings
 from moto.s3 import models as s3_models
+from moto.s3 import responses as s3_responses
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 _original = s3_models.S3Backend.list_objects_v2
@@ -67,6 +73,46 @@ def list_objects_v2(self, bucket, prefix, delimiter, continuation_token, start_a
     return found, truncated, token
 
 
+_original_response = s3_responses.S3Response.list_objects_v2
+
+
+def list_objects_v2_response(self):  # type: ignore[no-untyped-def]
+    """moto's ListObjectsV2 answer without a delimiter or owners, as one string."""
+    query = self.querystring
+    if query.get("delimiter", [None])[0] or query.get("fetch-owner", [False])[0] or \
+            query.get("continuation-token", [None])[0] == "":
+        return _original_response(self)
+    bucket = self.backend.get_bucket(self.bucket_name)
+    prefix = self._get_querystring(self.request, self.uri).get("prefix", [None])[0]
+    if isinstance(prefix, bytes):
+        prefix = prefix.decode()
+    token = query.get("continuation-token", [None])[0]
+    start_after = query.get("start-after", [None])[0]
+    max_keys = int(query.get("max-keys", [moto_settings.get_s3_default_max_keys()])[0])
+    encoding = query.get("encoding-type", [None])[0]
+    keys, truncated, next_token = self.backend.list_objects_v2(
+        bucket=bucket, prefix=prefix, delimiter=None, continuation_token=token,
+        start_after=start_after, max_keys=max_keys)
+    shown_prefix = (quote(prefix) if prefix else "") if encoding == "url" else (prefix or "")
+    parts = ['<?xml version="1.0" encoding="UTF-8"?>'
+             '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
+             f"<Name>{escape(bucket.name)}</Name><Prefix>{escape(shown_prefix)}</Prefix>"
+             f"<MaxKeys>{max_keys}</MaxKeys><KeyCount>{len(keys)}</KeyCount>"
+             f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>"]
+    parts += [f"<Contents><Key>{escape(key.safe_name(encoding))}</Key>"
+              f"<LastModified>{key.last_modified_ISO8601}</LastModified>"
+              f"<ETag>{escape(key.etag)}</ETag><Size>{key.size}</Size>"
+              f"<StorageClass>{key.storage_class}</StorageClass></Contents>" for key in keys]
+    if encoding:
+        parts.append(f"<EncodingType>{escape(encoding)}</EncodingType>")
+    if next_token:
+        parts.append(f"<NextContinuationToken>{next_token}</NextContinuationToken>")
+    if not token and start_after:
+        parts.append(f"<StartAfter>{escape(start_after)}</StartAfter>")
+    parts.append("</ListBucketResult>")
+    return 200, {"Content-Type": "application/xml"}, "".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--port", type=int, required=True)
@@ -74,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     s3_models.S3Backend.list_objects_v2 = list_objects_v2  # type: ignore[method-assign]
+    s3_responses.S3Response.list_objects_v2 = list_objects_v2_response  # type: ignore[method-assign]
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.server import ThreadedMotoServer
 

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,7 +92,13 @@ def _one_line(plan: dict[str, Any]) -> str:
         name += f" using {plan['Index Name']}"
     elif plan.get("Relation Name"):
         name += f" on {plan['Relation Name']}"
-    children = ", ".join(_one_line(c) for c in plan.get("Plans", []))
+    runs: list[list[Any]] = []  # a BitmapOr of 500 alike scans is "500 x ..."
+    for child in (_one_line(c) for c in plan.get("Plans", [])):
+        if runs and runs[-1][0] == child:
+            runs[-1][1] += 1
+        else:
+            runs.append([child, 1])
+    children = ", ".join(child if n == 1 else f"{n} x {child}" for child, n in runs)
     return f"{name}({children})" if children else name
 
 
@@ -126,6 +133,17 @@ def explain(engine: Any, work: Callable[[Any], object], records: int) -> list[di
 
 
 # ---- the run --------------------------------------------------------------------------------
+
+
+def launch_service(env: dict[str, str], workers: int, log_dir: Any) -> servers.Proc:
+    """`engines serve` as servers.launch_service starts it, but logging at info: a canvas
+    DELETE logs its batches' longest duration and event-counter hold there."""
+    port = servers.free_port()
+    return servers.start("service", [str(servers.BIN / "engines"), "serve", "--host",
+                                     "127.0.0.1", "--port", str(port), "--workers",
+                                     str(workers), "--no-access-log", "--log-level", "info"],
+                         env, port, log_dir)
+
 
 
 class ScaleBench:
@@ -263,7 +281,7 @@ class ScaleBench:
         first = response.read(1)
         first_byte = time.monotonic() - started
         size = len(first)
-        cap = started + self.args.phase_seconds
+        cap = started + min(self.args.phase_seconds, self.args.export_seconds)
         while (chunk := response.read(1 << 20)) and time.monotonic() < cap:
             size += len(chunk)
         complete = not chunk
@@ -271,23 +289,29 @@ class ScaleBench:
         took = time.monotonic() - started
         busiest = servers.memory(service.pid)["max_hwm_mib"]
 
-        def work(c: Any) -> None:
-            for record in repo.records_after(c, MAIN, "prod", canvas, kind=None, after_id="",
-                                             limit=500)[:1]:
-                read_lineages(c, rt, MAIN, "prod", [record])
+        def work(c: Any) -> None:  # one page of the manifest, as export.py reads it
+            from engines.lifecycle.export import PAGE
+
+            read_lineages(c, rt, MAIN, "prod", repo.records_after(
+                c, MAIN, "prod", canvas, kind=None, after_id="", limit=PAGE))
 
         value = (f"first byte {first_byte * 1000:.0f} ms, {size / 2**20:.0f} MiB in {took:.0f} s"
-                 f"{'' if complete else ' (stopped at --phase-seconds)'}, busiest process "
+                 f"{'' if complete else ' (stopped at --export-seconds)'}, busiest process "
                  f"{busiest:.0f} MiB")
         self.row(f"export of a {self.plan.canvases[0].count:,}-artifact canvas",
                  "first byte < 1 s; busiest process < 200 MiB", value,
                  first_byte < 1 and busiest < 200, explain(engine, work, self.records))
 
-    def delete_canvas(self, port: int, engine: Any, rt: Any) -> None:
+    def delete_canvas(self, port: int, service: servers.Proc, engine: Any,
+                      rt: Any) -> None:
         from engines.canvas_artifacts import repository as repo
         from engines.lifecycle.delete import BATCH
 
-        canvas = HOT[1]
+        with engine.connect() as conn:  # a rerun (--only delete) takes the spare hot canvas
+            live = conn.connection.cursor()
+            live.execute("SELECT 1 FROM canvas_artifacts WHERE tenant_id = %s AND env = 'prod' "
+                         "AND canvas_id = %s AND deleted_at IS NULL LIMIT 1", [MAIN, HOT[1]])
+            canvas = HOT[1] if live.fetchone() else HOT[3]
         stop = threading.Event()
         create_ms: list[float] = []
 
@@ -327,21 +351,33 @@ class ScaleBench:
         done = total - live
         worst = max(create_ms) if create_ms else float("nan")
         finished = "reply" in result
+        # delete_canvas logs its batches when it is done (engines.lifecycle, at info)
+        logged = service.log.read_text(errors="replace").splitlines()
+        summary = next((line for line in reversed(logged)
+                        if f"deleted canvas {MAIN}/prod {canvas}:" in line), "")
+        batches = re.search(r"(\d+) batches, longest (\d+) ms, usage and event counter held "
+                            r"at most (\d+) ms", summary)
+        longest = int(batches.group(2)) if batches else None
         value = (f"{done:,} of {total:,} deleted in {took:.0f} s ({done / took:,.0f}/s, "
                  f"{BATCH} per committed batch){'' if finished else ', still running at cap'};"
-                 f" creates beside it: max {worst:.0f} ms over {len(create_ms)}")
+                 + (f" {batches.group(1)} batches, longest {longest} ms, usage and event "
+                    f"counter held <= {batches.group(3)} ms;" if batches
+                    else " no batch summary logged;")
+                 + f" creates beside it: max {worst:.0f} ms over {len(create_ms)}")
 
         def work(conn: Any) -> None:
-            from engines.lifecycle.delete import Deletion, _tombstone
+            from engines.lifecycle.delete import Deletion, _announce, _tombstone
 
             records = repo.list_records(conn, MAIN, "prod", canvas, kind=None, rev=None,
                                         before_id=None, limit=BATCH)
-            if records:
-                _tombstone(conn, rt, records[0], Deletion("deleted", "u", "r", "c"), [])
+            deletion = Deletion("deleted", "u", "r", "c")
+            _announce(conn, rt, _tombstone(conn, rt, records, deletion, []), deletion)
 
         self.row(f"DELETE of a {total:,}-artifact canvas",
-                 "batches that each commit, no lock held > 1 s", value, worst < 1000,
-                 explain(engine, work, self.records))
+                 "batches that each commit, no lock held > 1 s", value,
+                 finished and worst < 1000 and longest is not None and longest < 1000,
+                 explain(engine, work, self.records), longest_batch_ms=longest,
+                 creates_beside_max_ms=worst)
 
     def job(self, name: str, command: list[str], env: dict[str, str], port: int,
             reads_tenant: str, target_p99: float | None) -> dict[str, Any]:
@@ -379,6 +415,7 @@ class ScaleBench:
                 "output": text}
 
     def retention(self, env: dict[str, str], port: int, rt: Any) -> None:
+        from engines.canvas_artifacts import repository as repo
         from engines.lifecycle import retention
         from engines.lifecycle.delete import BATCH
 
@@ -411,8 +448,12 @@ class ScaleBench:
         def work(conn: Any) -> None:
             retention.scopes_with_artifacts(conn, "audit")
             retention.count_expired(conn, MAIN, "prod", "audit", cutoff, keep_latest=True)
-            retention.expired_ids(conn, MAIN, "prod", "audit", cutoff, keep_latest=True,
-                                  limit=BATCH)
+            first = retention.expired_ids(conn, MAIN, "prod", "audit", cutoff,
+                                          keep_latest=True, limit=BATCH)
+            if first:  # the next batch reads on from where this one ended
+                [record] = repo.records_by_id(conn, MAIN, "prod", first[-1:])
+                retention.expired_ids(conn, MAIN, "prod", "audit", cutoff, keep_latest=True,
+                                      limit=BATCH, after=(record.created_at, record.id))
 
         self.row(f"retention pass expiring ~{target:,} records",
                  "progress line, RSS flat, others' p99 < 50 ms", value,
@@ -446,7 +487,7 @@ class ScaleBench:
                          self.records))
 
     def purge(self, env: dict[str, str], port: int) -> None:
-        from engines.lifecycle.purge import PURGED_TABLES
+        from engines.lifecycle.purge import PURGED_TABLES, purge_batch
 
         command = [str(servers.BIN / "engines"), "purge", "--tenant", PURGED, "--apply"]
         result = self.job("purge", command, env, port, OTHERS[0], 50)
@@ -454,13 +495,8 @@ class ScaleBench:
                  f"others' p99 {result['p99'] or 0:.1f} ms, RSS {result['rss_mib']:.0f} MiB")
 
         def work(conn: Any) -> None:
-            from sqlalchemy import delete, select
-
             for table in PURGED_TABLES:
-                key = list(table.primary_key.columns)[0]
-                chosen = select(key).where(table.c.tenant_id == PURGED,
-                                           table.c.env.in_(["prod"])).limit(5000)
-                conn.execute(delete(table).where(key.in_(chosen.scalar_subquery())))
+                purge_batch(conn, table, PURGED, "prod")
 
         self.row(f"engines purge of a {self.plan.tenant_records[PURGED]:,}-record tenant",
                  "the nine others' p99 < 50 ms", value, (result["p99"] or 1e9) < 50,
@@ -474,14 +510,14 @@ class ScaleBench:
         with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
             measured = conn.execute("SELECT to_regclass('bench_seed')").fetchone()[0] and \
                 conn.execute("SELECT 1 FROM bench_seed WHERE name = 'measured'").fetchone()
-        if measured:  # an earlier run changed the data (deletes, retention, purge): start over
+        if measured and not self.args.only:  # an earlier run changed the data: start over
             self.drop()
             url = self.database()
         self.say(f"database {self.name}: seeding {self.records:,} records (resumable)")
         self.plan = seed(url.replace("postgresql+psycopg", "postgresql"), self.records,
                          BUCKET, self.state_dir, self.say)
         with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
-            conn.execute("INSERT INTO bench_seed VALUES ('measured', '1')")
+            conn.execute("INSERT INTO bench_seed VALUES ('measured', '1') ON CONFLICT DO NOTHING")
         s3_port = servers.free_port()
         s3 = servers.start("s3", [sys.executable, "-m", "bench.s3_server", "--port",
                                   str(s3_port), "--bucket", BUCKET, "--keys-dir",
@@ -502,16 +538,20 @@ class ScaleBench:
             os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
             self.runtime = build_runtime(settings)
             self.engine = self.runtime.engine
-            service = servers.launch_service(env, self.args.workers, self.log_dir)
+            service = launch_service(env, self.args.workers, self.log_dir)
             service.wait_ready("/readyz")
             service.wait_workers(self.args.workers)
             port = service.port
-            self.reads(port, self.engine, self.runtime)
-            self.export(port, service, self.engine, self.runtime)
-            self.delete_canvas(port, self.engine, self.runtime)
-            self.retention(env, port, self.runtime)
-            self.gc(env, port)
-            self.purge(env, port)
+            phases: dict[str, Callable[[], None]] = {
+                "reads": lambda: self.reads(port, self.engine, self.runtime),
+                "export": lambda: self.export(port, service, self.engine, self.runtime),
+                "delete": lambda: self.delete_canvas(port, service, self.engine, self.runtime),
+                "retention": lambda: self.retention(env, port, self.runtime),
+                "gc": lambda: self.gc(env, port),
+                "purge": lambda: self.purge(env, port),
+            }
+            for name in self.args.only or phases:
+                phases[name]()
         finally:
             if service is not None:
                 service.stop()
@@ -530,6 +570,10 @@ class ScaleBench:
             print(f"{r['row']:<48} {verdict:<7} {r['value']}\n{'':<48} target: {r['target']}")
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = RESULTS / f"scale-{self.records}.json"
+        if self.args.only and path.exists():  # a rerun of some rows replaces those rows
+            again = {r["row"]: r for r in self.rows}
+            kept = json.loads(path.read_text())["rows"]
+            self.rows = [again.pop(r["row"], r) for r in kept] + list(again.values())
         path.write_text(orjson.dumps({"records": self.records, "workers": self.args.workers,
                                       "at": datetime.now(UTC).isoformat(),
                                       "rows": self.rows}, option=orjson.OPT_INDENT_2).decode())
@@ -543,7 +587,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase-seconds", type=float, default=600.0,
                         help="stop a long phase (export, DELETE, retention, gc, purge) after "
                              "this and report its rate")
+    parser.add_argument("--export-seconds", type=float, default=120.0,
+                        help="read the export for at most this long (its row is the first "
+                             "byte and the memory while it streams, not the whole tar)")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--only", action="append", choices=[
+        "reads", "export", "delete", "retention", "gc", "purge"], help="measure only these "
+        "rows (repeatable), on the database as an earlier --keep run left it, and replace "
+        "them in the saved results")
     parser.add_argument("--pg-admin-url", default=os.environ.get(
         "BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     return ScaleBench(parser.parse_args(argv)).run()

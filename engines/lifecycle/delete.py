@@ -14,6 +14,7 @@ the transaction that makes it unreferenced has committed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,9 +30,9 @@ from engines.common.ids import new_id
 from engines.db.writer import CommitOutcomeUnknown, write_transaction
 from engines.http.errors import ApiError, NotFound, ServiceUnavailable
 from engines.lifecycle import retention
-from engines.lifecycle.references import delete_if_unreferenced
+from engines.lifecycle.references import delete_unreferenced
 from engines.lineage.dataset_events import DatasetEvent
-from engines.media_v2.repository import artifacts as media_artifacts
+from engines.media_v2 import repository as media_repo
 from engines.observability import metrics
 from engines.runtime import Runtime
 
@@ -39,11 +40,16 @@ log = logging.getLogger("engines.lifecycle")
 
 BATCH = 200
 """Artifacts per transaction in bulk deletes and expiry: bounded memory and lock time (a
-batch holds its (tenant, env) event counter until it commits: creates there wait for it,
-so a batch must commit well within a second; bench/scale.py measures it)."""
+batch holds its (tenant, env) usage row and event counter from its events' insert until
+it commits: creates there wait for it, so that must stay well within a second; every
+batch is a few statements, and `BatchTimes` measures both, which bench/scale.py
+reports). At 10M records the events' 200 index insertions into cold pages are most of
+that hold."""
 SYSTEM_ACTOR = "system"
 PROGRESS_EVERY = 50_000
-"""Retention prints a progress line each time this many more artifacts have expired."""
+PROGRESS_SECONDS = 10.0
+"""Retention prints a progress line each time this many more artifacts have expired, and
+at least this often."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,60 +64,112 @@ class Deletion:
     """The deleter's X-Mode, when sent."""
 
 
-def _event(conn: Connection, rt: Runtime, record: ArtifactRecord, deletion: Deletion,
+def _event(record: ArtifactRecord, deletion: Deletion, document_id: str,
            now: datetime) -> DatasetEvent:
-    documents = rt.nexus.documents_for(conn, record.tenant_id, record.env, record.id)
     # the artifact's lineage, with the deleter's actor, request and correlation ids
     lineage = {**record_lineage(record), "actor_id": deletion.actor_id,
                "request_id": deletion.request_id, "correlation_id": deletion.correlation_id,
                "reason": deletion.reason, "deleted_at": now.isoformat(), "mode": deletion.mode}
     return DatasetEvent(id=new_id("dse"), tenant_id=record.tenant_id, env=record.env,
                         event_type=f"canvas.{record.kind}.{deletion.reason}",
-                        subject_id=record.id,
-                        document_id=documents[0].id if documents else "",
+                        subject_id=record.id, document_id=document_id,
                         lineage=lineage, created_at=now)
 
 
-def _tombstone(conn: Connection, rt: Runtime, record: ArtifactRecord,
-               deletion: Deletion, variant_uris: list[str]) -> bool:
-    """Step 1 for one record, on the caller's transaction; False if already deleted.
-    The URIs of its image variants, tombstoned with it, are added to variant_uris."""
+def _tombstone(conn: Connection, rt: Runtime, records: list[ArtifactRecord],
+               deletion: Deletion, variant_uris: list[str]) -> list[ArtifactRecord]:
+    """Step 1 for a batch of one (tenant, env), on the caller's transaction: the records
+    not already deleted, tombstoned with their media_v2 artifacts, replay indexes and
+    image variants (whose URIs are added to variant_uris); `_announce` then takes them
+    out of the usage and writes their events.
+
+    Set-based: one statement per table for the whole batch, however large."""
+    if not records:
+        return []
+    tenant_id, env = records[0].tenant_id, records[0].env
+    if any((r.tenant_id, r.env) != (tenant_id, env) for r in records):
+        raise ValueError("a deletion batch is of one tenant and env")
     now = datetime.now(UTC)
     c = repo.canvas_artifacts.c
-    marked = conn.execute(update(repo.canvas_artifacts).where(
-        c.id == record.id, c.deleted_at.is_(None)).values(deleted_at=now)).rowcount
-    if not marked:
-        return False
-    conn.execute(update(media_artifacts).where(
-        media_artifacts.c.id == record.media_artifact_id).values(deleted_at=now))
-    conn.execute(delete(repo.replay_indexes).where(
-        repo.replay_indexes.c.artifact_id == record.id))
-    variant_uris.extend(tombstone_variants(conn, record, now))
-    rt.nexus.record_event(conn, _event(conn, rt, record, deletion, now))
-    return True
+    marked = set(conn.execute(update(repo.canvas_artifacts).where(
+        c.tenant_id == tenant_id, c.env == env, c.id.in_([r.id for r in records]),
+        c.deleted_at.is_(None)).values(deleted_at=now).returning(c.id)).scalars())
+    done = [r for r in records if r.id in marked]
+    if not done:
+        return []
+    ids = [r.id for r in done]
+    media_repo.mark_artifacts_deleted(conn, tenant_id, env,
+                                     [r.media_artifact_id for r in done], now)
+    conn.execute(delete(repo.replay_indexes).where(repo.replay_indexes.c.artifact_id.in_(ids)))
+    variant_uris.extend(tombstone_variants(conn, tenant_id, env, ids, now))
+    return done
+
+
+def _announce(conn: Connection, rt: Runtime, done: list[ArtifactRecord],
+              deletion: Deletion) -> float:
+    """The batch's usage and deletion events: the last statements of its transaction.
+
+    Everything read first (the documents the events name), then the two rows every
+    create of the scope also writes: its usage row(s) and its event counter (which
+    takes the batch's count in one upsert). Creates wait on those from here to the
+    commit; returns when that began (time.monotonic()), for `BatchTimes`."""
+    now = datetime.now(UTC)
+    if not done:
+        return time.monotonic()
+    tenant_id, env = done[0].tenant_id, done[0].env
+    documents = rt.nexus.first_documents(conn, tenant_id, env, [r.id for r in done])
+    events = [_event(r, deletion, documents.get(r.id, ""), now) for r in done]
+    locked = time.monotonic()
+    quotas.count_deleted(conn, done)
+    rt.nexus.record_events(conn, events)
+    return locked
 
 
 def _remove_blobs(rt: Runtime, uris: list[str]) -> None:
-    """Step 2: each blob, unless still referenced; failures are left to gc."""
-    for uri in uris:
-        key = rt.store.key_for(uri)
-        if key is None:
-            continue
-        try:
-            delete_if_unreferenced(rt.engine, rt.store, key)
-        except Exception:  # noqa: BLE001 - the delete stands; gc removes the blob later
-            log.exception("could not remove the blob %s of a deleted artifact", uri)
+    """Step 2: each blob, unless still referenced (asked for the batch at once); failures
+    are left to gc."""
+    keys = [key for key in dict.fromkeys(rt.store.key_for(uri) for uri in uris) if key]
+    if not keys:
+        return
+    try:
+        delete_unreferenced(rt.engine, rt.store, keys)
+    except Exception:  # noqa: BLE001 - the delete stands; gc removes the blobs later
+        log.exception("could not remove the blobs of %d deleted artifacts", len(keys))
+
+
+@dataclass(slots=True)
+class BatchTimes:
+    """How long a bulk delete's batches took: the longest transaction, and the longest
+    hold of the scope's usage row and event counter (from updating them to the end of
+    the commit), which is what a create beside the delete can wait for. Seconds."""
+
+    batches: int = 0
+    longest: float = 0.0
+    longest_lock: float = 0.0
+
+    def add(self, took: float, locked: float) -> None:
+        self.batches += 1
+        self.longest = max(self.longest, took)
+        self.longest_lock = max(self.longest_lock, locked)
+
+    def summary(self) -> str:
+        return (f"{self.batches} batches, longest {self.longest * 1000:.0f} ms, usage and "
+                f"event counter held at most {self.longest_lock * 1000:.0f} ms")
 
 
 def _delete_batch(rt: Runtime, load: Callable[[Connection], list[ArtifactRecord]],
-                  deletion: Deletion) -> list[ArtifactRecord]:
+                  deletion: Deletion, times: BatchTimes | None = None) -> list[ArtifactRecord]:
     """One transaction: load records, tombstone them; then remove their blobs."""
     done: list[ArtifactRecord] = []
     variant_uris: list[str] = []
+    started = time.monotonic()
     try:
         with write_transaction(rt.engine) as conn:
-            done = [r for r in load(conn) if _tombstone(conn, rt, r, deletion, variant_uris)]
-            quotas.count_deleted(conn, done)
+            done = _tombstone(conn, rt, load(conn), deletion, variant_uris)
+            locked = _announce(conn, rt, done, deletion)
+        if times is not None:
+            finished = time.monotonic()
+            times.add(finished - started, finished - locked)
     except CommitOutcomeUnknown as exc:
         # the blobs are kept: a committed tombstone makes them gc's, an uncommitted one
         # leaves the artifacts live; a retry of the request finishes the job either way
@@ -154,13 +212,17 @@ def delete_artifact(rt: Runtime, tenant_id: str, env: str, canvas_id: str, artif
 
 def delete_canvas(rt: Runtime, tenant_id: str, env: str, canvas_id: str,
                   deletion: Deletion) -> int:
-    """Every live artifact of a canvas, BATCH per transaction; a retry finishes the job."""
+    """Every live artifact of a canvas, BATCH per transaction; a retry finishes the job.
+    Logs how many, and how long its batches (and their event-counter locks) took."""
     deleted = 0
+    times = BatchTimes()
     while True:
         batch = _delete_batch(rt, lambda conn: repo.list_records(
             conn, tenant_id, env, canvas_id, kind=None, rev=None, before_id=None,
-            limit=BATCH), deletion)
+            limit=BATCH), deletion, times)
         if not batch:
+            log.info("deleted canvas %s/%s %s: %d artifacts; %s", tenant_id, env, canvas_id,
+                     deleted, times.summary())
             return deleted
         deleted += len(batch)
 
@@ -203,21 +265,27 @@ def would_expire(rt: Runtime, plan: ExpiryPlan) -> list[str]:
                                      keep_latest=rt.settings.retention_keep_latest, limit=None)
 
 
-def expire(rt: Runtime, plan: ExpiryPlan) -> Iterator[list[str]]:
+def expire(rt: Runtime, plan: ExpiryPlan,
+           times: BatchTimes | None = None) -> Iterator[list[str]]:
     """Expire what one plan found, BATCH per transaction; yields each batch's ids.
 
-    Resumable: a crash loses nothing that should stay (each batch commits its
-    tombstones and events together) and the next run expires the rest.
+    Each batch reads on from where the last one ended (the expiry index's order),
+    so none walks again past what earlier batches kept or removed. Resumable: a
+    crash loses nothing that should stay (each batch commits its tombstones and
+    events together) and the next run expires the rest.
     """
     deletion = Deletion("expired", SYSTEM_ACTOR, new_id("req"), new_id("cor"))
+    after: tuple[datetime, str] | None = None
 
     def load(conn: Connection) -> list[ArtifactRecord]:
         ids = retention.expired_ids(conn, plan.tenant_id, plan.env, plan.kind, plan.cutoff,
                                     keep_latest=rt.settings.retention_keep_latest,
-                                    limit=BATCH)
+                                    limit=BATCH, after=after)
         return repo.records_by_id(conn, plan.tenant_id, plan.env, ids)
 
-    while batch := _delete_batch(rt, load, deletion):
+    while batch := _delete_batch(rt, load, deletion, times):
+        last = max(batch, key=lambda r: (r.created_at, r.id))
+        after = (last.created_at, last.id)
         yield [record.id for record in batch]
 
 
@@ -237,19 +305,26 @@ def expire_all(rt: Runtime, *, apply: bool, progress: Callable[[str], None] = la
     """
     listed = []
     for plan in expiry_plans(rt, now or datetime.now(UTC)):
+        scope = f"retention: {plan.tenant_id}/{plan.env} {plan.kind}:"
+        times = BatchTimes()
         if apply:
+            progress(f"{scope} {plan.count} due (created before {plan.cutoff.isoformat()})")
             ids = []
-            for batch in expire(rt, plan):
+            started = shown_at = time.monotonic()
+            for batch in expire(rt, plan, times):
                 ids.extend(batch)
-                if len(ids) % PROGRESS_EVERY < len(batch):
-                    progress(f"retention: {plan.tenant_id}/{plan.env} {plan.kind}: expired "
-                             f"{len(ids)} of {plan.count} so far")
+                if (len(ids) % PROGRESS_EVERY < len(batch)
+                        or time.monotonic() - shown_at >= PROGRESS_SECONDS):
+                    shown_at = time.monotonic()
+                    rate = len(ids) / max(shown_at - started, 1e-9)
+                    progress(f"{scope} expired {len(ids)} of {plan.count} so far "
+                             f"({rate:,.0f}/s; {times.summary()})")
             metrics.record_retention(len(ids))
         else:
             ids = would_expire(rt, plan)
         verb = "expired" if apply else "would expire"
-        progress(f"retention: {plan.tenant_id}/{plan.env} {plan.kind}: {verb} {len(ids)} "
-                 f"(created before {plan.cutoff.isoformat()})")
+        progress(f"{scope} {verb} {len(ids)} (created before {plan.cutoff.isoformat()})"
+                 + (f"; {times.summary()}" if apply else ""))
         shown = ids if shown_ids is None else ids[:shown_ids]
         for artifact_id in shown:
             progress(f"retention:   {artifact_id}")

@@ -22,7 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, Engine, Table, delete, func, select, tuple_
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    delete,
+    func,
+    select,
+    tuple_,
+)
 
 from engines.canvas_artifacts.quotas import tenant_usage
 from engines.canvas_artifacts.repository import canvas_artifacts, replay_indexes
@@ -80,12 +90,44 @@ def _envs(engine: Engine, tenant_id: str) -> list[str]:
     return sorted(found)
 
 
-def _scope(table: Table, tenant_id: str, envs: list[str]) -> tuple[ColumnElement[bool], ...]:
-    """The rows of (tenant, envs) in one table; earlier purges' events are not data."""
-    scope = (table.c.tenant_id == tenant_id, table.c.env.in_(envs))
+def _scope(table: Table, tenant_id: str, env: str) -> tuple[ColumnElement[bool], ...]:
+    """The rows of (tenant, env) in one table; earlier purges' events are not data."""
+    scope = (table.c.tenant_id == tenant_id, table.c.env == env)
     if table is dataset_events:
         return (*scope, dataset_events.c.event_type != SCOPE_PURGED)
     return scope
+
+
+def _batch_order(table: Table) -> list[Column[object]]:
+    """The columns of the shortest full index that starts with (tenant_id, env).
+
+    A batch read in this order is a range scan of that index, stopped after BATCH
+    entries. Unordered, the planner may pick a sequential scan that stops at BATCH
+    rows as soon as it meets them: cheap on paper, but the tenant's rows sit together
+    in the table, so every batch would read past the other tenants' to reach them."""
+    def scoped(columns: list[Column[object]]) -> bool:
+        return [c.name for c in columns][:2] == ["tenant_id", "env"]
+
+    key = list(table.primary_key.columns)
+    found = [list(index.columns) for index in sorted(table.indexes, key=lambda i: str(i.name))
+             if index.dialect_options["postgresql"].get("where") is None]
+    return min((c for c in [*found, key] if scoped(c)), key=len, default=key)
+
+
+def purge_batch(conn: Connection, table: Table, tenant_id: str, env: str) -> int:
+    """Delete up to BATCH rows of (tenant, env) from one table; returns how many were chosen.
+
+    Two statements: the keys, read in index order, then a DELETE of exactly those
+    keys (a primary-key lookup each). One `DELETE ... IN (subquery)` left the join
+    to the planner, which hashed the chosen keys and scanned the whole table."""
+    key = list(table.primary_key.columns)
+    chosen = conn.execute(select(*key).where(*_scope(table, tenant_id, env))
+                          .order_by(*_batch_order(table)).limit(BATCH)).all()
+    if chosen:
+        match = (key[0].in_([row[0] for row in chosen]) if len(key) == 1
+                 else tuple_(*key).in_([tuple(row) for row in chosen]))
+        conn.execute(delete(table).where(match))
+    return len(chosen)
 
 
 def _announce(engine: Engine, tenant_id: str, envs: list[str]) -> None:
@@ -100,18 +142,14 @@ def _announce(engine: Engine, tenant_id: str, envs: list[str]) -> None:
                 subject_id=tenant_id, document_id="",
                 lineage={"tenant_id": tenant_id, "env": env, "reason": "purged",
                          "purged_at": now.isoformat()}, created_at=now))
-def _delete_in_batches(engine: Engine, table: Table, scope: tuple[ColumnElement[bool], ...],
+def _delete_in_batches(engine: Engine, table: Table, tenant_id: str, env: str,
                        progress: Callable[[str], None]) -> int:
     """DELETE the scope's rows BATCH at a time, each batch its own transaction: no
     transaction holds a million row locks, and other tenants' writes interleave."""
-    key = list(table.primary_key.columns)
-    chosen = select(*key).where(*scope).limit(BATCH)
-    statement = delete(table).where(
-        key[0].in_(chosen.scalar_subquery()) if len(key) == 1 else tuple_(*key).in_(chosen))
     total = 0
     while True:
         with write_transaction(engine) as conn:
-            count = conn.execute(statement).rowcount
+            count = purge_batch(conn, table, tenant_id, env)
         total += count
         if count < BATCH:
             return total
@@ -125,12 +163,14 @@ def purge(store: BlobStore, engine: Engine, tenant_id: str, env: str | None, *, 
     envs = [env] if env else _envs(engine, tenant_id)
     report = PurgeReport(tenant_id=tenant_id, envs=envs, applied=apply)
     for table in PURGED_TABLES:
-        scope = _scope(table, tenant_id, envs)
-        if apply:
-            count = _delete_in_batches(engine, table, scope, progress)
-        else:
-            with engine.connect() as conn:
-                count = conn.execute(select(func.count()).where(*scope)).scalar_one()
+        count = 0
+        for one in envs:  # an env at a time: (tenant_id, env) equal, the index gives the order
+            if apply:
+                count += _delete_in_batches(engine, table, tenant_id, one, progress)
+            else:
+                with engine.connect() as conn:
+                    count += conn.execute(select(func.count()).where(
+                        *_scope(table, tenant_id, one))).scalar_one()
         report.rows[table.name] = count
         progress(f"purge: {table.name}: {count} rows{'' if apply else ' (dry run)'}")
     if apply:

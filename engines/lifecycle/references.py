@@ -53,6 +53,20 @@ def is_referenced(conn: Connection, uri: str) -> bool:
                for column in URI_COLUMNS)
 
 
+def referenced_among(conn: Connection, uris: Iterable[str]) -> set[str]:
+    """Which of these (canonical) URIs a live committed row holds: one query per URI
+    column for all of them, where `is_referenced` asks per URI."""
+    left, found = set(uris), set()
+    for column in URI_COLUMNS:
+        if not left:
+            break
+        held = set(conn.execute(select(column).where(column.in_(left), _live(column))
+                                .distinct()).scalars())
+        found |= held
+        left -= held
+    return found
+
+
 @dataclass
 class KeyRange:
     """What the database says about the keys of one stretch of a listing."""
@@ -68,8 +82,9 @@ class KeyRange:
 def references_between(conn: Connection, store: BlobStore, after: str, upto: str) -> KeyRange:
     """Every key in (after, upto] that a row of a URI column holds, in byte order.
 
-    One index range scan per column (`in_key_order`: the listing's order), so gc
-    holds one page of keys at a time, never the set of all of them.
+    One index range scan per column (`in_key_order`: the listing's order, grouped in
+    that order too, so the scan needs no sort), so gc holds one page of keys at a
+    time, never the set of all of them.
     """
     low, high = store.uri_for(after), store.uri_for(upto)
     found = KeyRange()
@@ -79,9 +94,9 @@ def references_between(conn: Connection, store: BlobStore, after: str, upto: str
         ordered = in_key_order(column, dialect)
         record = (canvas_artifacts.c.deleted_at.is_(None) if column is record_column
                   else false())
-        rows = conn.execute(select(column, func.max(case((live, 1), else_=0)),
+        rows = conn.execute(select(ordered, func.max(case((live, 1), else_=0)),
                                    func.max(case((record, 1), else_=0)))
-                            .where(ordered > low, ordered <= high).group_by(column))
+                            .where(ordered > low, ordered <= high).group_by(ordered))
         for uri, keeps, is_record in rows:
             key = store.key_for(uri)
             if key is None:
@@ -112,6 +127,24 @@ def delete_if_unreferenced(engine: Engine, store: BlobStore, key: str) -> bool:
             return False
     store.delete(key)
     return True
+
+
+def delete_unreferenced(engine: Engine, store: BlobStore, keys: list[str]) -> list[str]:
+    """`delete_if_unreferenced` for many keys, asked of the database together; returns the
+    keys it could not remove (each failure is logged and left to gc)."""
+    with engine.connect() as conn:
+        held = referenced_among(conn, [store.uri_for(key) for key in keys])
+    failed = []
+    for key in keys:
+        if store.uri_for(key) in held:
+            log.warning("kept blob %s: a committed record references it", key)
+            continue
+        try:
+            store.delete(key)
+        except Exception:  # noqa: BLE001 - the caller's delete stands; gc removes it later
+            log.exception("could not remove the blob %s", key)
+            failed.append(key)
+    return failed
 
 
 def _discard(engine: Engine, store: BlobStore, key: str) -> None:

@@ -19,11 +19,12 @@ from sqlalchemy import (
     Select,
     String,
     Table,
-    and_,
     delete,
     exists,
     func,
+    literal,
     select,
+    tuple_,
 )
 from sqlalchemy.orm import aliased
 
@@ -101,32 +102,42 @@ def scopes_with_artifacts(conn: Connection, kind: str) -> list[tuple[str, str]]:
 
 def _expired(tenant_id: str, env: str, kind: str, cutoff: datetime, *,
              keep_latest: bool) -> Select[tuple[str]]:
-    """Live artifacts created before cutoff.
+    """Live artifacts created before cutoff: a range of the expiry index.
 
     With keep_latest, an artifact is only expired when a newer live one of
     its kind exists on its canvas (newer as `latest` orders: rev, then id),
-    so a canvas never loses its current preview to retention.
+    so a canvas never loses its current preview to retention. That test is one
+    descent of the `latest` index per candidate, to just past its (rev, id) (a
+    row comparison: the index's own order, where `rev > x OR ...` would walk
+    every older entry of a 100k-artifact canvas); OFFSET 0 keeps PostgreSQL from
+    turning it into a join, which it plans as a hash of every live artifact of
+    the kind (a sequential scan of the table) once it expects many candidates.
     """
     c = canvas_artifacts.c
     query = select(c.id).where(c.tenant_id == tenant_id, c.env == env, c.kind == kind,
                                c.deleted_at.is_(None), c.created_at < cutoff)
     if keep_latest:
         newer = aliased(canvas_artifacts)
-        query = query.where(exists().where(
+        query = query.where(select(literal(1)).where(
             newer.c.tenant_id == c.tenant_id, newer.c.env == c.env,
             newer.c.canvas_id == c.canvas_id, newer.c.kind == c.kind,
             newer.c.deleted_at.is_(None),
-            (newer.c.rev > c.rev) | and_(newer.c.rev == c.rev, newer.c.id > c.id)))
+            tuple_(newer.c.rev, newer.c.id) > tuple_(c.rev, c.id))
+            .limit(1).offset(0).exists())
     return query
 
 
 def expired_ids(conn: Connection, tenant_id: str, env: str, kind: str, cutoff: datetime, *,
-                keep_latest: bool, limit: int | None) -> list[str]:
+                keep_latest: bool, limit: int | None,
+                after: tuple[datetime, str] | None = None) -> list[str]:
     """Up to `limit` (None: every one of the) artifacts past their retention, oldest first
-    (the expiry index's order: each batch starts where the live ones begin, past the
-    tombstones)."""
+    (the expiry index's order), after the (created_at, id) `after` when given: a batch
+    starts where the last one ended instead of walking its tombstones and kept ones."""
     query = _expired(tenant_id, env, kind, cutoff, keep_latest=keep_latest)
     c = canvas_artifacts.c
+    if after is not None:
+        query = query.where(tuple_(c.created_at, c.id) > tuple_(
+            literal(after[0], c.created_at.type), literal(after[1], c.id.type)))
     return list(conn.execute(query.order_by(c.created_at, c.id).limit(limit)).scalars())
 
 

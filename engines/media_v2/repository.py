@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     and_,
     insert,
+    or_,
     select,
     update,
 )
@@ -114,18 +115,21 @@ def artifacts_of(conn: Connection, asset: MediaAsset) -> list[DerivedArtifact]:
 
 
 def artifacts_with_id_prefix(conn: Connection, tenant_id: str, env: str, kind: str,
-                             prefix: str) -> list[DerivedArtifact]:
-    """Artifacts whose id starts with an alphanumeric `prefix` followed by lower-case hex.
+                             *prefixes: str) -> list[DerivedArtifact]:
+    """Artifacts whose id starts with one of the alphanumeric `prefixes` followed by
+    lower-case hex, in one query (a bulk delete asks for a batch's worth at once).
 
-    A primary-key range scan rather than LIKE, which PostgreSQL can only answer
+    Primary-key range scans rather than LIKE, which PostgreSQL can only answer
     from the index under the C collation. Every id in range is the prefix plus
     [0-9a-f] characters, and those sort below "g" in any collation.
     """
+    if not prefixes:
+        return []
+    c = artifacts.c
     rows = conn.execute(select(artifacts).where(
-        artifacts.c.id >= prefix, artifacts.c.id < prefix + "g",
-        artifacts.c.tenant_id == tenant_id, artifacts.c.env == env, artifacts.c.kind == kind,
-        artifacts.c.deleted_at.is_(None),
-    ).order_by(artifacts.c.id)).mappings()
+        or_(*(and_(c.id >= prefix, c.id < prefix + "g") for prefix in prefixes)),
+        c.tenant_id == tenant_id, c.env == env, c.kind == kind, c.deleted_at.is_(None),
+    ).order_by(c.id)).mappings()
     return [DerivedArtifact.model_validate(dict(r)) for r in rows]
 
 

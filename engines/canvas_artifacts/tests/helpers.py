@@ -144,16 +144,17 @@ def fail_third_deletion_in_batches_of_two(stack: Stack, monkeypatch: Any) -> Non
     from engines.lifecycle import delete as lifecycle
 
     monkeypatch.setattr(lifecycle, "BATCH", 2)
-    real = stack.runtime.nexus.record_event
+    real = stack.runtime.nexus.record_events
     calls: list[int] = []
 
-    def failing(conn: Any, event: Any) -> None:
-        calls.append(1)
-        if len(calls) == 3:
+    def failing(conn: Any, events: Any) -> None:
+        before = len(calls)
+        calls.extend(1 for _event in events)
+        if before < 3 <= len(calls):  # the batch that holds the third event
             raise RuntimeError("Nexus is down")
-        real(conn, event)
+        real(conn, events)
 
-    monkeypatch.setattr(stack.runtime.nexus, "record_event", failing)
+    monkeypatch.setattr(stack.runtime.nexus, "record_events", failing)
 
 
 def server_env(stack: Stack) -> dict[str, str]:

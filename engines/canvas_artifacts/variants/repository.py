@@ -74,10 +74,15 @@ def record_variant(rt: Runtime, record: ArtifactRecord,
     return _remember(rt, winner, started)
 
 
-def tombstone_variants(conn: Connection, record: ArtifactRecord, now: datetime) -> list[str]:
-    """Mark a deleted artifact's variants deleted, on the delete's transaction; returns
-    their URIs, whose blobs the delete removes once it has committed."""
-    found = variants_of(conn, record.tenant_id, record.env, record.id)
-    media_repo.mark_artifacts_deleted(conn, record.tenant_id, record.env,
-                                      [v.id for v in found], now)
+def tombstone_variants(conn: Connection, tenant_id: str, env: str, artifact_ids: list[str],
+                       now: datetime) -> list[str]:
+    """Mark deleted artifacts' variants deleted, on the delete's transaction, with one
+    lookup for them all; returns their URIs, whose blobs the delete removes once it has
+    committed."""
+    deleted = set(artifact_ids)
+    found = [a for a in media_repo.artifacts_with_id_prefix(
+        conn, tenant_id, env, VARIANT_KIND,
+        *(variant_id_prefix(tenant_id, env, artifact_id) for artifact_id in artifact_ids))
+        if a.meta.get("source_artifact_id") in deleted]
+    media_repo.mark_artifacts_deleted(conn, tenant_id, env, [v.id for v in found], now)
     return [v.uri for v in found]

@@ -28,9 +28,19 @@ class NexusBackend(abc.ABC):
     def record_event(self, tx: Connection, event: DatasetEvent) -> None:
         """Write a lone event (e.g. a deletion) inside the caller's transaction, with its seq."""
 
+    def record_events(self, tx: Connection, events: Sequence[DatasetEvent]) -> None:
+        """Many lone events (a bulk delete's batch) inside the caller's transaction."""
+        for event in events:
+            self.record_event(tx, event)
+
     @abc.abstractmethod
     def documents_for(self, conn: Connection, tenant_id: str, env: str,
                       subject_id: str) -> list[NexusDocument]: ...
+
+    @abc.abstractmethod
+    def first_documents(self, conn: Connection, tenant_id: str, env: str,
+                        subject_ids: Sequence[str]) -> dict[str, str]:
+        """The id of each subject's first document (what its deletion event names)."""
 
     @abc.abstractmethod
     def events_for(self, conn: Connection, tenant_id: str, env: str,

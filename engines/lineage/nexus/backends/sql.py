@@ -151,15 +151,23 @@ class _BatchEvents(Part):
 
     def flush(self, conn: Connection) -> None:
         queued, self.events = self.events, []
-        feeds: dict[tuple[str, str], list[DatasetEvent]] = {}
-        for event in queued:
-            feeds.setdefault((event.tenant_id, event.env), []).append(event)
-        for (tenant_id, env), feed in sorted(feeds.items()):
-            last = next_seq(conn, tenant_id, env, len(feed))
-            for seq, event in enumerate(feed, start=last - len(feed) + 1):
-                event.seq = seq
-        if queued:
-            conn.execute(_INSERT_EVENT, [event.model_dump() for event in queued])
+        _insert_numbered(conn, queued)
+
+
+def _insert_numbered(tx: Connection, events: Sequence[DatasetEvent]
+                     ) -> dict[tuple[str, str], list[DatasetEvent]]:
+    """Per feed one counter update for all its events (they take the numbers below the new
+    value, in list order), then one INSERT of them all; returns the events by feed."""
+    feeds: dict[tuple[str, str], list[DatasetEvent]] = {}
+    for event in events:
+        feeds.setdefault((event.tenant_id, event.env), []).append(event)
+    for (tenant_id, env), feed in sorted(feeds.items()):
+        last = next_seq(tx, tenant_id, env, len(feed))
+        for seq, event in enumerate(feed, start=last - len(feed) + 1):
+            event.seq = seq
+    if events:
+        tx.execute(_INSERT_EVENT, [event.model_dump() for event in events])
+    return feeds
 
 
 def _notify_payload(event: DatasetEvent) -> str:
@@ -207,11 +215,19 @@ class SqlNexusBackend(NexusBackend):
             batch.part("nexus.events", _BatchEvents).events.append(event)
 
     def record_event(self, tx: Connection, event: DatasetEvent) -> None:
-        event.seq = next_seq(tx, event.tenant_id, event.env)
-        tx.execute(_INSERT_EVENT, event.model_dump())
+        self.record_events(tx, [event])
+
+    def record_events(self, tx: Connection, events: Sequence[DatasetEvent]) -> None:
+        """Numbered and inserted together, then one NOTIFY per feed: a bulk delete's
+        batch costs a few statements, not a few per artifact."""
+        feeds = _insert_numbered(tx, events)
         if tx.dialect.name == "postgresql":
-            tx.execute(text("SELECT pg_notify(:channel, :payload)"),
-                       {"channel": NOTIFY_CHANNEL, "payload": _notify_payload(event)})
+            for (tenant_id, env), feed in sorted(feeds.items()):
+                payload = f"{tenant_id} {env}"
+                if any(drops_caches(event.event_type) for event in feed):
+                    payload += f" {NOTIFY_DROP}"
+                tx.execute(text("SELECT pg_notify(:channel, :payload)"),
+                           {"channel": NOTIFY_CHANNEL, "payload": payload})
 
     def documents_for(self, conn: Connection, tenant_id: str, env: str,
                       subject_id: str) -> list[NexusDocument]:
@@ -219,6 +235,14 @@ class SqlNexusBackend(NexusBackend):
             documents.c.tenant_id == tenant_id, documents.c.env == env,
             documents.c.subject_id == subject_id).order_by(documents.c.id)).mappings()
         return [NexusDocument.model_validate(dict(r)) for r in rows]
+
+    def first_documents(self, conn: Connection, tenant_id: str, env: str,
+                        subject_ids: Sequence[str]) -> dict[str, str]:
+        d = documents.c
+        rows = conn.execute(select(d.subject_id, func.min(d.id)).where(
+            d.tenant_id == tenant_id, d.env == env, d.subject_id.in_(list(subject_ids)))
+            .group_by(d.subject_id)) if subject_ids else []
+        return {subject: document_id for subject, document_id in rows}
 
     def lineage_of(self, conn: Connection, tenant_id: str, env: str,
                    subject_ids: Sequence[str]) -> dict[str, SubjectLineage]:

@@ -1,0 +1,99 @@
+"""Bulk deletes at scale: every batch is a few statements whatever its size, and says how
+long it held the scope's event counter; purge batches read in a (tenant, env) index."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import event, select
+
+from conftest import Stack, new_canvas
+from engines.canvas_artifacts.tests.helpers import create_preview, created, new_tenant
+from engines.common.ids import new_id
+from engines.db.writer import write_transaction
+from engines.lifecycle import delete as lifecycle
+from engines.lifecycle.purge import PURGED_TABLES, _batch_order
+from engines.lifecycle.references import delete_unreferenced
+from engines.lineage.dataset_events import DatasetEvent
+from engines.lineage.nexus.backends.sql import SqlNexusBackend, events
+
+
+def _event(tenant: str) -> DatasetEvent:
+    return DatasetEvent(id=new_id("dse"), tenant_id=tenant, env="dev",
+                        event_type="canvas.audit.deleted", subject_id=new_id("art"),
+                        document_id="", lineage={}, created_at=datetime.now(UTC))
+
+
+def test_record_events_numbers_each_feed_in_one_go(stack: Stack) -> None:
+    a, b = new_tenant(), new_tenant()
+    backend = SqlNexusBackend()
+    with write_transaction(stack.runtime.engine) as tx:
+        backend.record_event(tx, _event(a))
+    batch = [_event(a), _event(b), _event(a), _event(b), _event(a)]
+    with write_transaction(stack.runtime.engine) as tx:
+        backend.record_events(tx, batch)
+    assert [e.seq for e in batch] == [2, 1, 3, 2, 4], "list order within each feed"
+    with stack.runtime.engine.connect() as conn:
+        stored = dict(conn.execute(select(events.c.id, events.c.seq).where(
+            events.c.tenant_id.in_([a, b]))).all())
+    assert all(stored[e.id] == e.seq for e in batch)
+
+
+def test_a_canvas_delete_costs_the_same_statements_per_batch_whatever_its_size(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    tenant, canvas = new_tenant(), new_canvas()
+    for rev in range(12):
+        created(create_preview(stack, canvas, rev=rev, tenant=tenant))
+    statements: list[str] = []
+
+    def note(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    engine = stack.runtime.engine
+    per_batch = {}
+    for size in (3, 6):
+        monkeypatch.setattr(lifecycle, "BATCH", size)
+        statements.clear()
+        event.listen(engine, "before_cursor_execute", note)
+        try:
+            with write_transaction(engine) as conn:
+                records = lifecycle.repo.list_records(conn, tenant, "dev", canvas, kind=None,
+                                                      rev=None, before_id=None, limit=size)
+                deletion = lifecycle.Deletion("deleted", "u", "r", "c")
+                lifecycle._announce(conn, stack.runtime, lifecycle._tombstone(
+                    conn, stack.runtime, records, deletion, []), deletion)
+        finally:
+            event.remove(engine, "before_cursor_execute", note)
+        per_batch[size] = len(statements)
+    assert per_batch[3] == per_batch[6] <= 16, per_batch
+
+    monkeypatch.setattr(lifecycle, "BATCH", 2)
+    with caplog.at_level(logging.INFO, logger="engines.lifecycle"):
+        deleted = lifecycle.delete_canvas(stack.runtime, tenant, "dev", canvas,
+                                          lifecycle.Deletion("deleted", "u", "r", "c"))
+    assert deleted == 3
+    [line] = [r.getMessage() for r in caplog.records if "deleted canvas" in r.getMessage()]
+    assert f"{canvas}: 3 artifacts; 3 batches, longest " in line
+    assert "usage and event counter held at most" in line
+
+
+def test_every_purged_table_is_batched_in_a_tenant_index_order() -> None:
+    for table in PURGED_TABLES:
+        order = [c.name for c in _batch_order(table)]
+        assert order[:2] == ["tenant_id", "env"], (table.name, order)
+        assert any([c.name for c in index.columns] == order for index in table.indexes) \
+            or order == [c.name for c in table.primary_key.columns], table.name
+
+
+def test_delete_unreferenced_asks_once_and_keeps_what_is_referenced(stack: Stack) -> None:
+    tenant, canvas = new_tenant(), new_canvas()
+    kept = created(create_preview(stack, canvas, tenant=tenant))
+    store = stack.runtime.store
+    live = store.key_for(kept["uri"])
+    orphan = f"tenants/{tenant}/dev/canvas/{canvas}/preview/art_orphan.png"
+    store.put_bytes(orphan, b"\x89PNG orphan", "image/png")
+    assert delete_unreferenced(stack.runtime.engine, store, [live, orphan]) == []
+    assert store.exists(live), "a live record references it"
+    assert not store.exists(orphan)
