@@ -81,13 +81,18 @@ def drop_pg_database(admin_url: str, url: str) -> None:
     admin.dispose()
 
 
+def migrate(url: str) -> None:
+    """Migrate the database at `url` to head, leaving no connection open."""
+    engine = build_engine(Settings(database_url=url))
+    upgrade(engine)
+    engine.dispose()
+
+
 @contextlib.contextmanager
 def migrated_pg_database(admin_url: str) -> Iterator[str]:
     """A fresh database migrated to head, dropped afterwards; yields its URL."""
     url = create_pg_database(admin_url)
-    engine = build_engine(Settings(database_url=url))
-    upgrade(engine)
-    engine.dispose()
+    migrate(url)
     try:
         yield url
     finally:
@@ -127,9 +132,7 @@ def make_bucket(endpoint: str) -> str:
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite file copied per test: migrations run once, not per test."""
     path = tmp_path_factory.mktemp("template") / "engines.db"
-    engine = build_engine(Settings(database_url=f"sqlite:///{path}"))
-    upgrade(engine)
-    engine.dispose()
+    migrate(f"sqlite:///{path}")
     return path
 
 

@@ -27,16 +27,14 @@ import pytest
 from conftest import (
     PNG,
     SIGNING_KEY,
-    create_pg_database,
-    drop_pg_database,
     make_bucket,
+    migrate,
+    migrated_pg_database,
     new_canvas,
 )
 from engines.auth.tokens import issue_token
 from engines.canvas_artifacts.tests.images import png
 from engines.config import Settings
-from engines.db.engine import build_engine
-from engines.db.migrate import upgrade
 from tests._server import ENGINES, Server, running_server
 from tests.test_crash_gc import service_env
 
@@ -63,23 +61,15 @@ def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str,
                       webhooks_enabled="false")
     if request.param == "local-sqlite":
         url = f"sqlite:///{tmp_path / 'shared.db'}"
-        engine = build_engine(Settings(database_url=url))
-        upgrade(engine)
-        engine.dispose()
+        migrate(url)
         yield {**env, "DATABASE_URL": url, "MEDIA_LOCAL_ROOT": str(tmp_path / "media")}
         return
     admin_url = request.getfixturevalue("pg_admin_url")
     endpoint = request.getfixturevalue("s3_endpoint")
-    url = create_pg_database(admin_url)
-    engine = build_engine(Settings(database_url=url))
-    upgrade(engine)
-    engine.dispose()
-    try:
+    with migrated_pg_database(admin_url) as url:
         yield {**env, "DATABASE_URL": url, "AUTO_MIGRATE": "0",
                "RAW_BUCKET": make_bucket(endpoint), "AWS_ENDPOINT_URL_S3": endpoint,
                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    finally:
-        drop_pg_database(admin_url, url)
 
 
 @contextlib.contextmanager

@@ -45,15 +45,14 @@ from conftest import (
     create_pg_database,
     drop_pg_database,
     make_bucket,
+    migrate,
     new_canvas,
 )
 from engines.auth.tokens import issue_token
 from engines.config import Settings
-from engines.db.engine import build_engine
-from engines.db.migrate import upgrade
 from engines.events.tests.sse_client import SseReader
 from tests._http import serving
-from tests._server import ENGINES, free_port, wait_ready
+from tests._server import ENGINES, free_port, stop, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3,
               pytest.mark.xdist_group("multinode")]
@@ -174,12 +173,7 @@ def haproxy(nodes: dict[str, Node], workdir: Path) -> Iterator[str]:
         wait_ready(url, process, log)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -192,9 +186,7 @@ def cluster(request: pytest.FixtureRequest,
     endpoint = request.getfixturevalue("s3_endpoint")
     workdir = tmp_path_factory.mktemp("multinode")
     url = create_pg_database(admin_url)
-    engine = build_engine(Settings(database_url=url))
-    upgrade(engine)
-    engine.dispose()
+    migrate(url)
     shared = {
         "DATABASE_URL": url, "AUTO_MIGRATE": "0", "RAW_BUCKET": make_bucket(endpoint),
         "AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "testing",
