@@ -45,7 +45,7 @@ import queue
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 from sqlalchemy import Connection, Engine, event
@@ -106,7 +106,7 @@ class Deferred:
         part = self._parts.get(key)
         if part is None:
             part = self._parts[key] = make()
-        return part  # type: ignore[return-value]
+        return cast(P, part)  # a key is always made by the same `make`
 
     def insert(self, statement: Executable, params: dict[str, Any]) -> None:
         self._inserts.rows.setdefault(statement, []).append(params)
