@@ -10,6 +10,7 @@ from starlette.responses import Response
 from engines.auth.routing import TraceHeadersMiddleware
 from engines.auth.tokens import TokenVerifier
 from engines.canvas_artifacts import scope_router, signed_router, upload_routes
+from engines.canvas_artifacts.router import hot as canvas_hot_router
 from engines.canvas_artifacts.router import router as canvas_router
 from engines.canvas_artifacts.usage_routes import router as usage_router
 from engines.config import Settings, get_settings
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(TraceHeadersMiddleware)
     app.add_middleware(HeadAsGetMiddleware)
     install_error_handlers(app)
+    app.include_router(canvas_hot_router)  # first: see its docstring
     app.include_router(events_router)  # before /canvas/{id}/artifacts/{artifact_id}
     app.include_router(tickets.router)
     app.include_router(webhooks_router)

@@ -89,7 +89,23 @@ def _bounds(metadata: list[Any]) -> Callable[[Any], bool] | None:
                 return None  # strictness, multiple_of...: left to FastAPI
             if "pattern" in rules:
                 tests.append(lambda v, p=re.compile(rules["pattern"]): p.search(v) is not None)
-    return lambda value: all(test(value) for test in tests)
+    return _all_of(tests)
+
+
+def _all_of(tests: list[Callable[[Any], bool]]) -> Callable[[Any], bool]:
+    """One test passing when all of `tests` pass (no generator per call: this runs for
+    every parameter of every lean request)."""
+    if not tests:
+        return lambda value: True
+    if len(tests) == 1:
+        return tests[0]
+
+    def check(value: Any) -> bool:
+        for test in tests:  # noqa: SIM110 - all() would build a generator per call
+            if not test(value):
+                return False
+        return True
+    return check
 
 
 def _converter(annotation: Any, metadata: list[Any]) -> Convert | None:
@@ -185,6 +201,8 @@ def _plain_query(raw: bytes, known: frozenset[str]) -> dict[str, str] | None:
 def _arguments(call: _Call, path: dict[str, Any], query: dict[str, str]) -> dict[str, Any] | None:
     """The parsed parameters of one call; None unless every one is plainly valid."""
     kwargs: dict[str, Any] = {}
+    if not call.path and not call.query:
+        return kwargs
     for name, convert in call.path:
         raw = path.get(name)
         value = convert(raw) if isinstance(raw, str) else _INVALID
