@@ -56,7 +56,7 @@ haproxy:  ## HAProxy for tests/test_multinode.py
 
 test: install browser haproxy  ## lint, then the whole suite: unit, contract (local+SQLite, S3+PostgreSQL), end to end
 	$(BIN)/ruff check engines tests bench conftest.py
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=25
 
 # MLflow for the side-by-side rows (issue 18): a venv of its own, never a dependency of the
 # package. If it cannot be installed, `make bench` still runs and the MLflow row says so.

@@ -6,13 +6,13 @@ boundary; project/workspace/surface/app are recorded for lineage.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from fastapi import Request
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engines.common.ids import random_hex
 from engines.http.errors import BadRequest
 from engines.http.params import ENVS, MODES, TENANT_RE, TRACE_ID_RE, is_safe_id
 
@@ -115,7 +115,7 @@ def _trace_id(value: bytes | None) -> str:
         text = value.decode("latin-1")
         if TRACE_ID_RE.match(text):
             return text
-    return uuid.uuid4().hex
+    return random_hex(16)
 
 
 class TraceHeadersMiddleware:

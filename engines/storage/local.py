@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from engines.common.ids import random_hex
 from engines.storage.base import (
     BlobInfo,
     BlobNotFound,
@@ -47,7 +47,7 @@ def _disk_errors() -> Iterator[None]:
 class LocalBlobWriter(BlobWriter):
     def __init__(self, root: Path, target: Path) -> None:
         self.target = target
-        self.lease_key = f"{UPLOADS_DIR}/{uuid.uuid4().hex}"
+        self.lease_key = f"{UPLOADS_DIR}/{random_hex(16)}"
         self.tmp = root / self.lease_key
         with _disk_errors():
             self.tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ class LocalParts(PartUploads):
 
     def begin(self, key: str, content_type: str) -> str:
         self.store._path(key)  # the key must be a valid one before anything is made
-        upload_id = f"parts{uuid.uuid4().hex}"
+        upload_id = f"parts{random_hex(16)}"
         with _disk_errors():
             self._dir(upload_id).mkdir(parents=True)
         return upload_id
