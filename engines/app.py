@@ -67,16 +67,20 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(TraceHeadersMiddleware)
     app.add_middleware(HeadAsGetMiddleware)
     install_error_handlers(app)
+    # Order is speed and shadowing: FastAPI tries routers in order, first full match wins.
+    # Busiest first; a router with literal paths that the canvas router's
+    # /canvas/{id}/artifacts/{artifact_id} would also match goes before it
+    # (tests/test_routes.py checks that every route's own path reaches it).
     app.include_router(canvas_hot_router)  # first: see its docstring
     app.include_router(events_router)  # before /canvas/{id}/artifacts/{artifact_id}
-    app.include_router(tickets.router)
-    app.include_router(webhooks_router)
     app.include_router(lifecycle_router)  # before /canvas/{id}/artifacts/{artifact_id}
-    app.include_router(upload_routes.router)  # before /canvas/{id}/artifacts/{artifact_id}
     app.include_router(canvas_router)
     app.include_router(scope_router.router)
+    app.include_router(upload_routes.router)
     app.include_router(upload_routes.parts)
     app.include_router(media_router)
+    app.include_router(tickets.router)
+    app.include_router(webhooks_router)
     app.include_router(usage_router)
     app.include_router(signed_router.authenticated)
     app.include_router(signed_router.public)
