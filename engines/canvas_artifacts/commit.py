@@ -104,7 +104,6 @@ def metadata_writer(rt: Runtime, record: ArtifactRecord, replay_index: dict[str,
               "size_bytes": record.size_bytes})
 
     def write(conn: Connection) -> None:
-        quotas.count_created(conn, record)
         if with_asset:
             ensure_canvas_asset(conn, record.tenant_id, record.env, record.canvas_id,
                                 record.actor_id, record.media_asset_id, record.created_at)
@@ -112,6 +111,10 @@ def metadata_writer(rt: Runtime, record: ArtifactRecord, replay_index: dict[str,
         repo.insert_record(conn, record)
         if replay_index is not None:
             repo.insert_replay_index(conn, record, replay_index)
+        # The scope's two hot rows last, so concurrent creates of a tenant wait on them
+        # for the fewest statements (PostgreSQL holds a row lock until COMMIT), and in
+        # the order deletes take them (usage, then the event counter): no deadlock.
+        quotas.count_created(conn, record)
         rt.nexus.record(conn, document, event)
 
     return write
