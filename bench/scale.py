@@ -37,6 +37,7 @@ import psycopg
 from sqlalchemy import event
 
 from bench import servers
+from bench.ab import Checkout
 from bench.run import Client, load
 from bench.scale_seed import HOT, MAIN, OTHERS, PURGED, make_plan, seed
 from engines.auth.tokens import issue_token
@@ -50,6 +51,8 @@ SIGNING = "scale-bench-signing-key-" + "s" * 32
 BIG = {"canvas_artifacts", "media_v2_artifacts", "nexus_documents", "dataset_events",
        "media_v2_assets"}
 RESULTS = servers.ROOT / "bench" / "results"
+GC_RATE = re.compile(r"blobs scanned \(([\d,]+) blobs/s\)")
+"""The rate in `engines gc`'s summary line."""
 
 
 def headers(tenant: str, role: str = "admin") -> dict[str, str]:
@@ -156,6 +159,7 @@ class ScaleBench:
         self.state_dir = self.log_dir.parent
         self.rows: list[dict[str, Any]] = []
         self.started = time.monotonic()
+        self.checkout: Checkout | None = None
 
     def say(self, message: str) -> None:
         print(f"[{time.monotonic() - self.started:7.1f}s] {message}", flush=True)
@@ -380,14 +384,15 @@ class ScaleBench:
                  creates_beside_max_ms=worst)
 
     def job(self, name: str, command: list[str], env: dict[str, str], port: int,
-            reads_tenant: str, target_p99: float | None) -> dict[str, Any]:
+            reads_tenant: str, target_p99: float | None,
+            cwd: Any = servers.ROOT) -> dict[str, Any]:
         """A command (its peak RSS from wait4) while reads of another tenant run at c=1."""
         log = self.log_dir / f"{name}.log"
         picks = self.samples(self.engine, reads_tenant, 200)
         paths = [f"/canvas/{c}/artifacts/{i}" for c, i in picks]
         with open(log, "wb") as out:
             proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=servers.ROOT, start_new_session=True)
+                                    cwd=cwd, start_new_session=True)
         reads: list[dict[str, Any]] = []
         started = time.monotonic()
         # wait4, not Popen.poll: the child's own peak RSS comes with its exit status
@@ -470,13 +475,17 @@ class ScaleBench:
                            "OFFSET 1000 LIMIT 1")
             upto = store.key_for(cursor.fetchone()[0]) or "tenants0"
         for apply in (False, True):
-            command = [str(servers.BIN / "engines"), "gc", "--older-than", "1h",
-                       *(["--apply"] if apply else [])]
-            result = self.job("gc-apply" if apply else "gc-dry", command, env, port, MAIN, None)
+            args = ["gc", "--older-than", "1h", *(["--apply"] if apply else [])]
+            name = "gc-apply" if apply else "gc-dry"
+            result = self.job(name, [str(servers.BIN / "engines"), *args], env, port, MAIN, None)
             summary_line = next((line for line in result["output"].splitlines()
                                  if line.startswith("gc:") and "blobs scanned" in line), "")
             value = (f"{'stopped at cap, ' if result['capped'] else ''}{result['took']:.0f} s, "
                      f"RSS {result['rss_mib']:.0f} MiB; {summary_line[:150]}")
+            compared: dict[str, Any] = {}
+            if self.checkout is not None:
+                compared = self.gc_against(name, args, env, port, result)
+                value += f"; {compared['text']}"
             self.row(f"engines gc {'--apply' if apply else '(dry run)'} over "
                      f"{self.plan.blobs:,} blobs",
                      "streams in key order, RSS < 300 MiB, progress line, rate printed", value,
@@ -484,7 +493,34 @@ class ScaleBench:
                      and bool(result["progress"]),
                      explain(self.engine, lambda conn: references_between(
                          conn, store, "tenants/", upto),
-                         self.records))
+                         self.records), **compared)
+
+    def gc_against(self, name: str, args: list[str], env: dict[str, str], port: int,
+                   first: dict[str, Any]) -> dict[str, Any]:
+        """REF's `engines gc` beside this tree's, on the same database and bucket: after
+        this tree's first run, REF, REF, this tree (ABBA, so a machine that slows down or
+        speeds up meanwhile weighs on both alike); the best rate of each side compared."""
+        assert self.checkout is not None
+        ref_env = {**env, "PYTHONPATH": str(self.checkout.path)}
+        ref_command = [sys.executable, "-m", "engines.cli", *args]
+        ours = [first]
+        theirs = [self.job(f"{name}-ref{n}", ref_command, ref_env, port, MAIN, None,
+                           cwd=self.checkout.path) for n in (1, 2)]
+        ours.append(self.job(f"{name}-2", [str(servers.BIN / "engines"), *args], env, port,
+                             MAIN, None))
+
+        def rates(results: list[dict[str, Any]]) -> list[int]:
+            found = (GC_RATE.search(r["output"]) for r in results)
+            return [int(m.group(1).replace(",", "")) if m else 0 for m in found]
+
+        mine, refs = rates(ours), rates(theirs)
+        ratio = max(mine) / max(max(refs), 1)
+        label = f"{self.checkout.ref} ({self.checkout.commit[:7]})"
+        text = (f"side by side: this tree {' / '.join(f'{r:,}' for r in mine)} blobs/s, "
+                f"{label} {' / '.join(f'{r:,}' for r in refs)} blobs/s: x{ratio:.2f} "
+                "(best of each)")
+        return {"text": text, "rates": mine, "against": label, "against_rates": refs,
+                "vs_against": round(ratio, 2)}
 
     def purge(self, env: dict[str, str], port: int) -> None:
         from engines.lifecycle.purge import PURGED_TABLES, purge_batch
@@ -503,9 +539,25 @@ class ScaleBench:
                  explain(self.engine, work, self.records))
 
     def run(self) -> int:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.args.against:
+            self.checkout = Checkout.add(self.args.against)
+            where = subprocess.run(
+                [sys.executable, "-c", "import engines; print(engines.__file__)"],
+                env={**os.environ, "PYTHONPATH": str(self.checkout.path)},
+                cwd=self.checkout.path, capture_output=True, text=True, check=True).stdout
+            if not where.startswith(str(self.checkout.path)):
+                self.checkout.remove()
+                raise RuntimeError(f"REF's interpreter imports engines from {where}")
+        try:
+            return self.measure()
+        finally:
+            if self.checkout is not None:
+                self.checkout.remove()
+
+    def measure(self) -> int:
         from engines.app import build_runtime
 
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         url = self.database()
         with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
             measured = conn.execute("SELECT to_regclass('bench_seed')").fetchone()[0] and \
@@ -595,6 +647,9 @@ def main(argv: list[str] | None = None) -> int:
         "reads", "export", "delete", "retention", "gc", "purge"], help="measure only these "
         "rows (repeatable), on the database as an earlier --keep run left it, and replace "
         "them in the saved results")
+    parser.add_argument("--against", metavar="REF", help="run REF's `engines gc` (a commit, "
+                        "in a detached worktree) beside this tree's in the gc rows and "
+                        "compare their rates")
     parser.add_argument("--pg-admin-url", default=os.environ.get(
         "BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     return ScaleBench(parser.parse_args(argv)).run()

@@ -9,6 +9,7 @@ the local store (a directory sorts as `name/`), and the calls made.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -17,7 +18,7 @@ from conftest import PNG, Stack, new_canvas
 from engines.canvas_artifacts.tests.helpers import create_preview, created, url
 from engines.lifecycle import gc as gc_module
 from engines.lifecycle.gc import collect
-from engines.storage.base import BlobStore
+from engines.storage.base import BlobInfo, BlobStore, StorageUnavailable
 
 
 class Counting:
@@ -79,3 +80,44 @@ def test_local_listing_is_in_byte_order_like_an_object_store(local: Stack) -> No
     for key in keys:
         store.put_bytes(key, PNG, "image/png")
     assert _keys(local) == sorted(keys, key=lambda k: k.encode())
+
+
+class ListingFails(Counting):
+    """The stack's store, whose listing breaks off after its first `pages` pages of keys."""
+
+    def __init__(self, store: BlobStore, pages: int) -> None:
+        super().__init__(store)
+        self.pages = pages
+        self.deleted: list[str] = []
+
+    def iter_blobs(self, prefix: str) -> Iterator[BlobInfo]:
+        for n, info in enumerate(self.store.iter_blobs(prefix)):
+            if n == self.pages * gc_module.PAGE:
+                raise StorageUnavailable(f"{self.store.describe()} unreachable: reset")
+            yield info
+
+    def delete(self, key: str) -> None:
+        self.deleted.append(key)
+        self.store.delete(key)
+
+
+def test_a_listing_that_breaks_off_fails_gc_and_deletes_nothing(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next page is listed while this one is checked (in a thread): the store's error
+    still ends gc as the outage it is, before anything is removed."""
+    monkeypatch.setattr(gc_module, "PAGE", 2)
+    store = stack.runtime.store
+    canvas = new_canvas()
+    for n in range(6):
+        store.put_bytes(f"tenants/t_acme/dev/canvas/{canvas}/preview/orphan-{n}.png", PNG,
+                        "image/png")
+    failing = ListingFails(store, pages=2)
+    lines: list[str] = []
+
+    with pytest.raises(StorageUnavailable, match="unreachable: reset"):
+        collect(failing, stack.runtime.engine, older_than=timedelta(0), apply=True,  # type: ignore[arg-type]
+                force=True, progress=lines.append)
+
+    assert failing.deleted == []
+    assert len(_keys(stack)) == 6
+    assert lines == []

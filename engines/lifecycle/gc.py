@@ -15,8 +15,8 @@ Before each delete the reference model is asked again (a slow create may
 have committed since the scan). Records whose blob is missing are reported.
 
 The listing streams: a page of keys at a time (in key order) is checked
-against the database rows in the same key range, so memory holds a page,
-not the set of every key (1M blobs scan in well under 300 MiB).
+against the database rows in the same key range, so memory holds a few
+pages, not the set of every key (1M blobs scan in well under 300 MiB).
 
 Interlock: orphans are blobs nothing knows about, so a store mounted in the
 wrong place, or the wrong database, makes *everything* look orphaned. With
@@ -26,6 +26,7 @@ objects unless forced, and deletes nothing at all in that case.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine
 
 from engines.canvas_artifacts.uploads import expire_sessions
+from engines.common.read_ahead import read_ahead
 from engines.db.writer import write_transaction
 from engines.lifecycle.references import (
     delete_if_unreferenced,
@@ -107,30 +109,34 @@ def _scan(store: BlobStore, engine: Engine, report: GcReport, cutoff: datetime,
     """The listing, a page at a time, against the database range of the same keys.
 
     The store lists in key order; each page asks the database only about the
-    keys between the previous page's last key and its own, so memory holds one
-    page (and what the report lists), however many blobs there are.
+    keys between the previous page's last key and its own, so memory holds a few
+    pages (and what the report lists), however many blobs there are. The next
+    page is listed while this one is checked (`read_ahead`); a page is still
+    listed before the database is asked about its range.
     """
     started = time.monotonic()
     after = PREFIX
-    for page in itertools.chain(_pages(store.iter_blobs(PREFIX)), [[]]):
-        upto = page[-1].key if page else END
-        with engine.connect() as conn:
-            known = references_between(conn, store, after, upto)
-            listed = {info.key for info in page}
-            report.missing_blobs += live_records_at(conn, store, known.records - listed)
-        for info in page:
-            if info.key in known.kept:
-                continue
-            if info.key in known.tombstoned:
-                report.deleted_record_blobs.append(info.key)
-            elif info.modified <= cutoff:
-                report.orphan_blobs.append(info.key)
-        before = report.scanned // PROGRESS_EVERY
-        report.scanned += len(page)
-        if report.scanned // PROGRESS_EVERY > before:
-            rate = report.scanned / max(time.monotonic() - started, 1e-9)
-            progress(f"gc: scanned {report.scanned} blobs ({rate:,.0f} blobs/s)")
-        after = upto
+    listing = read_ahead(_pages(store.iter_blobs(PREFIX)), "engines-gc-listing")
+    with contextlib.closing(listing):
+        for page in itertools.chain(listing, [[]]):
+            upto = page[-1].key if page else END
+            with engine.connect() as conn:
+                known = references_between(conn, store, after, upto)
+                listed = {info.key for info in page}
+                report.missing_blobs += live_records_at(conn, store, known.records - listed)
+            for info in page:
+                if info.key in known.kept:
+                    continue
+                if info.key in known.tombstoned:
+                    report.deleted_record_blobs.append(info.key)
+                elif info.modified <= cutoff:
+                    report.orphan_blobs.append(info.key)
+            before = report.scanned // PROGRESS_EVERY
+            report.scanned += len(page)
+            if report.scanned // PROGRESS_EVERY > before:
+                rate = report.scanned / max(time.monotonic() - started, 1e-9)
+                progress(f"gc: scanned {report.scanned} blobs ({rate:,.0f} blobs/s)")
+            after = upto
     report.rate = report.scanned / max(time.monotonic() - started, 1e-9)
 
 

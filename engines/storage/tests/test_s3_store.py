@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import boto3
 import httpx
@@ -213,6 +214,30 @@ def test_unfinished_uploads_are_listed_and_discarded_for_gc(store: S3BlobStore, 
     store.discard_incomplete(unfinished[0])
     assert open_uploads(s3, bucket) == []
     assert object_keys(s3, bucket) == [KEY]
+
+
+def test_listed_fields_are_what_a_default_botocore_client_reads(store: S3BlobStore, s3,
+                                                                 bucket: str) -> None:
+    """The store's client parses timestamps its own way (`s3_timestamps`, for gc's speed):
+    what gc and the uploads' last activity compare must be what botocore itself reads."""
+    keys = [f"tenants/t_acme/dev/x/{name}" for name in ("a.png", "b c.png", "é.png", "z/d.png")]
+    for n, key in enumerate(keys):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x" * (1000 * n + 1))
+    stale = store.open_writer("tenants/t_acme/dev/x/part.png", "image/png")
+    stale.write(png_body(PART))
+
+    plain = s3.list_objects_v2(Bucket=bucket, Prefix="tenants/")["Contents"]
+    listed = list(store.iter_blobs("tenants/"))
+    assert [(i.key, i.size, i.modified) for i in listed] == \
+        [(o["Key"], o["Size"], o["LastModified"]) for o in plain]
+    assert all(i.modified.utcoffset() == timedelta(0) for i in listed)
+    assert store.client.head_object(Bucket=bucket, Key=keys[0])["LastModified"] == \
+        s3.head_object(Bucket=bucket, Key=keys[0])["LastModified"]  # an RFC 822 header
+    [upload] = open_uploads(s3, bucket)
+    parts = s3.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    assert [i.modified for i in store.iter_uploads()] == \
+        [max([upload["Initiated"], *(p["LastModified"] for p in parts["Parts"])])]
+    stale.abort()
 
 
 def test_key_and_uri_layout(store: S3BlobStore, bucket: str) -> None:
