@@ -4,10 +4,11 @@ worker, artifacts, quota."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -16,11 +17,23 @@ from engines.common.durations import format_duration, parse_duration
 from engines.config import Settings, get_settings
 
 if TYPE_CHECKING:  # imported where used at run time: the CLI starts without them
+    from sqlalchemy.engine import Engine
+
     from engines.canvas_artifacts.quotas import Quota, Used
 
 
 def _settings() -> Settings:
     return get_settings()
+
+
+@contextlib.contextmanager
+def _disposed(engine: Engine) -> Iterator[Engine]:
+    """A command's engine, its pool closed on the way out: main() also runs inside longer
+    processes (the tests call it in process), which must not be left open connections."""
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -224,32 +237,34 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
     settings = _settings()
     runtime = build_runtime(settings)
-    max_share = settings.gc_max_delete_share if args.max_share is None else args.max_share
-    retention = expire_all(runtime, apply=args.apply, progress=print,
-                           shown_ids=None if args.verbose else SHOWN_IDS)
-    expired = [json.dumps({"action": "expired" if args.apply else "would expire",
-                           "reason": "retention", "tenant_id": plan["tenant_id"],
-                           "env": plan["env"], "kind": plan["kind"], "id": artifact_id})
-               for plan in retention for artifact_id in cast(list[str], plan.pop("ids"))]
-    report = collect(runtime.store, runtime.engine,
-                     older_than=args.older_than, apply=args.apply, force=args.force,
-                     max_share=max_share, progress=print)
-    verb = "deleted" if args.apply and not report.refused else "would delete"
-    lines = [json.dumps({"action": verb, "reason": reason, "key": key})
-             for reason, key in report.planned()]
-    if args.output:
-        Path(args.output).write_text("".join(f"{line}\n" for line in expired + lines))
-        print(f"gc: {len(expired)} artifact ids and {len(lines)} keys listed in {args.output}")
-    if args.verbose:
-        print("\n".join(lines))
-    if not args.apply:  # before the summary, which stays the last thing printed
-        print("gc: dry run, nothing deleted; add --apply to delete it")
-    print(GC_LEGEND)
-    print(json.dumps({**report.summary(), "retention": retention}, indent=2))
-    if report.refused:
-        print(f"gc: refused: {report.refused}", file=sys.stderr)
-        return 3
-    return 0
+    with _disposed(runtime.engine):
+        max_share = settings.gc_max_delete_share if args.max_share is None else args.max_share
+        retention = expire_all(runtime, apply=args.apply, progress=print,
+                               shown_ids=None if args.verbose else SHOWN_IDS)
+        expired = [json.dumps({"action": "expired" if args.apply else "would expire",
+                               "reason": "retention", "tenant_id": plan["tenant_id"],
+                               "env": plan["env"], "kind": plan["kind"], "id": artifact_id})
+                   for plan in retention for artifact_id in cast(list[str], plan.pop("ids"))]
+        report = collect(runtime.store, runtime.engine,
+                         older_than=args.older_than, apply=args.apply, force=args.force,
+                         max_share=max_share, progress=print)
+        verb = "deleted" if args.apply and not report.refused else "would delete"
+        lines = [json.dumps({"action": verb, "reason": reason, "key": key})
+                 for reason, key in report.planned()]
+        if args.output:
+            Path(args.output).write_text("".join(f"{line}\n" for line in expired + lines))
+            print(f"gc: {len(expired)} artifact ids and {len(lines)} keys listed in "
+                  f"{args.output}")
+        if args.verbose:
+            print("\n".join(lines))
+        if not args.apply:  # before the summary, which stays the last thing printed
+            print("gc: dry run, nothing deleted; add --apply to delete it")
+        print(GC_LEGEND)
+        print(json.dumps({**report.summary(), "retention": retention}, indent=2))
+        if report.refused:
+            print(f"gc: refused: {report.refused}", file=sys.stderr)
+            return 3
+        return 0
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
@@ -259,42 +274,42 @@ def cmd_retention(args: argparse.Namespace) -> int:
     from engines.lifecycle import retention
 
     settings = _settings()
-    engine = build_engine(settings)
-    if args.action == "show":
-        print("configured (RETENTION_*; unset keeps forever):")
-        for kind in KINDS:
-            keep = settings.retention_for(kind)
-            print(f"  {kind}: {format_duration(keep) if keep else 'forever'}")
-        print(f"  keep latest of each kind per canvas: {settings.retention_keep_latest}")
-        print("tenant overrides:")
-        with engine.connect() as conn:
-            overrides = retention.overrides(conn)
-        for o in overrides:
-            print(f"  {o.tenant_id} env={o.env} {o.kind}: "
-                  f"{format_duration(o.keep) if o.keep else 'forever'}")
-        if not overrides:
-            print("  none: every tenant keeps what is configured above "
-                  "(`engines retention set` adds one)")
-        return 0
-    if not args.tenant or not args.kind:
-        print("--tenant t_... and --kind are required", file=sys.stderr)
-        return 2
-    env = ALL_ENVS if args.env is None else args.env
-    with write_transaction(engine) as conn:
-        if args.action == "unset":
-            removed = retention.unset_override(conn, args.tenant, env, args.kind)
-            print(f"retention: {'removed' if removed else 'no'} override for {args.tenant} "
-                  f"env={env} {args.kind}")
+    with _disposed(build_engine(settings)) as engine:
+        if args.action == "show":
+            print("configured (RETENTION_*; unset keeps forever):")
+            for kind in KINDS:
+                keep = settings.retention_for(kind)
+                print(f"  {kind}: {format_duration(keep) if keep else 'forever'}")
+            print(f"  keep latest of each kind per canvas: {settings.retention_keep_latest}")
+            print("tenant overrides:")
+            with engine.connect() as conn:
+                overrides = retention.overrides(conn)
+            for o in overrides:
+                print(f"  {o.tenant_id} env={o.env} {o.kind}: "
+                      f"{format_duration(o.keep) if o.keep else 'forever'}")
+            if not overrides:
+                print("  none: every tenant keeps what is configured above "
+                      "(`engines retention set` adds one)")
             return 0
-        try:
-            keep = None if args.keep == "forever" else parse_duration(args.keep or "")
-        except ValueError as exc:
-            print(f"--keep: {exc} (or 'forever')", file=sys.stderr)
+        if not args.tenant or not args.kind:
+            print("--tenant t_... and --kind are required", file=sys.stderr)
             return 2
-        retention.set_override(conn, args.tenant, env, args.kind, keep)
-    print(f"retention: {args.tenant} env={env} {args.kind} keeps "
-          f"{format_duration(keep) if keep else 'forever'}")
-    return 0
+        env = ALL_ENVS if args.env is None else args.env
+        with write_transaction(engine) as conn:
+            if args.action == "unset":
+                removed = retention.unset_override(conn, args.tenant, env, args.kind)
+                print(f"retention: {'removed' if removed else 'no'} override for {args.tenant} "
+                      f"env={env} {args.kind}")
+                return 0
+            try:
+                keep = None if args.keep == "forever" else parse_duration(args.keep or "")
+            except ValueError as exc:
+                print(f"--keep: {exc} (or 'forever')", file=sys.stderr)
+                return 2
+            retention.set_override(conn, args.tenant, env, args.kind, keep)
+        print(f"retention: {args.tenant} env={env} {args.kind} keeps "
+              f"{format_duration(keep) if keep else 'forever'}")
+        return 0
 
 
 def _quota_line(quota: Quota, usage: Used) -> str:
@@ -311,32 +326,32 @@ def cmd_quota(args: argparse.Namespace) -> int:
     from engines.db.engine import build_engine
     from engines.db.writer import write_transaction
 
-    engine = build_engine(_settings())
-    env = quotas.ALL_ENVS if args.env is None else args.env
-    if args.action == "show":
-        with engine.connect() as conn:
-            found = quotas.list_quotas(conn, args.tenant)
-            print("quotas (used/limit; env=* is the tenant's total over every env):"
-                  if found else "quotas: none set")
-            for quota in found:
-                print(_quota_line(quota, quotas.used(conn, quota.tenant_id, quota.env)))
-        return 0
-    if not args.tenant:
-        print("--tenant t_... is required", file=sys.stderr)
-        return 2
-    with write_transaction(engine) as conn:
-        if args.action == "unset":
-            removed = quotas.unset_quota(conn, args.tenant, env)
-            print(f"quota: {'removed' if removed else 'no'} quota for {args.tenant} env={env}")
+    with _disposed(build_engine(_settings())) as engine:
+        env = quotas.ALL_ENVS if args.env is None else args.env
+        if args.action == "show":
+            with engine.connect() as conn:
+                found = quotas.list_quotas(conn, args.tenant)
+                print("quotas (used/limit; env=* is the tenant's total over every env):"
+                      if found else "quotas: none set")
+                for quota in found:
+                    print(_quota_line(quota, quotas.used(conn, quota.tenant_id, quota.env)))
             return 0
-        if args.bytes is None and args.artifacts is None:
-            print("--bytes and/or --artifacts is required", file=sys.stderr)
+        if not args.tenant:
+            print("--tenant t_... is required", file=sys.stderr)
             return 2
-        quota = quotas.set_quota(conn, args.tenant, env, max_bytes=args.bytes,
-                                 max_artifacts=args.artifacts)
-        print("quota: set")
-        print(_quota_line(quota, quotas.used(conn, quota.tenant_id, quota.env)))
-    return 0
+        with write_transaction(engine) as conn:
+            if args.action == "unset":
+                removed = quotas.unset_quota(conn, args.tenant, env)
+                print(f"quota: {'removed' if removed else 'no'} quota for {args.tenant} env={env}")
+                return 0
+            if args.bytes is None and args.artifacts is None:
+                print("--bytes and/or --artifacts is required", file=sys.stderr)
+                return 2
+            quota = quotas.set_quota(conn, args.tenant, env, max_bytes=args.bytes,
+                                     max_artifacts=args.artifacts)
+            print("quota: set")
+            print(_quota_line(quota, quotas.used(conn, quota.tenant_id, quota.env)))
+        return 0
 
 
 def size_arg(text: str) -> int:

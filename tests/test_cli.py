@@ -46,11 +46,16 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str],
 
     ENGINES_HOME defaults to a fresh directory under cwd, never the checkout's var/.
     """
+    return subprocess.run([str(ENGINES), *args], cwd=cwd, env=clean_env(cwd, env),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def clean_env(cwd: Path, env: dict[str, str]) -> dict[str, str]:
+    """The environment run_cli gives `engines`: only what the test sets, plus PATH."""
     clean = {k: v for k, v in os.environ.items() if k in _INHERITED}
     clean["ENGINES_HOME"] = str(cwd / "engines-home")
     clean.update(env)
-    return subprocess.run([str(ENGINES), *args], cwd=cwd, env=clean, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return clean
 
 
 def output(result: subprocess.CompletedProcess[str]) -> str:

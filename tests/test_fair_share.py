@@ -10,6 +10,7 @@ stream ends, and when the process holding it is killed.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,6 +49,17 @@ def stream(opened: list[SseReader]) -> Callable[[Server, str], SseReader]:
     return start
 
 
+@contextlib.contextmanager
+def closing_streams(opened: list[SseReader]) -> Iterator[None]:
+    """Close the test's streams before its servers stop: a server stopping with streams
+    open waits out GRACEFUL_SHUTDOWN_SECONDS (10 s) before it closes them itself."""
+    try:
+        yield
+    finally:
+        for reader in opened:
+            reader.close()
+
+
 def assert_too_many(reader: SseReader) -> None:
     """Refused before the stream started: 429, Retry-After, the error envelope."""
     assert not reader.admitted(), "the stream was opened"
@@ -81,10 +93,10 @@ def admitted_within(start: Callable[[], SseReader], seconds: float = 10.0) -> Ss
 
 def test_a_tenant_at_its_stream_limit_gets_429_and_others_keep_working(
         database: dict[str, str], tmp_path: Path,  # noqa: F811 - the fixture
-        stream: Callable[[Server, str], SseReader]) -> None:
+        stream: Callable[[Server, str], SseReader], opened: list[SseReader]) -> None:
     env = {**database, "SSE_MAX_STREAMS_PER_TENANT": str(PER_TENANT)}
     busy, other = new_tenant(), new_tenant()
-    with running_server(env, tmp_path, workers=2) as server:
+    with running_server(env, tmp_path, workers=2) as server, closing_streams(opened):
         held = [stream(server, busy) for _ in range(PER_TENANT)]
         assert all(reader.admitted() for reader in held)
 
@@ -100,12 +112,12 @@ def test_a_tenant_at_its_stream_limit_gets_429_and_others_keep_working(
 
 def test_a_process_at_its_stream_cap_gets_429_and_requests_keep_working(
         database: dict[str, str], tmp_path: Path,  # noqa: F811 - the fixture
-        stream: Callable[[Server, str], SseReader]) -> None:
+        stream: Callable[[Server, str], SseReader], opened: list[SseReader]) -> None:
     """Two workers of SSE_MAX_STREAMS=2 hold at most 4 streams: of 5 from 5 tenants,
     at least one is refused, and requests (even of a refused tenant) still pass."""
     env = {**database, "SSE_MAX_STREAMS": "2"}
     tenants = [new_tenant() for _ in range(5)]
-    with running_server(env, tmp_path, workers=2) as server:
+    with running_server(env, tmp_path, workers=2) as server, closing_streams(opened):
         attempts = [stream(server, tenant) for tenant in tenants]
         admitted = [reader.admitted() for reader in attempts]
         assert admitted.count(True) <= 4 and False in admitted, admitted
@@ -118,12 +130,13 @@ def test_a_process_at_its_stream_cap_gets_429_and_requests_keep_working(
 
 def test_a_tenants_slots_are_shared_by_processes_and_freed_when_one_dies(
         database: dict[str, str], tmp_path: Path,  # noqa: F811 - the fixture
-        stream: Callable[[Server, str], SseReader]) -> None:
+        stream: Callable[[Server, str], SseReader], opened: list[SseReader]) -> None:
     """Two servers on one database count a tenant's streams together; SIGKILL of the
     holder gives its slots back (the locks die with it)."""
     env = {**database, "SSE_MAX_STREAMS_PER_TENANT": str(PER_TENANT)}
     tenant = new_tenant()
-    with running_server(env, tmp_path) as holder, running_server(env, tmp_path) as other:
+    with (running_server(env, tmp_path) as holder, running_server(env, tmp_path) as other,
+          closing_streams(opened)):
         assert all(stream(holder, tenant).admitted() for _ in range(PER_TENANT))
         assert_too_many(stream(other, tenant))
         holder.kill()

@@ -34,6 +34,7 @@ from engines.http.errors import ServiceUnavailable
 from engines.lifecycle import delete as lifecycle
 from engines.lineage.dataset_events import SCOPE_PURGED
 from engines.lineage.nexus.backends.sql import events as dataset_events
+from tests._inprocess_cli import call_cli
 from tests.test_crash_gc import ENGINES, service_env
 
 
@@ -54,6 +55,15 @@ def cli_env(stack: Stack, **extra: object) -> dict[str, str]:
 def engines(env: dict[str, str], *args: str, expect: int = 0) -> str:
     done = subprocess.run([ENGINES, *args], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
+    assert done.returncode == expect, done.stdout + done.stderr
+    return done.stdout
+
+
+def engines_here(env: dict[str, str], *args: str, expect: int = 0) -> str:
+    """engines() in this process (engines.cli.main with env as the whole environment):
+    the same command without a second of re-importing the package; the tests that use
+    it run the real script for their other calls."""
+    done = call_cli(*args, env=env)
     assert done.returncode == expect, done.stdout + done.stderr
     return done.stdout
 
@@ -160,7 +170,7 @@ def test_the_dry_run_lists_the_ids_it_would_expire(stack: Stack, tmp_path) -> No
     assert all("ids" not in plan for plan in summary(dry)["retention"])
 
     listing = tmp_path / "gc.jsonl"
-    verbose = engines(env, "gc", "--verbose", "--output", str(listing))
+    verbose = engines_here(env, "gc", "--verbose", "--output", str(listing))
     assert set(_listed_ids(verbose, t, "preview")) == expiring, "--verbose: every id"
     written = [json.loads(line) for line in listing.read_text().splitlines()]
     mine = [entry for entry in written if entry.get("tenant_id") == t]
@@ -170,7 +180,7 @@ def test_the_dry_run_lists_the_ids_it_would_expire(stack: Stack, tmp_path) -> No
         ("would expire", "retention", "dev")}
     assert len(ids(stack, canvas, t)) == 50, "dry runs remove nothing (a page of 50)"
 
-    applied = engines(env, "gc", "--apply", "--output", str(listing))
+    applied = engines_here(env, "gc", "--apply", "--output", str(listing))
     assert sorted(p["expired"] for p in plans(applied, t)) == [1, 104]
     expired = [json.loads(line) for line in listing.read_text().splitlines()]
     assert sorted(e["id"] for e in expired if e.get("tenant_id") == t) == sorted(
@@ -212,17 +222,18 @@ def test_a_tenant_override_wins_over_the_configured_retention(stack: Stack) -> N
     prod = [created(create_replay(stack, canvas, tenant=expiring, env="prod"))
             for _ in range(2)]
     env = cli_env(stack, retention_replay="1h")
-    engines(env, "retention", "set", "--tenant", kept, "--kind", "replay", "--keep", "forever")
-    engines(env, "retention", "set", "--tenant", expiring, "--env", "prod", "--kind", "replay",
-            "--keep", "30d")
-    shown = engines(env, "retention", "show")
+    engines_here(env, "retention", "set", "--tenant", kept, "--kind", "replay", "--keep",
+                 "forever")
+    engines_here(env, "retention", "set", "--tenant", expiring, "--env", "prod", "--kind",
+                 "replay", "--keep", "30d")
+    shown = engines_here(env, "retention", "show")
     assert "replay: 1h" in shown
     assert f"{kept} env=* replay: forever" in shown
     assert f"{expiring} env=prod replay: 30d" in shown
-    engines(env, "retention", "set", "--tenant", kept, "--kind", "replay", "--keep", "3w",
-            expect=2)
-    engines(env, "retention", "set", "--tenant", "acme", "--kind", "replay", "--keep", "3d",
-            expect=2)
+    engines_here(env, "retention", "set", "--tenant", kept, "--kind", "replay", "--keep", "3w",
+                 expect=2)
+    engines_here(env, "retention", "set", "--tenant", "acme", "--kind", "replay", "--keep",
+                 "3d", expect=2)
     age(stack, kept)
     age(stack, expiring)
 

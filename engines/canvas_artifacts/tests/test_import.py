@@ -27,7 +27,7 @@ from engines.canvas_artifacts.tests.test_export import export, unpack
 from engines.events.feed import read_after
 from engines.lifecycle.purge import purge
 from engines.lineage.nexus.backends.sql import events as dataset_events
-from tests.test_retention_purge import cli_env, engines
+from tests.test_retention_purge import cli_env, engines, engines_here
 
 AUDIT = orjson.dumps({"v": 1, "kind": "a11y", "status": "failed", "checks": [{"id": "c"}],
                       "findings": [{"id": "f"}], "summary": {"errors": 1, "warnings": 2},
@@ -299,11 +299,11 @@ def test_engines_import_restores_into_a_tenant_env_and_canvas(stack: Stack, tmp_
                                headers=stack.headers(tenant)).json()
     assert lineage["documents"][0]["lineage"]["imported_from"]["archive"] == str(path)
 
-    again = engines(env, "import", str(path), "--tenant", tenant, "--env", "dev",
-                    "--canvas", target, expect=1)
+    again = engines_here(env, "import", str(path), "--tenant", tenant, "--env", "dev",
+                         "--canvas", target, expect=1)
     assert len(json.loads(again)["conflicts"]) == len(records)
     (tmp_path / "bad.tar").write_bytes(b"garbage" * 100)
-    engines(env, "import", str(tmp_path / "bad.tar"), "--tenant", tenant, "--env", "dev",
-            expect=2)
-    engines(env, "import", str(tmp_path / "missing.tar"), "--tenant", tenant, "--env", "dev",
-            expect=2)
+    engines_here(env, "import", str(tmp_path / "bad.tar"), "--tenant", tenant, "--env", "dev",
+                 expect=2)
+    engines_here(env, "import", str(tmp_path / "missing.tar"), "--tenant", tenant, "--env",
+                 "dev", expect=2)

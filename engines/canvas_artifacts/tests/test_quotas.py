@@ -32,14 +32,18 @@ from engines.canvas_artifacts.tests.helpers import (
     url,
 )
 from engines.lifecycle.purge import purge
+from tests._inprocess_cli import call_cli
 from tests._server import running_server
-from tests.test_cli import output, run_cli
+from tests.test_cli import clean_env, output, run_cli
 
 
 def quota(stack: Stack, tmp_path: Path, *args: str) -> str:
-    """`engines quota ARGS` against the stack's database; returns what it printed."""
-    result = run_cli("quota", *args, cwd=tmp_path, env={"DATABASE_URL":
-                                                       stack.settings.database_url})
+    """`engines quota ARGS` against the stack's database; returns what it printed.
+
+    In process (engines.cli.main, the script's own entry): test_cli_set_show_unset runs
+    the real script once, the rest would each spend a second re-importing the package."""
+    result = call_cli("quota", *args, env=clean_env(tmp_path, {
+        "DATABASE_URL": stack.settings.database_url}))
     assert result.returncode == 0, output(result)
     return result.stdout
 
