@@ -298,10 +298,8 @@ _writers_lock = threading.Lock()
 
 
 @functools.cache
-@functools.lru_cache(maxsize=256)
 def _file_of(database: str) -> str:
-    """One name per file, however the URL spells it (resolved once per spelling, not per
-    write: realpath is an lstat per path component)."""
+    """One name per file, however the URL spells it (resolved once, not per write)."""
     return os.path.realpath(database) if database and database != ":memory:" else database
 
 
