@@ -201,8 +201,6 @@ def _plain_query(raw: bytes, known: frozenset[str]) -> dict[str, str] | None:
 def _arguments(call: _Call, path: dict[str, Any], query: dict[str, str]) -> dict[str, Any] | None:
     """The parsed parameters of one call; None unless every one is plainly valid."""
     kwargs: dict[str, Any] = {}
-    if not call.path and not call.query:
-        return kwargs
     for name, convert in call.path:
         raw = path.get(name)
         value = convert(raw) if isinstance(raw, str) else _INVALID
