@@ -375,8 +375,9 @@ def cmd_purge(args: argparse.Namespace) -> int:
     from engines.storage.factory import build_blob_store
 
     settings = _settings()
-    report = purge(build_blob_store(settings), build_engine(settings), args.tenant, args.env,
-                   apply=args.apply, progress=print)
+    with _disposed(build_engine(settings)) as engine:
+        report = purge(build_blob_store(settings), engine, args.tenant, args.env,
+                       apply=args.apply, progress=print)
     print(json.dumps(report.summary(), indent=2))
     if not args.apply:
         print("purge: dry run, nothing removed; add --apply to remove it all")
