@@ -29,7 +29,8 @@ piece can be (re)made on its own: a piece is one transaction that COPYs its
 rows into every table and marks itself done in `bench_seed_pieces`, and a
 seed that was stopped resumes at the first piece not marked. Secondary
 indexes, primary keys and foreign keys are dropped before the load and
-rebuilt after it (each rebuild a step marked done too), then VACUUM ANALYZE.
+rebuilt after it (each rebuild a step marked done too; `REBUILDERS` at a time), then
+VACUUM ANALYZE.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import io
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -336,22 +338,42 @@ def _load(conn: psycopg.Connection, plan: Plan, bucket: str, state_dir: Path,
                         for at in range(0, len(data), 1 << 20):
                             copy.write(data[at:at + (1 << 20)])
             conn.execute("INSERT INTO bench_seed_pieces VALUES (%s)", [number])
+        conn.commit()  # the reads above opened a transaction: conn.transaction() was a savepoint
         loaded += sum(c.count for c in canvases)
         rate = loaded / max(1e-9, time.monotonic() - started)
         log(f"seed: piece {number + 1}/{len(pieces)} committed ({loaded:,} records this run, "
             f"{rate:,.0f} records/s)")
 
 
-def _rebuild(conn: psycopg.Connection, log: Callable[[str], None]) -> None:
-    conn.execute("SET maintenance_work_mem = '512MB'")
-    steps = conn.execute("SELECT step, sql FROM bench_seed_ddl WHERE NOT done ORDER BY step"
-                         ).fetchall()
-    for step, sql in steps:
-        started = time.monotonic()
+REBUILDERS = 3
+"""Sessions rebuilding at once. The secondary indexes of one table go side by side: their
+heap scans synchronise (PostgreSQL's `synchronize_seqscans`), so a 10M-row table is read
+from disk about once for all of them, where one at a time read it once per index."""
+
+
+def _run_step(dsn: str, step: int, sql: str, log: Callable[[str], None]) -> None:
+    started = time.monotonic()
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SET maintenance_work_mem = '512MB'")
         conn.execute(sql)
         conn.execute("UPDATE bench_seed_ddl SET done = true WHERE step = %s", [step])
-        conn.commit()
-        log(f"seed: {sql[:90]} ... {time.monotonic() - started:.0f} s")
+    log(f"seed: {sql[:90]} ... {time.monotonic() - started:.0f} s")
+
+
+def _rebuild(dsn: str, conn: psycopg.Connection, log: Callable[[str], None]) -> None:
+    """Primary keys, then secondary indexes, REBUILDERS at a time in table order, then
+    foreign keys one by one (each locks its two tables against the index builds)."""
+    steps = conn.execute("SELECT step, sql FROM bench_seed_ddl WHERE NOT done ORDER BY step"
+                         ).fetchall()
+    conn.commit()
+    foreign = [s for s in steps if "FOREIGN KEY" in s[1]]
+    primary = [s for s in steps if "PRIMARY KEY" in s[1]]
+    indexes = sorted((s for s in steps if s not in foreign and s not in primary),
+                     key=lambda s: s[1].partition(" ON ")[2])
+    for group, width in ((primary, REBUILDERS), (indexes, REBUILDERS), (foreign, 1)):
+        with ThreadPoolExecutor(width) as pool:
+            for done in [pool.submit(_run_step, dsn, step, sql, log) for step, sql in group]:
+                done.result()
 
 
 def _sequences(conn: psycopg.Connection, plan: Plan) -> None:
@@ -393,7 +415,7 @@ def seed(dsn: str, records: int, bucket: str, state_dir: Path,
         _drop_for_load(conn)
         _load(conn, plan, bucket, state_dir, log)
         _sequences(conn, plan)
-        _rebuild(conn, log)
+        _rebuild(dsn, conn, log)
         conn.autocommit = True
         for table in BIG_TABLES:
             started = time.monotonic()
