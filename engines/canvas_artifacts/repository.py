@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 
 from engines.canvas_artifacts.models import ArtifactRecord
-from engines.db.metadata import JsonDoc, UtcDateTime, key_order_index, metadata
+from engines.db.metadata import JsonDoc, UtcDateTime, key_order_indexes, metadata
 from engines.db.writer import defer_insert
 
 canvas_artifacts = Table(
@@ -53,11 +53,10 @@ canvas_artifacts = Table(
     Index("ix_canvas_artifacts_kind", "tenant_id", "env", "canvas_id", "kind", "id"),
     Index("ix_canvas_artifacts_latest", "tenant_id", "env", "canvas_id", "kind", "rev", "id"),
     Index("ix_canvas_artifacts_rev", "tenant_id", "env", "canvas_id", "rev", "id"),
-    Index("ix_canvas_artifacts_uri", "uri"),
     # listing across canvases (GET /artifacts), newest first, with or without a kind
     Index("ix_canvas_artifacts_scope", "tenant_id", "env", "id"),
     Index("ix_canvas_artifacts_scope_kind", "tenant_id", "env", "kind", "id"),
-    key_order_index("ix_canvas_artifacts_uri_key", "uri"),
+    *key_order_indexes("ix_canvas_artifacts_uri", "uri"),
     # retention: live artifacts of a (tenant, env, kind) by age
     Index("ix_canvas_artifacts_expiry", "tenant_id", "env", "kind", "created_at", "id",
           postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),

@@ -40,18 +40,22 @@ class UtcDateTime(TypeDecorator[object]):
         return value
 
 
-def key_order_index(name: str, column: str) -> Index:
-    """PostgreSQL: `column` indexed in byte order (`COLLATE "C"`), the order object stores
-    list keys in, whatever the database's collation. SQLite compares bytes already (its
-    plain index on the column serves), so the index exists on PostgreSQL only."""
+def key_order_indexes(name: str, column: str) -> tuple[Index, Index]:
+    """`column`'s one index, in byte order (the order object stores list keys in): it
+    serves the exact URI lookups of the reference model and gc's key ranges alike.
+
+    PostgreSQL: `{name}_key`, `COLLATE "C"` whatever the database's collation (its
+    equality is bytewise under any deterministic collation, so `in_key_order` serves
+    lookups too). SQLite compares bytes already: its plain index `{name}`."""
     # the collation rides in postgresql_ops (rendered right after the column), because
     # reflection reports an index on the plain column, which is what it compares against
-    return Index(name, column, postgresql_ops={column: 'COLLATE "C"'}).ddl_if(
-        dialect="postgresql")
+    return (Index(name, column).ddl_if(dialect="sqlite"),
+            Index(f"{name}_key", column, postgresql_ops={column: 'COLLATE "C"'}).ddl_if(
+                dialect="postgresql"))
 
 
 def in_key_order(column: ColumnElement[str], dialect: str) -> ColumnElement[str]:
-    """The column compared and sorted in byte order: what `key_order_index` serves."""
+    """The column compared and sorted in byte order: what `key_order_indexes` serve."""
     return column.collate("C") if dialect == "postgresql" else column
 
 

@@ -49,7 +49,9 @@ def _live(column: Column[str]) -> ColumnElement[bool]:
 
 def is_referenced(conn: Connection, uri: str) -> bool:
     """True if any live committed row holds this (canonical) URI."""
-    return any(conn.execute(select(exists().where(column == uri, _live(column)))).scalar()
+    dialect = conn.dialect.name
+    return any(conn.execute(select(exists().where(in_key_order(column, dialect) == uri,
+                                                  _live(column)))).scalar()
                for column in URI_COLUMNS)
 
 
@@ -60,7 +62,8 @@ def referenced_among(conn: Connection, uris: Iterable[str]) -> set[str]:
     for column in URI_COLUMNS:
         if not left:
             break
-        held = set(conn.execute(select(column).where(column.in_(left), _live(column))
+        held = set(conn.execute(select(column).where(
+            in_key_order(column, conn.dialect.name).in_(left), _live(column))
                                 .distinct()).scalars())
         found |= held
         left -= held
@@ -112,8 +115,9 @@ def live_records_at(conn: Connection, store: BlobStore, keys: Iterable[str]) -> 
     """Ids of the live canvas artifact records whose blob is one of these keys."""
     c = canvas_artifacts.c
     uris = [store.uri_for(key) for key in keys]
-    return list(conn.execute(select(c.id).where(c.uri.in_(uris), c.deleted_at.is_(None))
-                             .order_by(c.id)).scalars()) if uris else []
+    return list(conn.execute(select(c.id).where(
+        in_key_order(c.uri, conn.dialect.name).in_(uris), c.deleted_at.is_(None))
+        .order_by(c.id)).scalars()) if uris else []
 
 
 def delete_if_unreferenced(engine: Engine, store: BlobStore, key: str) -> bool:

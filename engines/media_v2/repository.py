@@ -19,7 +19,7 @@ from sqlalchemy import (
     update,
 )
 
-from engines.db.metadata import JsonDoc, UtcDateTime, key_order_index, metadata
+from engines.db.metadata import JsonDoc, UtcDateTime, key_order_indexes, metadata
 from engines.db.upsert import insert_ignore
 from engines.db.writer import defer_insert
 from engines.media_v2.models import DerivedArtifact, MediaAsset
@@ -38,8 +38,7 @@ assets = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("meta", JsonDoc, nullable=False),
     Index("ix_media_v2_assets_scope", "tenant_id", "env", "id"),
-    Index("ix_media_v2_assets_source_uri", "source_uri"),
-    key_order_index("ix_media_v2_assets_source_uri_key", "source_uri"),
+    *key_order_indexes("ix_media_v2_assets_source_uri", "source_uri"),
 )
 
 artifacts = Table(
@@ -57,8 +56,7 @@ artifacts = Table(
     Column("meta", JsonDoc, nullable=False),
     Column("deleted_at", UtcDateTime),
     Index("ix_media_v2_artifacts_parent", "parent_asset_id", "id"),
-    Index("ix_media_v2_artifacts_uri", "uri"),
-    key_order_index("ix_media_v2_artifacts_uri_key", "uri"),
+    *key_order_indexes("ix_media_v2_artifacts_uri", "uri"),
     Index("ix_media_v2_artifacts_scope", "tenant_id", "env", "id"),
 )
 
