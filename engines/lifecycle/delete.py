@@ -39,12 +39,16 @@ from engines.runtime import Runtime
 log = logging.getLogger("engines.lifecycle")
 
 BATCH = 200
-"""Artifacts per transaction in bulk deletes and expiry: bounded memory and lock time (a
-batch holds its (tenant, env) usage row and event counter from its events' insert until
-it commits: creates there wait for it, so that must stay well within a second; every
-batch is a few statements, and `BatchTimes` measures both, which bench/scale.py
-reports). At 10M records the events' 200 index insertions into cold pages are most of
-that hold."""
+"""Most artifacts per transaction in bulk deletes and expiry: bounded memory and lock time
+(a batch holds its (tenant, env) usage row and event counter from its events' insert
+until it commits: creates there wait for it, so that must stay well within a second;
+every batch is a few statements, and `BatchTimes` measures both, which bench/scale.py
+reports, and shrinks the next batch when one ran long)."""
+BATCH_SECONDS = 0.25
+"""What a bulk delete's batch aims to commit within: one that took longer halves the next
+(down to one artifact), one that took under half of it grows the next by half (up to
+BATCH). A fixed size cannot hold the bound everywhere: on a cold disk at 10M records each
+tombstone is a dozen index-page reads, and 200 of them took seconds."""
 SYSTEM_ACTOR = "system"
 PROGRESS_EVERY = 50_000
 PROGRESS_SECONDS = 10.0
@@ -141,16 +145,28 @@ def _remove_blobs(rt: Runtime, uris: list[str]) -> None:
 class BatchTimes:
     """How long a bulk delete's batches took: the longest transaction, and the longest
     hold of the scope's usage row and event counter (from updating them to the end of
-    the commit), which is what a create beside the delete can wait for. Seconds."""
+    the commit), which is what a create beside the delete can wait for. Seconds. And so
+    how many artifacts the next batch takes (`BATCH_SECONDS`)."""
 
     batches: int = 0
     longest: float = 0.0
     longest_lock: float = 0.0
+    size: int = 0
+    """The next batch's size; 0 until a batch was timed: BATCH (read when asked, so a test
+    can set it)."""
+
+    def next_size(self) -> int:
+        return self.size or BATCH
 
     def add(self, took: float, locked: float) -> None:
         self.batches += 1
         self.longest = max(self.longest, took)
         self.longest_lock = max(self.longest_lock, locked)
+        size = self.next_size()
+        if took > BATCH_SECONDS:
+            self.size = max(1, size // 2)
+        elif took < BATCH_SECONDS / 2:
+            self.size = min(BATCH, size + max(1, size // 2))
 
     def summary(self) -> str:
         return (f"{self.batches} batches, longest {self.longest * 1000:.0f} ms, usage and "
@@ -212,14 +228,15 @@ def delete_artifact(rt: Runtime, tenant_id: str, env: str, canvas_id: str, artif
 
 def delete_canvas(rt: Runtime, tenant_id: str, env: str, canvas_id: str,
                   deletion: Deletion) -> int:
-    """Every live artifact of a canvas, BATCH per transaction; a retry finishes the job.
-    Logs how many, and how long its batches (and their event-counter locks) took."""
+    """Every live artifact of a canvas, up to BATCH per transaction (paced by
+    `BatchTimes`); a retry finishes the job. Logs how many, and how long its batches (and
+    their event-counter locks) took."""
     deleted = 0
     times = BatchTimes()
     while True:
         batch = _delete_batch(rt, lambda conn: repo.list_records(
             conn, tenant_id, env, canvas_id, kind=None, rev=None, before_id=None,
-            limit=BATCH), deletion, times)
+            limit=times.next_size()), deletion, times)
         if not batch:
             log.info("deleted canvas %s/%s %s: %d artifacts; %s", tenant_id, env, canvas_id,
                      deleted, times.summary())
@@ -267,7 +284,8 @@ def would_expire(rt: Runtime, plan: ExpiryPlan) -> list[str]:
 
 def expire(rt: Runtime, plan: ExpiryPlan,
            times: BatchTimes | None = None) -> Iterator[list[str]]:
-    """Expire what one plan found, BATCH per transaction; yields each batch's ids.
+    """Expire what one plan found, up to BATCH per transaction (paced by `times`);
+    yields each batch's ids.
 
     Each batch reads on from where the last one ended (the expiry index's order),
     so none walks again past what earlier batches kept or removed. Resumable: a
@@ -276,14 +294,15 @@ def expire(rt: Runtime, plan: ExpiryPlan,
     """
     deletion = Deletion("expired", SYSTEM_ACTOR, new_id("req"), new_id("cor"))
     after: tuple[datetime, str] | None = None
+    paced = times or BatchTimes()
 
     def load(conn: Connection) -> list[ArtifactRecord]:
         ids = retention.expired_ids(conn, plan.tenant_id, plan.env, plan.kind, plan.cutoff,
                                     keep_latest=rt.settings.retention_keep_latest,
-                                    limit=BATCH, after=after)
+                                    limit=paced.next_size(), after=after)
         return repo.records_by_id(conn, plan.tenant_id, plan.env, ids)
 
-    while batch := _delete_batch(rt, load, deletion, times):
+    while batch := _delete_batch(rt, load, deletion, paced):
         last = max(batch, key=lambda r: (r.created_at, r.id))
         after = (last.created_at, last.id)
         yield [record.id for record in batch]

@@ -97,3 +97,45 @@ def test_delete_unreferenced_asks_once_and_keeps_what_is_referenced(stack: Stack
     assert delete_unreferenced(stack.runtime.engine, store, [live, orphan]) == []
     assert store.exists(live), "a live record references it"
     assert not store.exists(orphan)
+
+
+def test_a_slow_batch_halves_the_next_and_fast_ones_grow_it_back_to_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lifecycle, "BATCH", 200)
+    times = lifecycle.BatchTimes()
+    assert times.next_size() == 200
+    slow, fast, middling = (lifecycle.BATCH_SECONDS * f for f in (4, 0.1, 0.75))
+    for expected in (100, 50, 25, 12, 6, 3, 1, 1):
+        times.add(slow, slow / 2)
+        assert times.next_size() == expected
+    times.add(middling, 0)
+    assert times.next_size() == 1, "within the bound: the size stays"
+    grown = []
+    while times.next_size() < 200:
+        times.add(fast, 0)
+        grown.append(times.next_size())
+    assert grown == [2, 3, 4, 6, 9, 13, 19, 28, 42, 63, 94, 141, 200]
+    times.add(fast, 0)
+    assert times.next_size() == 200, "never past BATCH"
+    assert times.batches == 23 and times.longest == slow and times.longest_lock == slow / 2
+
+
+def test_a_canvas_delete_takes_smaller_batches_after_a_slow_one(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant, canvas = new_tenant(), new_canvas()
+    for rev in range(7):
+        created(create_preview(stack, canvas, rev=rev, tenant=tenant))
+    monkeypatch.setattr(lifecycle, "BATCH", 4)
+    monkeypatch.setattr(lifecycle, "BATCH_SECONDS", -1.0)  # every batch ran long
+    sizes: list[int] = []
+    listed = lifecycle.repo.list_records
+
+    def spy(*args: object, **kwargs: object) -> list[object]:
+        sizes.append(int(kwargs["limit"]))  # type: ignore[call-overload]
+        return listed(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lifecycle.repo, "list_records", spy)
+    deleted = lifecycle.delete_canvas(stack.runtime, tenant, "dev", canvas,
+                                      lifecycle.Deletion("deleted", "u", "r", "c"))
+    assert deleted == 7
+    assert sizes == [4, 2, 1, 1], "the last one found nothing left"
