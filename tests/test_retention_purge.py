@@ -149,6 +149,30 @@ def _listed_ids(output: str, tenant: str, kind: str) -> list[str]:
     return listed
 
 
+def test_the_dry_run_and_the_expiry_read_the_due_artifacts_a_page_at_a_time(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each page (and each batch) reads on from where the last ended, as short statements
+    however many are due: paged by twos, both find exactly what one page would."""
+    t, canvas = new_tenant(), new_canvas()
+    previews = [created(create_preview(stack, canvas, rev=rev, tenant=t))["id"]
+                for rev in range(7)]
+    age(stack, t)
+    env = cli_env(stack, retention_preview="1h")
+    monkeypatch.setattr(lifecycle, "DRY_RUN_PAGE", 2)
+    monkeypatch.setattr(lifecycle, "BATCH", 2)
+
+    dry = engines_here(env, "gc", "--verbose")
+    assert _listed_ids(dry, t, "preview") == previews[:-1], "oldest first, the latest kept"
+    applied = engines_here(env, "gc", "--apply")
+    assert (f"retention: {t}/dev preview: 7 created before " in applied
+            and "; the newest of each canvas stays" in applied), applied
+    assert f"retention: {t}/dev preview: expired 6 (" in applied
+    with stack.runtime.engine.connect() as conn:
+        live = conn.execute(select(canvas_artifacts.c.id).where(
+            canvas_artifacts.c.tenant_id == t, canvas_artifacts.c.deleted_at.is_(None))).all()
+    assert [row.id for row in live] == previews[-1:]
+
+
 def test_the_dry_run_lists_the_ids_it_would_expire(stack: Stack, tmp_path) -> None:
     """An operator can check exactly what --apply would expire: the first 100 ids per
     tenant and kind, then "... and N more"; all of them with --verbose and in --output."""

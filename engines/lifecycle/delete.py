@@ -254,6 +254,8 @@ class ExpiryPlan:
     kind: str
     cutoff: datetime
     count: int
+    """Live artifacts created before the cutoff (`retention.count_candidates`): all of
+    them expire, unless the newest of each canvas is kept, when this is an upper bound."""
 
 
 def expiry_plans(rt: Runtime, now: datetime) -> list[ExpiryPlan]:
@@ -267,19 +269,27 @@ def expiry_plans(rt: Runtime, now: datetime) -> list[ExpiryPlan]:
                 if keep is None:
                     continue
                 cutoff = now - keep
-                count = retention.count_expired(
-                    conn, tenant_id, env, kind, cutoff,
-                    keep_latest=rt.settings.retention_keep_latest)
+                count = retention.count_candidates(conn, tenant_id, env, kind, cutoff)
                 if count:
                     plans.append(ExpiryPlan(tenant_id, env, kind, cutoff, count))
     return plans
 
 
+DRY_RUN_PAGE = 5000
+"""Ids a dry run reads per statement, each page on from the last one's end."""
+
+
 def would_expire(rt: Runtime, plan: ExpiryPlan) -> list[str]:
     """The ids a dry run lists: what `expire` would remove now, oldest first."""
+    ids: list[str] = []
+    after: tuple[datetime, str] | None = None
     with rt.engine.connect() as conn:
-        return retention.expired_ids(conn, plan.tenant_id, plan.env, plan.kind, plan.cutoff,
-                                     keep_latest=rt.settings.retention_keep_latest, limit=None)
+        while page := retention.expired(conn, plan.tenant_id, plan.env, plan.kind,
+                                        plan.cutoff, after=after, limit=DRY_RUN_PAGE,
+                                        keep_latest=rt.settings.retention_keep_latest):
+            ids.extend(artifact_id for _created, artifact_id in page)
+            after = page[-1]
+    return ids
 
 
 def expire(rt: Runtime, plan: ExpiryPlan,
@@ -297,14 +307,14 @@ def expire(rt: Runtime, plan: ExpiryPlan,
     paced = times or BatchTimes()
 
     def load(conn: Connection) -> list[ArtifactRecord]:
-        ids = retention.expired_ids(conn, plan.tenant_id, plan.env, plan.kind, plan.cutoff,
-                                    keep_latest=rt.settings.retention_keep_latest,
-                                    limit=paced.next_size(), after=after)
-        return repo.records_by_id(conn, plan.tenant_id, plan.env, ids)
+        nonlocal after
+        found = retention.expired(conn, plan.tenant_id, plan.env, plan.kind, plan.cutoff,
+                                  keep_latest=rt.settings.retention_keep_latest,
+                                  limit=paced.next_size(), after=after)
+        after = found[-1] if found else after
+        return repo.records_by_id(conn, plan.tenant_id, plan.env, [i for _c, i in found])
 
     while batch := _delete_batch(rt, load, deletion, paced):
-        last = max(batch, key=lambda r: (r.created_at, r.id))
-        after = (last.created_at, last.id)
         yield [record.id for record in batch]
 
 
@@ -323,11 +333,13 @@ def expire_all(rt: Runtime, *, apply: bool, progress: Callable[[str], None] = la
     the tests; default: now).
     """
     listed = []
+    keep_latest = rt.settings.retention_keep_latest
     for plan in expiry_plans(rt, now or datetime.now(UTC)):
         scope = f"retention: {plan.tenant_id}/{plan.env} {plan.kind}:"
         times = BatchTimes()
         if apply:
-            progress(f"{scope} {plan.count} due (created before {plan.cutoff.isoformat()})")
+            progress(f"{scope} {plan.count} created before {plan.cutoff.isoformat()}"
+                     + ("; the newest of each canvas stays" if keep_latest else ""))
             ids = []
             started = shown_at = time.monotonic()
             for batch in expire(rt, plan, times):

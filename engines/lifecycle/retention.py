@@ -127,22 +127,30 @@ def _expired(tenant_id: str, env: str, kind: str, cutoff: datetime, *,
     return query
 
 
-def expired_ids(conn: Connection, tenant_id: str, env: str, kind: str, cutoff: datetime, *,
-                keep_latest: bool, limit: int | None,
-                after: tuple[datetime, str] | None = None) -> list[str]:
-    """Up to `limit` (None: every one of the) artifacts past their retention, oldest first
-    (the expiry index's order), after the (created_at, id) `after` when given: a batch
-    starts where the last one ended instead of walking its tombstones and kept ones."""
+def expired(conn: Connection, tenant_id: str, env: str, kind: str, cutoff: datetime, *,
+            keep_latest: bool, limit: int,
+            after: tuple[datetime, str] | None = None) -> list[tuple[datetime, str]]:
+    """The (created_at, id) of up to `limit` artifacts past their retention, oldest first
+    (the expiry index's order), after the (created_at, id) `after` when given: a batch or a
+    page starts where the last one ended instead of walking its tombstones and kept ones,
+    and each is a short statement however many are due."""
     query = _expired(tenant_id, env, kind, cutoff, keep_latest=keep_latest)
     c = canvas_artifacts.c
     if after is not None:
         query = query.where(tuple_(c.created_at, c.id) > tuple_(
             literal(after[0], c.created_at.type), literal(after[1], c.id.type)))
-    return list(conn.execute(query.order_by(c.created_at, c.id).limit(limit)).scalars())
+    query = query.with_only_columns(c.created_at, c.id)
+    return [(row.created_at, row.id) for row in conn.execute(
+        query.order_by(c.created_at, c.id).limit(limit))]
 
 
-def count_expired(conn: Connection, tenant_id: str, env: str, kind: str, cutoff: datetime, *,
-                  keep_latest: bool) -> int:
-    """How many artifacts are past their retention, counted by the database."""
-    query = _expired(tenant_id, env, kind, cutoff, keep_latest=keep_latest)
+def count_candidates(conn: Connection, tenant_id: str, env: str, kind: str,
+                     cutoff: datetime) -> int:
+    """How many live artifacts were created before cutoff: one range of the expiry index.
+
+    What expires, unless the newest of each canvas is kept (`RETENTION_KEEP_LATEST`),
+    when it is an upper bound: that test is a probe per candidate, which `expired` makes
+    a batch at a time (counted up front it was one statement over every candidate, past
+    the statement timeout at a million)."""
+    query = _expired(tenant_id, env, kind, cutoff, keep_latest=False)
     return conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
