@@ -258,25 +258,38 @@ class ScaleBench:
         def interleaved(count: int) -> list[str]:
             return [paths[n][i % len(paths[n])] for i in range(count) for n in names]
 
-        # one pass, the rows' requests in turn: no row reads pages an earlier row warmed
+        # the rows' requests in turn: no row reads pages an earlier row warmed; the same
+        # pass twice: first touch (at 10M the database is twice the RAM, so that is largely
+        # disk reads), then again with those pages cached (the service's own cost at this
+        # size: what the ratio to the 100k run judges)
         self.fixed(port, interleaved(50), MAIN, 50 * len(names))  # warm the pools
-        result = self.fixed(port, interleaved(rounds), MAIN, rounds * len(names),
-                            return_latencies=True)
-        latencies = result["latencies"]
-        aligned = len(latencies) == rounds * len(names)
-        for index, name in enumerate(names):
-            mine = sorted(latencies[index::len(names)]) if aligned else []
+        passes = [self.fixed(port, interleaved(rounds), MAIN, rounds * len(names),
+                             return_latencies=True) for _pass in ("first touch", "again")]
+
+        def split(result: dict[str, Any], index: int) -> tuple[float, float] | None:
+            latencies = result["latencies"]
+            if len(latencies) != rounds * len(names):
+                return None
+            mine = sorted(latencies[index::len(names)])
             p99, p50 = (1000 * (percentile(mine, q) or float("inf")) for q in (99, 50))
-            ratio = None
-            if small and name in small:
-                ratio = p99 / small[name]
-            value = (f"p99 {p99:.1f} ms (p50 {p50:.1f}), {len(mine)} timed"
-                     if aligned else f"unaligned: {len(latencies)} of {rounds * len(names)} "
-                     f"timed ({result['error_count']} errors)")
-            value += f", {ratio:.2f}x the {small['records']:,}-record run" if ratio else ""
-            met = p99 < 20 and (ratio is None or ratio <= 1.5) and result["error_count"] == 0
-            self.row(name, "p99 < 20 ms at c=1; <= 1.5x the 100k run", value, met,
-                     explain(engine, works[name], self.records), p99_ms=p99)
+            return p99, p50
+
+        target = "p99 < 20 ms at c=1 (first touch and again); again <= 1.5x the 100k run"
+        for index, name in enumerate(names):
+            cold, warm = (split(result, index) for result in passes)
+            errors = sum(result["error_count"] for result in passes)
+            if cold is None or warm is None:
+                self.row(name, target, f"a request failed to be timed ({errors} errors)", False)
+                continue
+            ratio = warm[0] / small[name] if small and name in small else None
+            value = (f"p99 {warm[0]:.1f} ms (p50 {warm[1]:.1f})"
+                     + (f", {ratio:.2f}x the {small['records']:,}-record run" if ratio else "")
+                     + f"; first touch p99 {cold[0]:.1f} ms (p50 {cold[1]:.1f}); "
+                     f"{rounds} each")
+            met = (max(warm[0], cold[0]) < 20 and (ratio is None or ratio <= 1.5)
+                   and errors == 0)
+            self.row(name, target, value, met, explain(engine, works[name], self.records),
+                     p99_ms=warm[0], first_touch_p99_ms=cold[0])
 
     def _previous(self) -> dict[str, Any] | None:
         path = RESULTS / "scale-100000.json"

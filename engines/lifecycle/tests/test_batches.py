@@ -75,7 +75,7 @@ def test_a_canvas_delete_costs_the_same_statements_per_batch_whatever_its_size(
                                           lifecycle.Deletion("deleted", "u", "r", "c"))
     assert deleted == 3
     [line] = [r.getMessage() for r in caplog.records if "deleted canvas" in r.getMessage()]
-    assert f"{canvas}: 3 artifacts; 3 batches, longest " in line
+    assert f"{canvas}: 3 artifacts; 4 batches, longest " in line, "2, 1, none below, none"
     assert "usage and event counter held at most" in line
 
 
@@ -128,14 +128,21 @@ def test_a_canvas_delete_takes_smaller_batches_after_a_slow_one(
     monkeypatch.setattr(lifecycle, "BATCH", 4)
     monkeypatch.setattr(lifecycle, "BATCH_SECONDS", -1.0)  # every batch ran long
     sizes: list[int] = []
+    belows: list[str | None] = []
     listed = lifecycle.repo.list_records
 
     def spy(*args: object, **kwargs: object) -> list[object]:
         sizes.append(int(kwargs["limit"]))  # type: ignore[call-overload]
-        return listed(*args, **kwargs)  # type: ignore[arg-type]
+        belows.append(kwargs["before_id"])  # type: ignore[arg-type]
+        found = listed(*args, **kwargs)  # type: ignore[arg-type]
+        batches.append([r.id for r in found])
+        return found  # type: ignore[return-value]
 
+    batches: list[list[str]] = []
     monkeypatch.setattr(lifecycle.repo, "list_records", spy)
     deleted = lifecycle.delete_canvas(stack.runtime, tenant, "dev", canvas,
                                       lifecycle.Deletion("deleted", "u", "r", "c"))
     assert deleted == 7
-    assert sizes == [4, 2, 1, 1], "the last one found nothing left"
+    assert sizes == [4, 2, 1, 1, 1], "then nothing below the last, nor from the top"
+    assert belows == [None, *(min(b) for b in batches[:3]), None], \
+        "each batch lists below the last one's oldest id, never past its tombstones"
