@@ -8,7 +8,9 @@
 3. each row of the table is measured through the service or the `engines`
    commands, with the EXPLAIN of every query its path makes (captured from
    the real repository functions, run against the seeded database); a row
-   whose plan has a sequential scan of a big table is missed;
+   whose plan has a sequential scan of a big table is missed; the read rows
+   run beside a REFERENCE-record seed served the same way (seeded, served and
+   dropped by the run), turn and turn about, for their ratio;
 4. the table is printed and saved to `bench/results/scale-{N}.json`; the
    database is dropped unless `--keep`.
 
@@ -48,6 +50,8 @@ from engines.db.migrate import upgrade
 from engines.db.writer import write_transaction
 
 BUCKET = "engines-scale"
+REFERENCE = 100_000
+"""The reads' ratio is to a seed of this many records, served beside the measured one."""
 SIGNING = "scale-bench-signing-key-" + "s" * 32
 BIG = {"canvas_artifacts", "media_v2_artifacts", "nexus_documents", "dataset_events",
        "media_v2_assets"}
@@ -167,24 +171,25 @@ class ScaleBench:
 
     # -- setup --
 
-    def database(self) -> str:
+    def database(self, name: str | None = None) -> str:
         from sqlalchemy.engine import make_url
 
+        name = name or self.name
         with psycopg.connect(self.args.pg_admin_url, autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                [self.name]).fetchone():
-                conn.execute(f'CREATE DATABASE "{self.name}"')
+                                [name]).fetchone():
+                conn.execute(f'CREATE DATABASE "{name}"')
         url = (make_url(self.args.pg_admin_url).set(drivername="postgresql+psycopg",
-                                                    database=self.name)
+                                                    database=name)
                .render_as_string(hide_password=False))
         engine = build_engine(Settings(database_url=url))
         upgrade(engine)
         engine.dispose()
         return url
 
-    def drop(self) -> None:
+    def drop(self, name: str | None = None) -> None:
         with psycopg.connect(self.args.pg_admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{name or self.name}" WITH (FORCE)')
 
     # -- measuring --
 
@@ -225,14 +230,12 @@ class ScaleBench:
                 found = [(c, i) for c, i in cursor.fetchall()]
             return found
 
-    def reads(self, port: int, engine: Any, rt: Any) -> None:
-        from engines.canvas_artifacts import repository as repo
-        from engines.canvas_artifacts.reads import read_lineages
-
+    def read_paths(self, engine: Any) -> dict[str, list[str]]:
+        """Each read row's 400 requests, over records and canvases sampled from `engine`."""
         picks = self.samples(engine, MAIN, 400)
         canvases = sorted({c for c, _i in picks})[:200]
         hot = HOT[2]
-        paths = {
+        return {
             "record GET": [f"/canvas/{c}/artifacts/{i}" for c, i in picks],
             "list 50 newest": [f"/canvas/{c}/artifacts?limit=50" for c in [hot, *canvases]],
             "list 50 newest, kind": [f"/canvas/{c}/artifacts?limit=50&kind=preview"
@@ -240,7 +243,39 @@ class ScaleBench:
             "latest": [f"/canvas/{c}/artifacts/latest?kind=preview" for c in [hot, *canvases]],
             "lineage": [f"/canvas/{c}/artifacts/{i}/lineage" for c, i in picks],
         }
-        c0, i0 = picks[0]
+
+    @contextlib.contextmanager
+    def reference(self, env: dict[str, str]) -> Iterator[tuple[int, Any] | None]:
+        """A REFERENCE-record seed served beside this one, for the reads' ratio: (port,
+        engine), or None when this run is that size. Seeded, served and dropped here."""
+        if self.records <= REFERENCE:
+            yield None
+            return
+        name = f"engines_scale_ref_{REFERENCE}"
+        self.drop(name)
+        url = self.database(name)
+        self.say(f"reference: seeding {REFERENCE:,} records in {name}")
+        seed(url.replace("postgresql+psycopg", "postgresql"), REFERENCE, BUCKET,
+             self.state_dir / "reference", self.say)
+        log_dir = self.log_dir / "reference"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        proc = launch_service({**env, "DATABASE_URL": url}, self.args.workers, log_dir)
+        engine = build_engine(Settings(database_url=url))
+        try:
+            proc.wait_ready("/readyz")
+            proc.wait_workers(self.args.workers)
+            yield proc.port, engine
+        finally:
+            proc.stop()
+            engine.dispose()
+            self.drop(name)
+
+    def reads(self, port: int, engine: Any, rt: Any, env: dict[str, str]) -> None:
+        from engines.canvas_artifacts import repository as repo
+        from engines.canvas_artifacts.reads import read_lineages
+
+        hot = HOT[2]
+        c0, i0 = self.samples(engine, MAIN, 1)[0]
         works = {
             "record GET": lambda conn: repo.get_record(conn, MAIN, "prod", c0, i0),
             "list 50 newest": lambda conn: repo.list_records(
@@ -251,52 +286,65 @@ class ScaleBench:
             "lineage": lambda conn: read_lineages(
                 conn, rt, MAIN, "prod", [repo.get_record(conn, MAIN, "prod", c0, i0)]),
         }
-        small = self._previous()
-        names = list(paths)
-        rounds = 400
-
-        def interleaved(count: int) -> list[str]:
-            return [paths[n][i % len(paths[n])] for i in range(count) for n in names]
-
-        # the rows' requests in turn: no row reads pages an earlier row warmed; the same
-        # pass twice: first touch (at 10M the database is twice the RAM, so that is largely
-        # disk reads), then again with those pages cached (the service's own cost at this
-        # size: what the ratio to the 100k run judges)
-        self.fixed(port, interleaved(50), MAIN, 50 * len(names))  # warm the pools
-        passes = [self.fixed(port, interleaved(rounds), MAIN, rounds * len(names),
-                             return_latencies=True) for _pass in ("first touch", "again")]
-
-        def split(result: dict[str, Any], index: int) -> tuple[float, float] | None:
-            latencies = result["latencies"]
-            if len(latencies) != rounds * len(names):
-                return None
-            mine = sorted(latencies[index::len(names)])
-            p99, p50 = (1000 * (percentile(mine, q) or float("inf")) for q in (99, 50))
-            return p99, p50
-
-        target = "p99 < 20 ms at c=1 (first touch and again); again <= 1.5x the 100k run"
-        for index, name in enumerate(names):
-            cold, warm = (split(result, index) for result in passes)
-            errors = sum(result["error_count"] for result in passes)
+        with self.reference(env) as reference:
+            sides = {"this": (port, self.read_paths(engine))}
+            if reference is not None:
+                sides["reference"] = (reference[0], self.read_paths(reference[1]))
+            measured = self.read_passes(sides)
+        target = (f"p99 < 20 ms at c=1 (first touch and again); again <= 1.5x the "
+                  f"{REFERENCE:,}-record seed served beside it")
+        for name in works:
+            cold, warm = measured["this"][name]
             if cold is None or warm is None:
-                self.row(name, target, f"a request failed to be timed ({errors} errors)", False)
+                self.row(name, target, "a request failed or was not timed", False)
                 continue
-            ratio = warm[0] / small[name] if small and name in small else None
+            ref = measured.get("reference", {}).get(name)
+            ratio = warm[0] / ref[1][0] if ref and ref[1] else None
             value = (f"p99 {warm[0]:.1f} ms (p50 {warm[1]:.1f})"
-                     + (f", {ratio:.2f}x the {small['records']:,}-record run" if ratio else "")
-                     + f"; first touch p99 {cold[0]:.1f} ms (p50 {cold[1]:.1f}); "
-                     f"{rounds} each")
-            met = (max(warm[0], cold[0]) < 20 and (ratio is None or ratio <= 1.5)
-                   and errors == 0)
+                     + (f", {ratio:.2f}x the {REFERENCE:,}-record seed's {ref[1][0]:.1f} ms "
+                        f"(p50 {ref[1][1]:.1f})" if ratio and ref and ref[1] else "")
+                     + f"; first touch p99 {cold[0]:.1f} ms (p50 {cold[1]:.1f})")
+            met = max(warm[0], cold[0]) < 20 and (reference is None or (
+                ratio is not None and ratio <= 1.5))
             self.row(name, target, value, met, explain(engine, works[name], self.records),
-                     p99_ms=warm[0], first_touch_p99_ms=cold[0])
+                     p99_ms=warm[0], first_touch_p99_ms=cold[0],
+                     reference_p99_ms=ref[1][0] if ref and ref[1] else None)
 
-    def _previous(self) -> dict[str, Any] | None:
-        path = RESULTS / "scale-100000.json"
-        if self.records == 100_000 or not path.exists():
-            return None
-        rows = json.loads(path.read_text())["rows"]
-        return {"records": 100_000, **{r["row"]: r["p99_ms"] for r in rows if "p99_ms" in r}}
+    def read_passes(self, sides: dict[str, tuple[int, dict[str, list[str]]]]
+                    ) -> dict[str, dict[str, list[tuple[float, float] | None]]]:
+        """Per side and row, (p99, p50) ms of a first-touch pass and of the same pass again.
+
+        In a pass the rows' requests take turns (no row reads pages an earlier row
+        warmed); the sides take turns pass by pass, so both see the same machine. First
+        touch at 10M is largely disk reads (the database is twice the RAM); again is the
+        service's own cost at this size, with those pages cached: what the ratio judges."""
+        rounds = 400
+        results: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+
+        def interleaved(paths: dict[str, list[str]], count: int) -> list[str]:
+            return [paths[n][i % len(paths[n])] for i in range(count) for n in paths]
+
+        for port, paths in sides.values():
+            self.fixed(port, interleaved(paths, 50), MAIN, 50 * len(paths))  # warm the pools
+        for _pass in ("first touch", "again"):
+            for side, (port, paths) in sides.items():
+                results[side].append(self.fixed(port, interleaved(paths, rounds), MAIN,
+                                                rounds * len(paths), return_latencies=True))
+        out: dict[str, dict[str, list[tuple[float, float] | None]]] = {}
+        for side, (_port, paths) in sides.items():
+            names = list(paths)
+            out[side] = {}
+            for index, name in enumerate(names):
+                out[side][name] = []
+                for result in results[side]:
+                    latencies = result["latencies"]
+                    if len(latencies) != rounds * len(names) or result["error_count"]:
+                        out[side][name].append(None)
+                        continue
+                    mine = sorted(latencies[index::len(names)])
+                    p99, p50 = (1000 * (percentile(mine, q) or float("inf")) for q in (99, 50))
+                    out[side][name].append((p99, p50))
+        return out
 
     def export(self, port: int, service: servers.Proc, engine: Any, rt: Any) -> None:
         from engines.canvas_artifacts import repository as repo
@@ -623,7 +671,7 @@ class ScaleBench:
             service.wait_workers(self.args.workers)
             port = service.port
             phases: dict[str, Callable[[], None]] = {
-                "reads": lambda: self.reads(port, self.engine, self.runtime),
+                "reads": lambda: self.reads(port, self.engine, self.runtime, env),
                 "export": lambda: self.export(port, service, self.engine, self.runtime),
                 "delete": lambda: self.delete_canvas(port, service, self.engine, self.runtime),
                 "retention": lambda: self.retention(env, port, self.runtime),
