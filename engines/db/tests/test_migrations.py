@@ -8,6 +8,8 @@ without a migration (or the reverse) fails here.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +30,13 @@ from conftest import create_pg_database, drop_pg_database
 from engines.config import Settings
 from engines.db.engine import build_engine
 from engines.db.metadata import metadata
-from engines.db.migrate import alembic_config, pending, upgrade
+from engines.db.migrate import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    pending,
+    upgrade,
+)
 
 TABLES = {"media_v2_assets", "media_v2_artifacts", "nexus_documents", "dataset_events",
           "canvas_artifacts", "idempotency_keys"}
@@ -154,3 +162,37 @@ def test_0003_rewrites_old_uris_into_the_canonical_root_relative_form(
                                       ("media_v2_artifacts", "uri", "mda")):
             rows = dict(conn.execute(text(f"SELECT id, {column} FROM {table}")).all())
             assert rows == {f"{prefix}_{i}": new for i, new in enumerate(old.values())}
+
+
+def test_the_revisions_readyz_compares_are_alembics_own(fresh_engine: Engine) -> None:
+    """`/readyz` reads the head from the scripts and the current revision with one SELECT
+    (no Alembic in a served worker): both must be what Alembic itself says."""
+    assert head_revision() == HEAD
+    for step in ("empty", "migrated"):
+        with fresh_engine.connect() as conn:
+            assert current_revision(conn) == MigrationContext.configure(
+                conn).get_current_revision(), step
+        upgrade(fresh_engine)
+    with fresh_engine.connect() as conn:
+        assert current_revision(conn) == HEAD
+
+
+def test_a_served_app_answers_readyz_without_importing_alembic(tmp_path: Path) -> None:
+    """Alembic and Mako stay out of the served workers (~12 MiB each with Pygments, which
+    the test client's httpx imports itself, so it is not checked here)."""
+    script = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from engines.app import create_app\n"
+        "from engines.config import Settings\n"
+        f"settings = Settings(database_url='sqlite:///{tmp_path}/r.db', "
+        f"media_local_root='{tmp_path}/media')\n"
+        "with TestClient(create_app(settings)) as client:\n"
+        "    print(client.get('/readyz').status_code)\n"
+        "print(sorted(m for m in ('alembic', 'mako') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    status, modules = done.stdout.strip().split("\n")[-2:]
+    assert status == "503", "an empty database is not ready (and says so without Alembic)"
+    assert modules == "[]", modules
