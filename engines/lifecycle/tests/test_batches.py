@@ -87,16 +87,22 @@ def test_every_purged_table_is_batched_in_a_tenant_index_order() -> None:
             or order == [c.name for c in table.primary_key.columns], table.name
 
 
-def test_delete_unreferenced_asks_once_and_keeps_what_is_referenced(stack: Stack) -> None:
+def test_delete_unreferenced_asks_once_and_keeps_what_is_referenced(
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
     tenant, canvas = new_tenant(), new_canvas()
     kept = created(create_preview(stack, canvas, tenant=tenant))
     store = stack.runtime.store
     live = store.key_for(kept["uri"])
     orphan = f"tenants/{tenant}/dev/canvas/{canvas}/preview/art_orphan.png"
     store.put_bytes(orphan, b"\x89PNG orphan", "image/png")
-    assert delete_unreferenced(stack.runtime.engine, store, [live, orphan]) == []
+    with caplog.at_level(logging.INFO, logger="engines.lifecycle.references"):
+        assert delete_unreferenced(stack.runtime.engine, store, [live, orphan]) == []
     assert store.exists(live), "a live record references it"
     assert not store.exists(orphan)
+    said = [(r.levelno, r.getMessage()) for r in caplog.records
+            if r.name == "engines.lifecycle.references"]
+    assert said == [(logging.INFO, "kept 1 of 2 blobs that committed records still reference "
+                     f"(first: {live})")], "one line for the batch, not a warning per blob"
 
 
 def test_a_slow_batch_halves_the_next_and_fast_ones_grow_it_back_to_batch(
