@@ -303,8 +303,7 @@ def would_expire(rt: Runtime, plan: ExpiryPlan) -> list[str]:
     return ids
 
 
-def expire(rt: Runtime, plan: ExpiryPlan,
-           times: BatchTimes | None = None) -> Iterator[list[str]]:
+def expire(rt: Runtime, plan: ExpiryPlan, times: BatchTimes) -> Iterator[list[str]]:
     """Expire what one plan found, up to BATCH per transaction (paced by `times`);
     yields each batch's ids.
 
@@ -315,17 +314,16 @@ def expire(rt: Runtime, plan: ExpiryPlan,
     """
     deletion = Deletion("expired", SYSTEM_ACTOR, new_id("req"), new_id("cor"))
     after: tuple[datetime, str] | None = None
-    paced = times or BatchTimes()
 
     def load(conn: Connection) -> list[ArtifactRecord]:
         nonlocal after
         found = retention.expired(conn, plan.tenant_id, plan.env, plan.kind, plan.cutoff,
                                   keep_latest=rt.settings.retention_keep_latest,
-                                  limit=paced.next_size(), after=after)
+                                  limit=times.next_size(), after=after)
         after = found[-1] if found else after
         return repo.records_by_id(conn, plan.tenant_id, plan.env, [i for _c, i in found])
 
-    while batch := _delete_batch(rt, load, deletion, paced):
+    while batch := _delete_batch(rt, load, deletion, times):
         yield [record.id for record in batch]
 
 
