@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     # signed content URLs and image variants (docs/signed-urls.md)
     url_signing_key: str | None = None
     public_base_url: str | None = None
-    # the Host names a signed URL may be issued for (issue 16): unset on the dev key alone
+    # the Host names a signed URL may be issued for: unset on the dev key alone
     # means localhost only, unset otherwise means PUBLIC_BASE_URL's host only
     allowed_hosts: Annotated[list[str] | None, NoDecode] = None
     image_transforms: bool = True

@@ -1,4 +1,4 @@
-"""What a new operator or client developer sees first (issue 20, items 13-15).
+"""What a new operator or client developer sees first.
 
 `GET /` says what answers and where the docs are, without a token; the
 OpenAPI document says which headers every call needs and how to get a token,

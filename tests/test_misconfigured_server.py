@@ -1,4 +1,4 @@
-"""A deployment that is wrong says so, and never looks ready (issue 20, items 1-6).
+"""A deployment that is wrong says so, and never looks ready.
 
 Each test starts the real `engines serve` (or `engines doctor`) wrong on
 purpose, with only env vars, on the stacks the mistake applies to: an

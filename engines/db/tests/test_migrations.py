@@ -61,7 +61,8 @@ def fresh_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Eng
 
 
 def schema_diff(engine: Engine) -> list[object]:
-    def on_this_backend(item, _name, type_, _reflected, _compare_to) -> bool:  # type: ignore[no-untyped-def]
+    def on_this_backend(item: object, _name: str | None, type_: str, _reflected: bool,
+                        _compare_to: object) -> bool:
         """Indexes declared for one dialect only (`ddl_if`) are not expected elsewhere."""
         only = getattr(item, "_ddl_if", None) if type_ == "index" else None
         return only is None or only.dialect in (None, engine.dialect.name)
