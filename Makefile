@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8010
 LOG_FORMAT ?= text
 
-.PHONY: install install-runtime browser haproxy run test bench bench-mlflow bench-scale doctor clean
+.PHONY: install install-runtime browser haproxy run test bench bench-mlflow bench-profile bench-scale doctor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,16 @@ bench-mlflow: $(MLFLOW_VENV)/.installed-$(MLFLOW_VERSION)  ## MLflow's server in
 AGAINST ?=
 bench: install bench-mlflow  ## the benchmark table (see bench/README.md); AGAINST=0a60818 for an A/B
 	$(BIN)/python -m bench.run $(if $(AGAINST),--against $(AGAINST))
+
+# py-spy on every worker while creates (or ROUTE=fetch) run at c=16: where the time goes
+COMBO ?= local
+ROUTE ?= create
+$(VENV)/.installed-profile: $(VENV)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,otel,profile]'
+	touch $@
+
+bench-profile: $(VENV)/.installed-profile  ## py-spy profile of a create under load (bench/profile.py); COMBO=s3pg
+	$(BIN)/python -m bench.profile --combo $(COMBO) --path $(ROUTE)
 
 # 10M records on PostgreSQL, 1M blobs in moto: seeds (resumably), measures, drops its database.
 # Up to ~30 min; run it in the background (see bench/README.md "Scale"). RECORDS=100000 for a quick run.
