@@ -8,10 +8,11 @@ The service runs as `make bench` runs it (`engines serve --workers W`, default
 settings); `bench/load.py` drives it at fixed concurrency; `py-spy record
 --gil` samples each worker (only the thread holding the GIL, so a sample is
 Python work that keeps every other thread of the process waiting) while the
-load runs. The report gives, per worker, the share of the time the GIL was
-held, then every sample put in one bucket by the first rule below that a
-frame of its stack matches (most specific first), then the functions the
-samples were in. `--raw DIR` keeps py-spy's stacks for a flame graph.
+load runs; then the same for the bare app (`bench/baseline.py`: the same store
+and request, as `make bench` compares them). Each report gives the share of
+the time each worker held the GIL, then every sample put in one bucket by the
+first rule below that a frame of its stack matches (most specific first), then
+the functions the samples were in. `--raw DIR` keeps py-spy's stacks for a flame graph.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ BUCKETS: list[tuple[str, re.Pattern[str]]] = [
     ("endpoint: lean dispatch, body, quota check, content",
      re.compile(r"engines/canvas_artifacts/|engines/http/|engines/create\.py")),
     ("metrics and request log", re.compile(r"engines/observability/|prometheus_client/")),
+    ("the bare app's own handler", re.compile(r"bench/baseline\.py")),
     ("ASGI middleware and routing (Starlette, FastAPI)",
      re.compile(r"starlette/|fastapi/|engines/")),
     ("HTTP protocol (uvicorn, httptools)", re.compile(r"uvicorn/|httptools")),
@@ -77,6 +79,8 @@ def report(raw_files: list[Path], seconds: float, requests: int) -> str:
         samples = 0
         for line in path.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue  # the blank line py-spy may end with
             frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
             n = int(count)
             samples += n
@@ -161,19 +165,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def profile(args: argparse.Namespace, env: dict[str, str], work: Path, spy: str) -> int:
+    """The service's report, then the bare app's (`bench/baseline.py`) doing the same
+    request on the same store: what is left when the service's own logic is gone."""
     from engines.auth.tokens import issue_token
     from engines.config import Settings
 
-    service = servers.launch_service(env, args.workers, work)
-    try:
-        service.wait_ready("/healthz")
-        service.wait_workers(args.workers)
+    body = work / "preview-64k.png"
+    body.write_bytes(png_body(64 * 1024))
+    with running(servers.launch_service(env, args.workers, work), args.workers) as service:
         token = issue_token(Settings(auth_jwt_signing=env["AUTH_JWT_SIGNING"]), sub="u_profile",
                             tenants=[TENANT], role="owner", ttl=3600)
         headers = {"Authorization": f"Bearer {token}", "X-Tenant-Id": TENANT, "X-Env": ENV,
                    "X-Project-Id": PROJECT}
-        body = work / "preview-64k.png"
-        body.write_bytes(png_body(64 * 1024))
         job = {"kind": "fixed", "host": "127.0.0.1", "port": service.port,
                "concurrency": args.concurrency, "method": "POST", "expect": 201,
                "path": "/canvas/c_profile/artifacts/preview?rev=1", "body_file": str(body),
@@ -184,30 +187,56 @@ def profile(args: argparse.Namespace, env: dict[str, str], work: Path, spy: str)
             job = {**job, "method": "GET", "expect": 200, "headers": headers,
                    "path": f"/canvas/c_profile/artifacts/{record['id']}/content"}
             job.pop("body_file")
-        load({**job, "duration": 2.0})  # warm-up: pools, caches, the first batch
-        workers = servers.descendants(service.pid)
-        raw_dir = args.raw or work / "raw"
-        raw_dir.mkdir(parents=True, exist_ok=True)
-        spies = [subprocess.Popen(
-            [spy, "record", "--gil", "--nonblocking", "-r", str(RATE), "-d", str(args.seconds),
-             "-f", "raw", "-o", str(raw_dir / f"worker-{pid}.txt"), "-p", str(pid)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid in workers]
-        time.sleep(0.5)  # py-spy attached
-        cpu_before = servers.cpu_seconds(service.pid)
-        result = load({**job, "duration": args.seconds})
-        cpu = servers.cpu_seconds(service.pid) - cpu_before
-        for proc in spies:
-            proc.wait(timeout=args.seconds + 30)
-        files = [p for p in sorted(raw_dir.glob("worker-*.txt")) if p.stat().st_size]
-        done = max(1, result["ok"])
-        print(f"{args.path} preview 64 KiB, {args.combo}, c={args.concurrency}, "
-              f"{args.workers} workers, {args.seconds} s: {result['rps']:,.0f} req/s, "
-              f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, server CPU "
-              f"{1000 * cpu / done:.2f} ms/req (user+sys of all server processes)")
-        print(report(files, args.seconds, done))
-        return 0
+        print(measure(args, spy, service, job, work / "raw-service", "service"))
+    with running(servers.launch_baseline(env, args.workers, work), args.workers) as bare:
+        job = {"kind": "fixed", "host": "127.0.0.1", "port": bare.port,
+               "concurrency": args.concurrency, "method": "POST", "expect": 201,
+               "path": "/blobs", "body_file": str(body), "headers": {"Content-Type": "image/png"}}
+        if args.path == "fetch":
+            key = Client(bare.port, {}).json("POST", "/blobs", body.read_bytes(), 201,
+                                             {"Content-Type": "image/png"})["key"]
+            job = {**job, "method": "GET", "expect": 200, "path": f"/blobs?key={key}",
+                   "headers": {}}
+            job.pop("body_file")
+        print("\n" + measure(args, spy, bare, job, work / "raw-bare", "bare app"))
+    return 0
+
+
+@contextlib.contextmanager
+def running(proc: servers.Proc, workers: int) -> Iterator[servers.Proc]:
+    try:
+        proc.wait_ready("/healthz")
+        proc.wait_workers(workers)
+        yield proc
     finally:
-        service.stop()
+        proc.stop()
+
+
+def measure(args: argparse.Namespace, spy: str, server: servers.Proc, job: dict[str, object],
+            raw_dir: Path, name: str) -> str:
+    """Warm up, then `args.seconds` of load with py-spy on every worker: the report."""
+    load({**job, "duration": 2.0})  # warm-up: pools, caches, the first batch
+    if args.raw:
+        raw_dir = args.raw / raw_dir.name
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    spies = [subprocess.Popen(
+        [spy, "record", "--gil", "--nonblocking", "-r", str(RATE), "-d", str(args.seconds),
+         "-f", "raw", "-o", str(raw_dir / f"worker-{pid}.txt"), "-p", str(pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for pid in servers.descendants(server.pid)]
+    time.sleep(0.5)  # py-spy attached
+    cpu_before = servers.cpu_seconds(server.pid)
+    result = load({**job, "duration": args.seconds})
+    cpu = servers.cpu_seconds(server.pid) - cpu_before
+    for proc in spies:
+        proc.wait(timeout=args.seconds + 30)
+    files = [p for p in sorted(raw_dir.glob("worker-*.txt")) if p.stat().st_size]
+    done = max(1, result["ok"])
+    return (f"== {name}: {args.path} 64 KiB, {args.combo}, c={args.concurrency}, "
+            f"{args.workers} workers, {args.seconds} s: {result['rps']:,.0f} req/s, "
+            f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, server CPU "
+            f"{1000 * cpu / done:.2f} ms/req (user+sys of all server processes)\n"
+            + report(files, args.seconds, done))
 
 
 if __name__ == "__main__":
