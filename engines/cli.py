@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from engines.common.durations import format_duration, parse_duration
 from engines.config import Settings, get_settings
@@ -232,28 +232,37 @@ gc: retention = artifacts past their retention (RETENTION_*, `engines retention`
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from engines.app import build_runtime
-    from engines.lifecycle.delete import SHOWN_IDS, expire_all
+    from engines.lifecycle.delete import SHOWN_IDS, ExpiryPlan, expire_all
     from engines.lifecycle.gc import collect
 
     settings = _settings()
     runtime = build_runtime(settings)
-    with _disposed(runtime.engine):
+    with _disposed(runtime.engine), contextlib.ExitStack() as stack:
         max_share = settings.gc_max_delete_share if args.max_share is None else args.max_share
-        retention = expire_all(runtime, apply=args.apply, progress=print,
+        output = stack.enter_context(open(args.output, "w")) if args.output else None  # noqa: SIM115
+        expired = 0
+
+        def listing(plan: ExpiryPlan, batch: list[str]) -> None:
+            """Each batch of expired ids straight to --output: none is kept in memory."""
+            nonlocal expired
+            expired += len(batch)
+            if output is not None:
+                output.writelines(json.dumps({
+                    "action": "expired" if args.apply else "would expire",
+                    "reason": "retention", "tenant_id": plan.tenant_id, "env": plan.env,
+                    "kind": plan.kind, "id": artifact_id}) + "\n" for artifact_id in batch)
+
+        retention = expire_all(runtime, apply=args.apply, progress=print, listing=listing,
                                shown_ids=None if args.verbose else SHOWN_IDS)
-        expired = [json.dumps({"action": "expired" if args.apply else "would expire",
-                               "reason": "retention", "tenant_id": plan["tenant_id"],
-                               "env": plan["env"], "kind": plan["kind"], "id": artifact_id})
-                   for plan in retention for artifact_id in cast(list[str], plan.pop("ids"))]
         report = collect(runtime.store, runtime.engine,
                          older_than=args.older_than, apply=args.apply, force=args.force,
                          max_share=max_share, progress=print)
         verb = "deleted" if args.apply and not report.refused else "would delete"
         lines = [json.dumps({"action": verb, "reason": reason, "key": key})
                  for reason, key in report.planned()]
-        if args.output:
-            Path(args.output).write_text("".join(f"{line}\n" for line in expired + lines))
-            print(f"gc: {len(expired)} artifact ids and {len(lines)} keys listed in "
+        if output is not None:
+            output.writelines(f"{line}\n" for line in lines)
+            print(f"gc: {expired} artifact ids and {len(lines)} keys listed in "
                   f"{args.output}")
         if args.verbose:
             print("\n".join(lines))

@@ -229,6 +229,34 @@ def test_expiry_interrupted_midway_is_finished_by_the_next_run(
     assert ids(stack, canvas) == [replays[-1]["id"]]
 
 
+def test_expired_ids_go_to_the_listing_batch_by_batch_and_are_not_kept(
+        make_stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A million due ids are never held at once: each batch (dry run: each page) goes to
+    the listing as it is done, the summary keeps only the ids it prints, and the
+    returned plan carries the count, not the ids."""
+    stack = make_stack("local-sqlite", retention_replay=timedelta(hours=1))
+    canvas = new_canvas()
+    replays = [created(create_replay(stack, canvas))["id"] for _ in range(6)]
+    later = datetime.now(UTC) + timedelta(hours=2)
+    monkeypatch.setattr(lifecycle, "DRY_RUN_PAGE", 2)
+    monkeypatch.setattr(lifecycle, "BATCH", 2)
+    for apply in (False, True):
+        batches: list[list[str]] = []
+        lines: list[str] = []
+        [plan] = lifecycle.expire_all(stack.runtime, apply=apply, now=later, shown_ids=3,
+                                      progress=lines.append,
+                                      listing=lambda _plan, batch: batches.append(batch))
+        assert [len(b) for b in batches] == [2, 2, 1], (apply, batches)
+        assert sorted(i for b in batches for i in b) == sorted(replays[:-1])
+        assert plan == {"tenant_id": "t_acme", "env": "dev", "kind": "replay",
+                        "created_before": plan["created_before"],
+                        "expired" if apply else "would_expire": 5}
+        shown = [line.removeprefix("retention:   ") for line in lines
+                 if line.startswith("retention:   ")]
+        assert len(shown) == 4 and shown[-1].startswith("... and 2 more"), shown
+    assert ids(stack, canvas) == [replays[-1]]
+
+
 def test_without_keep_latest_everything_past_retention_goes(stack: Stack) -> None:
     t, canvas = new_tenant(), new_canvas()
     for rev in (1, 2):

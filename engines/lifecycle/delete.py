@@ -290,17 +290,16 @@ DRY_RUN_PAGE = 5000
 """Ids a dry run reads per statement, each page on from the last one's end."""
 
 
-def would_expire(rt: Runtime, plan: ExpiryPlan) -> list[str]:
-    """The ids a dry run lists: what `expire` would remove now, oldest first."""
-    ids: list[str] = []
+def would_expire(rt: Runtime, plan: ExpiryPlan) -> Iterator[list[str]]:
+    """The ids a dry run lists, a page at a time: what `expire` would remove now, oldest
+    first."""
     after: tuple[datetime, str] | None = None
     with rt.engine.connect() as conn:
         while page := retention.expired(conn, plan.tenant_id, plan.env, plan.kind,
                                         plan.cutoff, after=after, limit=DRY_RUN_PAGE,
                                         keep_latest=rt.settings.retention_keep_latest):
-            ids.extend(artifact_id for _created, artifact_id in page)
+            yield [artifact_id for _created, artifact_id in page]
             after = page[-1]
-    return ids
 
 
 def expire(rt: Runtime, plan: ExpiryPlan, times: BatchTimes) -> Iterator[list[str]]:
@@ -331,47 +330,70 @@ SHOWN_IDS = 100
 """Ids printed per tenant, env and kind (then "... and N more") unless all are asked for."""
 
 
+Listing = Callable[[ExpiryPlan, list[str]], None]
+"""Where every id expired (or that a dry run would expire) goes, a batch at a time."""
+
+
 def expire_all(rt: Runtime, *, apply: bool, progress: Callable[[str], None] = lambda _m: None,
-               shown_ids: int | None = SHOWN_IDS,
+               shown_ids: int | None = SHOWN_IDS, listing: Listing | None = None,
                now: datetime | None = None) -> list[dict[str, object]]:
     """Every retention in force, applied (or, in a dry run, listed): what `engines gc` runs.
 
-    Each entry's `ids` are every artifact expired (or that a dry run would expire), so
-    an operator can check them before --apply; `progress` gets the first `shown_ids`
-    of each (None: all of them). `now` is when retention is judged (the clock seam of
-    the tests; default: now).
+    Returns one entry per plan with its count. Every id expired (or that a dry
+    run would expire) goes to `listing` as its batch is done, so an operator can
+    check them before --apply, and a million of them are never held here;
+    `progress` gets the first `shown_ids` of each plan (None: all of them, the
+    one case that keeps a plan's ids until its summary line). `now` is when
+    retention is judged (the clock seam of the tests; default: now).
     """
     listed = []
     keep_latest = rt.settings.retention_keep_latest
     for plan in expiry_plans(rt, now or datetime.now(UTC)):
         scope = f"retention: {plan.tenant_id}/{plan.env} {plan.kind}:"
         times = BatchTimes()
+        tally = _Tally(plan, shown_ids, listing)
         if apply:
             progress(f"{scope} {plan.count} created before {plan.cutoff.isoformat()}"
                      + ("; the newest of each canvas stays" if keep_latest else ""))
-            ids = []
             started = shown_at = time.monotonic()
             for batch in expire(rt, plan, times):
-                ids.extend(batch)
-                if (len(ids) % PROGRESS_EVERY < len(batch)
+                tally.add(batch)
+                if (tally.count % PROGRESS_EVERY < len(batch)
                         or time.monotonic() - shown_at >= PROGRESS_SECONDS):
                     shown_at = time.monotonic()
-                    rate = len(ids) / max(shown_at - started, 1e-9)
-                    progress(f"{scope} expired {len(ids)} of {plan.count} so far "
+                    rate = tally.count / max(shown_at - started, 1e-9)
+                    progress(f"{scope} expired {tally.count} of {plan.count} so far "
                              f"({rate:,.0f}/s; {times.summary()})")
-            metrics.record_retention(len(ids))
+            metrics.record_retention(tally.count)
         else:
-            ids = would_expire(rt, plan)
+            for page in would_expire(rt, plan):
+                tally.add(page)
         verb = "expired" if apply else "would expire"
-        progress(f"{scope} {verb} {len(ids)} (created before {plan.cutoff.isoformat()})"
+        progress(f"{scope} {verb} {tally.count} (created before {plan.cutoff.isoformat()})"
                  + (f"; {times.summary()}" if apply else ""))
-        shown = ids if shown_ids is None else ids[:shown_ids]
-        for artifact_id in shown:
+        for artifact_id in tally.shown:
             progress(f"retention:   {artifact_id}")
-        if len(ids) > len(shown):
-            progress(f"retention:   ... and {len(ids) - len(shown)} more (--verbose prints "
-                     "them all, --output lists them all)")
+        if (more := tally.count - len(tally.shown)) > 0:
+            progress(f"retention:   ... and {more} more (--verbose prints them all, --output "
+                     "lists them all)")
         listed.append({"tenant_id": plan.tenant_id, "env": plan.env, "kind": plan.kind,
                        "created_before": plan.cutoff.isoformat(),
-                       "expired" if apply else "would_expire": len(ids), "ids": ids})
+                       "expired" if apply else "would_expire": tally.count})
     return listed
+
+
+class _Tally:
+    """One plan's ids as its batches are done: counted, the first `shown_ids` kept for
+    the summary (all of them if None), every one handed to `listing`."""
+
+    def __init__(self, plan: ExpiryPlan, shown_ids: int | None, listing: Listing | None) -> None:
+        self.plan, self.shown_ids, self.listing = plan, shown_ids, listing
+        self.count = 0
+        self.shown: list[str] = []
+
+    def add(self, batch: list[str]) -> None:
+        self.count += len(batch)
+        room = len(batch) if self.shown_ids is None else self.shown_ids - len(self.shown)
+        self.shown.extend(batch[:room])
+        if self.listing is not None:
+            self.listing(self.plan, batch)
