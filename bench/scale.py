@@ -521,39 +521,44 @@ class ScaleBench:
         from engines.lifecycle.delete import BATCH
 
         target = self.records // 10
+        found = None
         with self.engine.connect() as conn:
             cursor = conn.connection.cursor()
-            cursor.execute("SELECT created_at FROM canvas_artifacts WHERE tenant_id = %s AND "
-                           "env = 'prod' AND kind = 'audit' AND deleted_at IS NULL ORDER BY "
-                           "created_at OFFSET %s LIMIT 1", [MAIN, target])
-            found = cursor.fetchone()
+            # audits, or on a kept database whose audits an earlier run expired, the
+            # next kind that still has `target` live records to expire
+            for kind in ("audit", "replay", "preview"):
+                cursor.execute("SELECT created_at FROM canvas_artifacts WHERE tenant_id = %s "
+                               "AND env = 'prod' AND kind = %s AND deleted_at IS NULL ORDER BY "
+                               "created_at OFFSET %s LIMIT 1", [MAIN, kind, target])
+                if (found := cursor.fetchone()) is not None:
+                    break
         if found is None:
             self.row("retention pass", "progress line, RSS flat, others' p99 < 50 ms",
-                     "no audits to expire", False)
+                     f"no kind has {target:,} live records to expire", False)
             return
         cutoff = found[0]
         keep = datetime.now(UTC) - cutoff
         with write_transaction(self.engine) as conn:
-            retention.set_override(conn, MAIN, "prod", "audit", keep)
+            retention.set_override(conn, MAIN, "prod", kind, keep)
         command = [sys.executable, "-m", "bench.scale_jobs", "retention"]
         result = self.job("retention", command, env, port, OTHERS[0], 50)
         with write_transaction(self.engine) as conn:
-            retention.unset_override(conn, MAIN, "prod", "audit")
+            retention.unset_override(conn, MAIN, "prod", kind)
         done = [line for line in result["output"].splitlines()
-                if line.startswith("retention:") and "audit" in line and "so far" not in line]
+                if line.startswith("retention:") and kind in line and "so far" not in line]
         value = (f"{'stopped at cap, ' if result['capped'] else ''}{result['took']:.0f} s, "
                  f"{done[-1][:90] if done else 'unfinished'} (~{target:,} due), RSS "
                  f"{result['rss_mib']:.0f} MiB, others' p99 {result['p99'] or 0:.1f} ms; "
                  f"{result['progress'][-1] if result['progress'] else 'no progress line'}")
 
         def work(conn: Any) -> None:
-            retention.scopes_with_artifacts(conn, "audit")
-            retention.count_candidates(conn, MAIN, "prod", "audit", cutoff)
-            first = retention.expired(conn, MAIN, "prod", "audit", cutoff,
+            retention.scopes_with_artifacts(conn, kind)
+            retention.count_candidates(conn, MAIN, "prod", kind, cutoff)
+            first = retention.expired(conn, MAIN, "prod", kind, cutoff,
                                       keep_latest=True, limit=BATCH)
             repo.records_by_id(conn, MAIN, "prod", [i for _c, i in first])
             if first:  # the next batch reads on from where this one ended
-                retention.expired(conn, MAIN, "prod", "audit", cutoff, keep_latest=True,
+                retention.expired(conn, MAIN, "prod", kind, cutoff, keep_latest=True,
                                   limit=BATCH, after=first[-1])
 
         self.row(f"retention pass expiring ~{target:,} records",
