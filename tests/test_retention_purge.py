@@ -243,9 +243,12 @@ def test_expired_ids_go_to_the_listing_batch_by_batch_and_are_not_kept(
     for apply in (False, True):
         batches: list[list[str]] = []
         lines: list[str] = []
+
+        def listing(_plan: object, batch: list[str], batches: list[list[str]] = batches) -> None:
+            batches.append(batch)
+
         [plan] = lifecycle.expire_all(stack.runtime, apply=apply, now=later, shown_ids=3,
-                                      progress=lines.append,
-                                      listing=lambda _plan, batch: batches.append(batch))
+                                      progress=lines.append, listing=listing)
         assert [len(b) for b in batches] == [2, 2, 1], (apply, batches)
         assert sorted(i for b in batches for i in b) == sorted(replays[:-1])
         assert plan == {"tenant_id": "t_acme", "env": "dev", "kind": "replay",
