@@ -319,8 +319,8 @@ class Hook:
     """(monotonic time, webhook-id, node, status answered)"""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def sender(self, peer_port: int) -> str | None:
-        inode = _socket_inode(peer_port)
+    def sender(self, peer_port: int, own_port: int) -> str | None:
+        inode = _socket_inode(peer_port, own_port)
         if inode is None:
             return None
         target = f"socket:[{inode}]"
@@ -334,12 +334,16 @@ class Hook:
         return None
 
 
-def _socket_inode(local_port: int) -> int | None:
+def _socket_inode(local_port: int, remote_port: int) -> int | None:
+    """The inode of the socket from `local_port` to `remote_port`. Both ports count: Linux
+    gives one ephemeral port to several connections that go to different peers."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
             for line in Path(table).read_text().splitlines()[1:]:
                 fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == local_port and fields[9] != "0":
+                if (int(fields[1].rsplit(":", 1)[1], 16) == local_port
+                        and int(fields[2].rsplit(":", 1)[1], 16) == remote_port
+                        and fields[9] != "0"):
                     return int(fields[9])
     return None
 
@@ -352,7 +356,7 @@ def hook_receiver(cluster: Cluster) -> Iterator[Hook]:
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             self.rfile.read(int(self.headers.get("content-length", 0)))
             webhook_id = self.headers["webhook-id"]
-            node = hook.sender(self.client_address[1])
+            node = hook.sender(self.client_address[1], self.server.server_address[1])
             with hook.lock:
                 tried = any(seen_id == webhook_id for _t, seen_id, _n, _s in hook.seen)
                 status = 204 if tried else 500
