@@ -73,7 +73,8 @@ def report(raw_files: list[Path], seconds: float, requests: int) -> str:
     """The text report from py-spy's raw (collapsed) stacks, one file per worker."""
     buckets: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
-    lines, held, shares = [], [], []
+    lines: list[str] = []
+    shares: dict[str, float] = {}
     total = 0
     for path in raw_files:
         samples = 0
@@ -87,16 +88,16 @@ def report(raw_files: list[Path], seconds: float, requests: int) -> str:
             buckets[bucket_of(frames)] += n
             own[frames[-1]] += n
         if samples:
-            shares.append(samples / (seconds * RATE))
-            held.append(f"{path.stem}: {100 * shares[-1]:.0f}%")
+            shares[path.stem] = samples / (seconds * RATE)
         total += samples
     if not total:
         return "no samples (is py-spy allowed to attach? run as root or with ptrace rights)"
     per_request_ms = 1000 * total / RATE / max(1, requests)
-    if len(held) < len(raw_files) or min(shares) < max(shares) / 5:
+    if len(shares) < len(raw_files) or min(shares.values()) < max(shares.values()) / 5:
         lines.append("note: py-spy sampled one worker far less than another (it lost that "
                      "process?): the shares hold, the ms/req undercount; run again")
-    lines.append(f"GIL held, per worker: {', '.join(held)}; {per_request_ms:.2f} ms of "
+    held = ", ".join(f"{name}: {100 * share:.0f}%" for name, share in shares.items())
+    lines.append(f"GIL held, per worker: {held}; {per_request_ms:.2f} ms of "
                  f"GIL-holding work per request ({total} samples, {requests} requests)")
     lines.append("\nwhere it goes (each sample in the first bucket a frame of its stack matches):")
     for name, n in buckets.most_common():

@@ -316,10 +316,10 @@ class ScaleBench:
         """Per side and row, (p99, p50) ms of a first-touch pass and of a longer pass again.
 
         In a pass the rows' requests take turns (no row reads pages an earlier row
-        warmed), and the sides take turns every CHUNK rounds, so a burst of the
+        warmed), and the sides take turns every `chunk` rounds, so a burst of the
         machine's noise (a checkpoint, another job) lands on both. First touch reads
-        each sampled path once (at 10M it is largely disk reads); again cycles over
-        the same paths AGAIN_ROUNDS times, with those pages cached: the service's own
+        each sampled path once (at 10M it is largely disk reads); again runs
+        `again_rounds` rounds over the same paths, with those pages cached: the service's own
         cost at this size, what the ratio judges, from enough samples that its p99 is
         not the 4th-slowest request of a few hundred."""
         first_rounds, again_rounds, chunk = 400, 2000, 50

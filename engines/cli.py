@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from engines.common.durations import format_duration, parse_duration
 from engines.config import Settings, get_settings
@@ -240,19 +240,18 @@ def cmd_gc(args: argparse.Namespace) -> int:
     with _disposed(runtime.engine), contextlib.ExitStack() as stack:
         max_share = settings.gc_max_delete_share if args.max_share is None else args.max_share
         output = stack.enter_context(open(args.output, "w")) if args.output else None  # noqa: SIM115
-        expired = 0
+        action = "expired" if args.apply else "would expire"
 
         def listing(plan: ExpiryPlan, batch: list[str]) -> None:
             """Each batch of expired ids straight to --output: none is kept in memory."""
-            nonlocal expired
-            expired += len(batch)
-            if output is not None:
-                output.writelines(json.dumps({
-                    "action": "expired" if args.apply else "would expire",
-                    "reason": "retention", "tenant_id": plan.tenant_id, "env": plan.env,
-                    "kind": plan.kind, "id": artifact_id}) + "\n" for artifact_id in batch)
+            assert output is not None
+            output.writelines(json.dumps({
+                "action": action, "reason": "retention", "tenant_id": plan.tenant_id,
+                "env": plan.env, "kind": plan.kind, "id": artifact_id}) + "\n"
+                for artifact_id in batch)
 
-        retention = expire_all(runtime, apply=args.apply, progress=print, listing=listing,
+        retention = expire_all(runtime, apply=args.apply, progress=print,
+                               listing=listing if output is not None else None,
                                shown_ids=None if args.verbose else SHOWN_IDS)
         report = collect(runtime.store, runtime.engine,
                          older_than=args.older_than, apply=args.apply, force=args.force,
@@ -262,6 +261,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
                  for reason, key in report.planned()]
         if output is not None:
             output.writelines(f"{line}\n" for line in lines)
+            expired = sum(cast(int, plan["expired" if args.apply else "would_expire"])
+                          for plan in retention)
             print(f"gc: {expired} artifact ids and {len(lines)} keys listed in "
                   f"{args.output}")
         if args.verbose:
